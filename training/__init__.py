@@ -1,0 +1,1 @@
+"""v4s_agent.training"""
