@@ -1,0 +1,24 @@
+"""Shared pytest setup: `slow` tests run only with RUN_SLOW=1, `gpu` tests only with CUDA."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    run_slow = os.environ.get("RUN_SLOW", "0") not in ("", "0", "false", "False")
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except Exception:  # pragma: no cover
+        has_cuda = False
+    skip_slow = pytest.mark.skip(reason="slow test: set RUN_SLOW=1")
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "slow" in item.keywords and not run_slow:
+            item.add_marker(skip_slow)
+        if "gpu" in item.keywords and not has_cuda:
+            item.add_marker(skip_gpu)
