@@ -1,0 +1,107 @@
+"""Agent configuration: every knob of the closed-loop V4S agent, validated once in ``__post_init__``.
+
+Why a dataclass: the rollout/evaluate CLIs, the tests and a user's own loop all build agents from the
+same validated object, and ``asdict`` makes it trivially serialisable into ``summary.json``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+CONTEXT_SAMPLING = ("stratified", "uniform", "contiguous")
+CROSSCHECK_MODES = ("off", "log", "override")
+CONTEXT_MODES = ("memory", "none")
+
+
+@dataclass
+class V4SAgentConfig:
+    """Configuration of :class:`v4s_agent.agent.V4SAgent`.
+
+    Args:
+        replan_every: receding horizon; execute this many actions of a plan, then re-plan.
+        num_context_frames: context frames per plan (``None``: the model config's ``num_context_frames``).
+        context_sampling: how context frames are drawn from memory: ``"stratified"`` (sparse, sorted,
+            one random frame per equal-length segment, the paper's non-contiguous sampling),
+            ``"uniform"`` (evenly spaced, deterministic) or ``"contiguous"`` (the last K frames).
+        context_mode: ``"memory"`` (tour + seen frames) or ``"none"`` (no context: the planner is given
+            pure-noise context, the "planner without context" baseline).
+        recent_context: how many of the most recently seen frames are always in the context.
+        memory_every: add every n-th observation to the context memory.
+        memory_max_seen: cap on seen frames kept in memory (oldest are dropped first).
+        stop_sd: the imagined goal box must be at most this SD (normalised centre distance) to stop.
+        stop_box_confidence: minimal confidence of the red box read back from the auxiliary frames.
+        stop_similarity: minimal similarity in [0, 1] of the current view to the imagined goal view.
+        min_steps_before_stop: never stop before this many steps (avoids stopping on a first bad plan).
+        pose_stop_distance: pose task: stop when odometry says the goal pose is this close (metres).
+        pose_stop_yaw_deg: pose task: ... and the heading error is below this (degrees).
+        crosscheck: OpenCV relative-pose cross-check of IDM actions: ``"off"``, ``"log"`` (count and log
+            disagreements) or ``"override"`` (use the geometric action where it is confident and differs).
+        cv_min_inliers: minimal RANSAC inliers for the geometric estimate to count as confident.
+        num_inference_steps: sampler steps (``None``: the pipeline's default).
+        guidance_scale: joint CFG scale (``None``: the pipeline's default).
+        seed: seeds the context sampling and the diffusion noise (same seed, same episode).
+    """
+
+    replan_every: int = 4
+    num_context_frames: int | None = None
+    context_sampling: str = "stratified"
+    context_mode: str = "memory"
+    recent_context: int = 1
+    memory_every: int = 2
+    memory_max_seen: int = 64
+    stop_sd: float = 0.2
+    stop_box_confidence: float = 0.3
+    stop_similarity: float = 0.75
+    min_steps_before_stop: int = 1
+    pose_stop_distance: float = 0.3
+    pose_stop_yaw_deg: float = 20.0
+    crosscheck: str = "log"
+    cv_min_inliers: int = 12
+    num_inference_steps: int | None = None
+    guidance_scale: float | None = None
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.replan_every < 1:
+            raise ValueError(f"replan_every must be >= 1. Got {self.replan_every}")
+        if self.num_context_frames is not None and self.num_context_frames < 1:
+            raise ValueError(f"num_context_frames must be >= 1 or None. Got {self.num_context_frames}")
+        if self.context_sampling not in CONTEXT_SAMPLING:
+            raise ValueError(
+                f"context_sampling must be one of {CONTEXT_SAMPLING}. Got {self.context_sampling!r}"
+            )
+        if self.context_mode not in CONTEXT_MODES:
+            raise ValueError(f"context_mode must be one of {CONTEXT_MODES}. Got {self.context_mode!r}")
+        if self.crosscheck not in CROSSCHECK_MODES:
+            raise ValueError(f"crosscheck must be one of {CROSSCHECK_MODES}. Got {self.crosscheck!r}")
+        if self.recent_context < 0:
+            raise ValueError(f"recent_context must be >= 0. Got {self.recent_context}")
+        if self.memory_every < 1:
+            raise ValueError(f"memory_every must be >= 1. Got {self.memory_every}")
+        if self.memory_max_seen < 0:
+            raise ValueError(f"memory_max_seen must be >= 0. Got {self.memory_max_seen}")
+        for name in ("stop_sd", "stop_box_confidence", "stop_similarity"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1]. Got {v}")
+        if self.min_steps_before_stop < 0:
+            raise ValueError(f"min_steps_before_stop must be >= 0. Got {self.min_steps_before_stop}")
+        if self.pose_stop_distance <= 0 or self.pose_stop_yaw_deg <= 0:
+            raise ValueError(
+                f"pose_stop_distance and pose_stop_yaw_deg must be > 0. "
+                f"Got {self.pose_stop_distance}, {self.pose_stop_yaw_deg}"
+            )
+        if self.cv_min_inliers < 4:
+            raise ValueError(
+                f"cv_min_inliers must be >= 4 (homography needs 4 points). Got {self.cv_min_inliers}"
+            )
+        if self.num_inference_steps is not None and self.num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be >= 1 or None. Got {self.num_inference_steps}")
+        if self.guidance_scale is not None and self.guidance_scale < 0:
+            raise ValueError(f"guidance_scale must be >= 0 or None. Got {self.guidance_scale}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON view, written into rollout/evaluation summaries."""
+        return asdict(self)

@@ -1,0 +1,592 @@
+"""``python -m v4s_agent.evaluate``: open-loop and closed-loop evaluation, baselines and ablations.
+
+Open loop (as the paper measures): on held-out episodes the planner imagines the clip that ends at the
+goal; an independent detector (:mod:`v4s_agent.evaluator_detector`, trained on rendered frames with the
+env's semantic masks, never the model's red box) scores its last trajectory frame: SD, IF, IF(SD<0.2),
+IF(SD<0.1). Rows: ours, ours without context, ablation checkpoints, and ground truth (the rendered
+expert clip, by the same detector and by the exact semantic render). Navigation: PSNR/SSIM of imagined
+frames against frames rendered along the same camera path.
+
+Closed loop: success, SPL, final SD (exact, from the semantic render), collisions, plan latency for the
+V4S agent, the planner without context, a random agent and the oracle expert.
+
+Writes ``metrics.json``, ``results.md`` and plots (matplotlib) into ``--out`` (atomically).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .metrics import psnr, sd_from_box, ssim
+from .rollout import AtomicDir, ExpertAgent, RandomAgent, make_env, run_episode, summarize
+
+logger = logging.getLogger(__name__)
+
+HABITAT_ASSETS = Path(__file__).resolve().parents[2] / "shared" / "assets" / "habitat_test_assets"
+ABLATIONS = ("no_aux_box", "contiguous_rope", "text_only_guidance")
+PAPER = {"SD": 0.1099, "IF(SD<0.2)": 0.6486, "IF(SD<0.1)": 0.4941, "nav_PSNR": 14.27, "nav_LPIPS": 0.4674}
+TARGETS = {"success_rate": 0.8, "spl": 0.6, "IF(SD<0.2)": 0.65, "SD": 0.11}
+
+
+@dataclass
+class Episode:
+    """A held-out open-loop episode: the clip of the expert that ends at the goal."""
+
+    split: str
+    seed: int
+    instruction: str
+    category: str | None
+    context: dict[str, np.ndarray]
+    frames: np.ndarray  # rendered expert clip uint8 (T_traj, H, W, 3); frame 0 = the observation
+    poses: np.ndarray  # (T_traj, 4, 4)
+    final_sd_exact: float  # SD of the goal in the clip's last frame, from the semantic render
+
+
+# ---------------------------------------------------------------------- episodes
+
+
+def expert_clip(
+    env: Any, seed: int, n_traj: int, max_steps: int = 200
+) -> tuple[np.ndarray, np.ndarray, Any, dict]:
+    """Roll out the oracle expert; return the last ``n_traj`` frames ending at the goal (padded by
+    repeating the start when the path is shorter), their poses, and the reset info."""
+    obs, info0 = env.reset(seed=int(seed))
+    frames, poses, sds = [obs["rgb"]], [np.asarray(info0["agent_pose"])], [info0.get("goal_sd", float("nan"))]
+    for _ in range(max_steps):
+        a = int(env.unwrapped.expert_action())
+        if a == 0:
+            break
+        obs, _, term, trunc, info = env.step(a)
+        frames.append(obs["rgb"])
+        poses.append(np.asarray(info["agent_pose"]))
+        sds.append(info.get("goal_sd", float("nan")))
+        if term or trunc:
+            break
+    s = max(0, len(frames) - n_traj)
+    frames, poses, sds = frames[s:], poses[s:], sds[s:]
+    while len(frames) < n_traj:  # short path: stand still at the goal
+        frames.append(frames[-1])
+        poses.append(poses[-1])
+        sds.append(sds[-1])
+    return np.stack(frames), np.stack(poses), (s, sds[-1]), info0
+
+
+def collect_episodes(
+    split: str | None, scene: str | None, task: str, n: int, seed: int, n_traj: int, resolution: int
+) -> list[Episode]:
+    """Held-out episodes with their expert clips and contexts."""
+    env = make_env(task, split=split, scene=scene, resolution=(resolution, resolution))
+    eps = []
+    try:
+        for i in range(n):
+            frames, poses, (start, sd), info0 = expert_clip(env, seed + i, n_traj)
+            ctx = env.unwrapped.get_context()
+            eps.append(
+                Episode(
+                    split=split or Path(scene or "default").stem,
+                    seed=seed + i,
+                    instruction=str(info0.get("instruction", "")),
+                    category=info0.get("goal_category"),
+                    context={"frames": np.asarray(ctx["frames"]), "poses": np.asarray(ctx["poses"])},
+                    frames=frames,
+                    poses=poses,
+                    final_sd_exact=float("nan") if sd is None else float(sd),
+                )
+            )
+    finally:
+        env.close()
+    return eps
+
+
+def _relative_camera(poses: np.ndarray, n_target: int) -> np.ndarray:
+    from .agent import relative_camera
+
+    cam = relative_camera(poses)
+    if len(cam) < n_target:
+        cam = np.concatenate([cam, np.zeros((n_target - len(cam), 12), np.float32)])
+    return cam
+
+
+# ---------------------------------------------------------------------- open loop
+
+
+def grounding_scores(sds: Sequence[float]) -> dict[str, float]:
+    """SD (mean over videos where the goal is found), IF, IF(SD<0.2), IF(SD<0.1) from per-video SDs
+    (``nan`` = not found)."""
+    a = np.asarray(sds, dtype=np.float64)
+    found = ~np.isnan(a)
+    n = max(len(a), 1)
+    return {
+        "SD": float(a[found].mean()) if found.any() else float("nan"),
+        "IF": float(found.sum() / n),
+        "IF(SD<0.2)": float((found & (np.nan_to_num(a, nan=9) < 0.2)).sum() / n),
+        "IF(SD<0.1)": float((found & (np.nan_to_num(a, nan=9) < 0.1)).sum() / n),
+        "n": int(len(a)),
+    }
+
+
+def _detector_sd(det: Any, frame: np.ndarray, category: str | None) -> float:
+    if category is None or category not in det.categories:
+        return float("nan")
+    ((box, _),) = det.detect(frame, category)
+    return sd_from_box(box, frame.shape[0], frame.shape[1])
+
+
+def open_loop_grounding(
+    planner: Any, eps: Sequence[Episode], det: Any, use_context: bool = True
+) -> dict[str, Any]:
+    """Generate each episode's clip and score its last trajectory frame with the detector."""
+    sds, own_sds, lat = [], [], []
+    for ep in eps:
+        plan = planner.plan(ep.context if use_context else None, ep.frames[0], ep.instruction, seed=ep.seed)
+        sds.append(_detector_sd(det, plan.trajectory[-1], ep.category))
+        own_sds.append(plan.box_sd)
+        lat.append(plan.latency_ms)
+    out = grounding_scores(sds)
+    out["own_red_box"] = grounding_scores(own_sds)  # for reference only: NOT the evaluation
+    out["plan_latency_ms"] = float(np.mean(lat)) if lat else None
+    return out
+
+
+def ground_truth_grounding(eps: Sequence[Episode], det: Any) -> dict[str, Any]:
+    """The rendered expert clips: by the detector (its ceiling) and exact from the semantic render."""
+    out = grounding_scores([_detector_sd(det, ep.frames[-1], ep.category) for ep in eps])
+    out["exact_semantic"] = grounding_scores([ep.final_sd_exact for ep in eps])
+    return out
+
+
+def open_loop_navigation(planner: Any, eps: Sequence[Episode], use_context: bool = True) -> dict[str, Any]:
+    """PSNR/SSIM of imagined trajectory frames vs frames rendered along the same camera path."""
+    ps, ss, lat = [], [], []
+    for ep in eps:
+        cam = _relative_camera(ep.poses, planner.num_target_frames)
+        plan = planner.plan(
+            ep.context if use_context else None, ep.frames[0], ep.instruction, camera=cam, seed=ep.seed
+        )
+        from .planner import _resize
+
+        gt = _resize(ep.frames[1:], planner.height, planner.width)
+        gen = plan.trajectory[1 : 1 + len(gt)]
+        ps.append(psnr(gen, gt[: len(gen)]))
+        ss.append(ssim(gen, gt[: len(gen)]))
+        lat.append(plan.latency_ms)
+    return {
+        "PSNR": float(np.mean(ps)) if ps else float("nan"),
+        "SSIM": float(np.mean(ss)) if ss else float("nan"),
+        "n": len(ps),
+        "plan_latency_ms": float(np.mean(lat)) if lat else None,
+    }
+
+
+# ---------------------------------------------------------------------- closed loop
+
+
+def closed_loop(
+    policy_factory: Any,
+    split: str | None,
+    scene: str | None,
+    task: str,
+    n: int,
+    seed: int,
+    max_steps: int,
+    resolution: int,
+) -> dict[str, Any]:
+    """``n`` closed-loop episodes; ``policy_factory(env)`` builds the policy."""
+    env = make_env(task, split=split, scene=scene, resolution=(resolution, resolution), max_steps=max_steps)
+    try:
+        policy = policy_factory(env)
+        res = [run_episode(env, policy, seed + i) for i in range(n)]
+    finally:
+        env.close()
+    s = summarize(res)
+    s["per_episode"] = [r.to_dict() for r in res]
+    return s
+
+
+# ---------------------------------------------------------------------- report
+
+
+def _fmt(v: Any, nd: int = 3) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.{nd}f}"
+    return str(v)
+
+
+def markdown_report(m: dict[str, Any]) -> str:
+    """The results tables (ours beside the paper's, labelled)."""
+    lines = [
+        f"# video4spatial evaluation\n\ncommand: `{m['command']}`  \ncheckpoint: `{m['checkpoint']}`; "
+        f"{m['episodes_per_split']} episodes per split; seed {m['seed']}; {m['wall_s']} s wall\n"
+    ]
+    det = m.get("detector", {})
+    if det:
+        v = det.get("validation", {})
+        lines.append(
+            f"Evaluator detector (`{det.get('path')}`): on held-out rendered frames IF precision "
+            f"{_fmt(v.get('if_precision'))}, recall {_fmt(v.get('if_recall'))}, "
+            f"|SD error| {_fmt(v.get('sd_abs_error'))}.\n"
+        )
+    lines.append("## Open loop: object grounding (evaluator detector on the last imagined frame)\n")
+    lines.append("| split | row | SD ↓ | IF ↑ | IF(SD<0.2) ↑ | IF(SD<0.1) ↑ | n |")
+    lines.append("|---|---|---|---|---|---|---|")
+    for split, rows in m.get("open_loop", {}).items():
+        for row, r in rows.items():
+            if "error" in r:
+                lines.append(f"| {split} | {row} | not run: {r['error']} | | | | |")
+                continue
+            lines.append(
+                f"| {split} | {row} | {_fmt(r['SD'])} | {_fmt(r['IF'])} | {_fmt(r['IF(SD<0.2)'])} | "
+                f"{_fmt(r['IF(SD<0.1)'])} | {r['n']} |"
+            )
+    lines.append(
+        f"| paper (real scans, 416×256, Wan2.2-5B scale) | ours | {PAPER['SD']} | – | "
+        f"{PAPER['IF(SD<0.2)']} | {PAPER['IF(SD<0.1)']} | – |\n"
+    )
+    lines.append("## Open loop: navigation (imagined vs rendered along the same path)\n")
+    lines.append("| split | row | PSNR ↑ | SSIM ↑ | n |\n|---|---|---|---|---|")
+    for split, rows in m.get("navigation", {}).items():
+        for row, r in rows.items():
+            if "error" in r:
+                lines.append(f"| {split} | {row} | not run: {r['error']} | | |")
+                continue
+            lines.append(f"| {split} | {row} | {_fmt(r['PSNR'], 2)} | {_fmt(r['SSIM'])} | {r['n']} |")
+    lines.append(
+        f"| paper (real scans) | ours | {PAPER['nav_PSNR']} | – (LPIPS {PAPER['nav_LPIPS']}) | – |\n"
+    )
+    lines.append("## Closed loop\n")
+    lines.append("| split | agent | success ↑ | SPL ↑ | final SD ↓ | collisions/ep | plan latency ms | n |")
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for split, rows in m.get("closed_loop", {}).items():
+        for row, r in rows.items():
+            if "error" in r:
+                lines.append(f"| {split} | {row} | not run: {r['error']} | | | | | |")
+                continue
+            lines.append(
+                f"| {split} | {row} | {_fmt(r['success_rate'])} | {_fmt(r['spl'])} | "
+                f"{_fmt(r['mean_final_sd'])} | {_fmt(r['collisions_per_episode'], 2)} | "
+                f"{_fmt(r['plan_latency_ms'], 0)} | {r['episodes']} |"
+            )
+    if m.get("not_run"):
+        lines.append("\n## Rows not run\n")
+        lines.extend(f"- {x}" for x in m["not_run"])
+    lines.append(
+        "\nDifferent data, different scale: the paper's numbers are on real indoor scans with a Wan2.2-5B "
+        "backbone at 416×256 and 337 context frames; ours are on procedural scenes with the small CPU "
+        "model. They are shown side by side for orientation, not as a like-for-like comparison.\n"
+    )
+    return "\n".join(lines)
+
+
+def make_plots(m: dict[str, Any], out: Path) -> list[str]:
+    """Bar charts of IF(SD<0.2)/SD per row and closed-loop success/SPL per agent."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    ol = m.get("open_loop", {})
+    if ol:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+        labels, ifs, sds = [], [], []
+        for split, rows in ol.items():
+            for row, r in rows.items():
+                if "error" not in r:
+                    labels.append(f"{split}\n{row}")
+                    ifs.append(r["IF(SD<0.2)"])
+                    sds.append(r["SD"] if not math.isnan(r["SD"]) else 0.0)
+        x = np.arange(len(labels))
+        axes[0].bar(x, ifs, color="tab:blue")
+        axes[0].axhline(PAPER["IF(SD<0.2)"], color="k", ls="--", lw=1, label="paper")
+        axes[0].set_title("IF(SD<0.2) ↑")
+        axes[1].bar(x, sds, color="tab:orange")
+        axes[1].axhline(PAPER["SD"], color="k", ls="--", lw=1, label="paper")
+        axes[1].set_title("SD ↓")
+        for ax in axes:
+            ax.set_xticks(x, labels, rotation=60, ha="right", fontsize=7)
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "open_loop.png", dpi=110)
+        plt.close(fig)
+        files.append("open_loop.png")
+    cl = m.get("closed_loop", {})
+    if cl:
+        fig, ax = plt.subplots(figsize=(9, 3.8))
+        labels, sr, spl = [], [], []
+        for split, rows in cl.items():
+            for row, r in rows.items():
+                if "error" not in r:
+                    labels.append(f"{split}\n{row}")
+                    sr.append(r["success_rate"])
+                    spl.append(r["spl"])
+        x = np.arange(len(labels))
+        ax.bar(x - 0.2, sr, 0.4, label="success")
+        ax.bar(x + 0.2, spl, 0.4, label="SPL")
+        ax.axhline(TARGETS["success_rate"], color="tab:blue", ls="--", lw=1)
+        ax.axhline(TARGETS["spl"], color="tab:orange", ls="--", lw=1)
+        ax.set_xticks(x, labels, rotation=60, ha="right", fontsize=7)
+        ax.set_ylim(0, 1.05)
+        ax.legend(fontsize=7)
+        ax.set_title("closed loop (dashed: targets)")
+        fig.tight_layout()
+        fig.savefig(out / "closed_loop.png", dpi=110)
+        plt.close(fig)
+        files.append("closed_loop.png")
+    return files
+
+
+# ---------------------------------------------------------------------- driver
+
+
+def _habitat_scene() -> str | None:
+    p = HABITAT_ASSETS / "simple_room.glb"
+    return str(p) if p.is_file() else None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m v4s_agent.evaluate", description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", default=None, help="planner checkpoint (default: the shipped one)")
+    ap.add_argument(
+        "--ablation",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help=f"an ablation checkpoint, NAME in {ABLATIONS}; repeatable",
+    )
+    ap.add_argument("--episodes", type=int, default=8, help="episodes per split and row")
+    ap.add_argument(
+        "--closed-episodes", type=int, default=None, help="closed-loop episodes (default --episodes)"
+    )
+    ap.add_argument(
+        "--splits",
+        default="val_scenes,val_categories,outdoor,habitat",
+        help="comma list of val_scenes, val_categories, outdoor, habitat (Habitat test assets)",
+    )
+    ap.add_argument("--sections", default="open,nav,closed", help="comma list of open, nav, closed")
+    ap.add_argument("--baselines", default="no_context,random,expert", help="comma list of baselines to run")
+    ap.add_argument(
+        "--detector", default=None, help="evaluator detector folder (default: shipped, else train)"
+    )
+    ap.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default="torch")
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--steps", type=int, default=None, help="diffusion sampler steps per plan")
+    ap.add_argument("--replan-every", type=int, default=None)
+    ap.add_argument("--max-steps", type=int, default=100, help="closed-loop episode step limit")
+    ap.add_argument("--resolution", type=int, default=128)
+    ap.add_argument("--seed", type=int, default=1000, help="first held-out episode seed")
+    ap.add_argument("--out", default="outputs/evaluate")
+    ap.add_argument("--quick", action="store_true", help="tiny run for tests: 1 episode, val_scenes only")
+    return ap
+
+
+def _load_planner(path: str | None, args: argparse.Namespace) -> Any:
+    from .planner import VideoPlanner
+
+    kw: dict[str, Any] = {}
+    if args.steps is not None:
+        kw["num_inference_steps"] = args.steps
+    return VideoPlanner.from_pretrained(path, backend=args.backend, device=args.device, **kw)
+
+
+def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """The evaluation (raises on bad input before anything is written)."""
+    from tqdm.auto import tqdm
+
+    from .evaluator_detector import load_or_train
+    from .planner import BackendUnavailableError, CheckpointError
+
+    if args.quick:
+        args.episodes = min(args.episodes, 1)
+        args.splits = "val_scenes"
+        args.max_steps = min(args.max_steps, 12)
+    n_closed = args.closed_episodes if args.closed_episodes is not None else args.episodes
+    sections = {s.strip() for s in args.sections.split(",") if s.strip()}
+    baselines = {s.strip() for s in args.baselines.split(",") if s.strip()}
+    splits = [s.strip() for s in args.splits.split(",") if s.strip()]
+    known = {"val_scenes", "val_categories", "outdoor", "habitat"}
+    bad = [s for s in splits if s not in known]
+    if bad:
+        raise ValueError(f"unknown split(s) {bad}; choose from {sorted(known)}")
+    ablations: dict[str, str] = {}
+    for a in args.ablation:
+        name, _, path = a.partition("=")
+        if name not in ABLATIONS or not path:
+            raise ValueError(f"--ablation must be NAME=PATH with NAME in {ABLATIONS}. Got {a!r}")
+        ablations[name] = path
+    planner = _load_planner(args.checkpoint, args)  # fails fast on a bad checkpoint / backend
+    ab_planners: dict[str, Any] = {}
+    not_run: list[str] = []
+    for name in ABLATIONS:
+        if name not in ablations:
+            not_run.append(
+                f"ablation `{name}`: no checkpoint trained with that switch was given "
+                f"(`--ablation {name}=PATH`)"
+            )
+            continue
+        try:
+            ab_planners[name] = _load_planner(ablations[name], args)
+        except (CheckpointError, BackendUnavailableError) as e:
+            not_run.append(f"ablation `{name}`: {e}")
+    t0 = time.time()
+    m: dict[str, Any] = {
+        "command": "python -m v4s_agent.evaluate " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "checkpoint": args.checkpoint or "default",
+        "backend": args.backend,
+        "episodes_per_split": args.episodes,
+        "closed_loop_episodes_per_split": n_closed,
+        "seed": args.seed,
+        "model_config": planner.model_config,
+        "open_loop": {},
+        "navigation": {},
+        "closed_loop": {},
+        "not_run": not_run,
+        "paper": PAPER,
+        "targets": TARGETS,
+    }
+    with AtomicDir(args.out) as tmp:
+        det = None
+        if "open" in sections:
+            det, det_meta = load_or_train(args.detector, out_dir=tmp / "evaluator_detector", quick=args.quick)
+            m["detector"] = det_meta
+        n_traj = planner.num_target_frames - planner.num_box_frames
+        jobs = []
+        for split in splits:
+            split_arg, scene = (None, _habitat_scene()) if split == "habitat" else (split, None)
+            if split == "habitat" and scene is None:
+                not_run.append(f"split habitat: assets not found at {HABITAT_ASSETS}")
+                continue
+            jobs.append((split, split_arg, scene))
+        bar = tqdm(total=len(jobs) * len(sections), desc="evaluate", unit="section", file=sys.stderr)
+        for split, split_arg, scene in jobs:
+            kw = {"split": split_arg, "scene": scene}
+            if "open" in sections:
+                rows: dict[str, Any] = {}
+                try:
+                    eps = collect_episodes(
+                        task="object",
+                        n=args.episodes,
+                        seed=args.seed,
+                        n_traj=n_traj,
+                        resolution=args.resolution,
+                        **kw,
+                    )
+                    rows["ground truth (rendered expert)"] = ground_truth_grounding(eps, det)
+                    rows["ours"] = open_loop_grounding(planner, eps, det)
+                    if "no_context" in baselines:
+                        rows["ours, no context"] = open_loop_grounding(planner, eps, det, use_context=False)
+                    for name, p in ab_planners.items():
+                        rows[f"ablation: {name}"] = open_loop_grounding(p, eps, det)
+                except Exception as e:  # a split the env cannot serve (e.g. no semantics) is reported
+                    logger.exception("open loop on %s failed", split)
+                    rows = {"all": {"error": f"{type(e).__name__}: {e}"}}
+                m["open_loop"][split] = rows
+                bar.update(1)
+            if "nav" in sections:
+                rows = {}
+                try:
+                    eps = collect_episodes(
+                        task="pose",
+                        n=args.episodes,
+                        seed=args.seed,
+                        n_traj=n_traj,
+                        resolution=args.resolution,
+                        **kw,
+                    )
+                    rows["ours"] = open_loop_navigation(planner, eps)
+                    if "no_context" in baselines:
+                        rows["ours, no context"] = open_loop_navigation(planner, eps, use_context=False)
+                    for name, p in ab_planners.items():
+                        rows[f"ablation: {name}"] = open_loop_navigation(p, eps)
+                except Exception as e:
+                    logger.exception("navigation on %s failed", split)
+                    rows = {"all": {"error": f"{type(e).__name__}: {e}"}}
+                m["navigation"][split] = rows
+                bar.update(1)
+            if "closed" in sections:
+                rows = {}
+                task = "pose" if split == "habitat" else "object"
+                factories = _closed_loop_factories(planner, ab_planners, baselines, args)
+                for row, fac in factories.items():
+                    try:
+                        rows[row] = closed_loop(
+                            fac,
+                            task=task,
+                            n=n_closed,
+                            seed=args.seed,
+                            max_steps=args.max_steps,
+                            resolution=args.resolution,
+                            **kw,
+                        )
+                        rows[row]["task"] = task
+                    except Exception as e:
+                        logger.exception("closed loop %s on %s failed", row, split)
+                        rows[row] = {"error": f"{type(e).__name__}: {e}"}
+                m["closed_loop"][split] = rows
+                bar.update(1)
+        bar.close()
+        m["wall_s"] = round(time.time() - t0, 1)
+        m["plots"] = make_plots(m, tmp)
+        (tmp / "metrics.json").write_text(json.dumps(m, indent=2, default=_json_default))
+        (tmp / "results.md").write_text(markdown_report(m))
+    return m
+
+
+def _closed_loop_factories(
+    planner: Any, ab: dict[str, Any], baselines: set[str], args: argparse.Namespace
+) -> dict:
+    from .agent import V4SAgent
+
+    kw: dict[str, Any] = {"seed": args.seed}
+    if args.replan_every is not None:
+        kw["replan_every"] = args.replan_every
+    f: dict[str, Any] = {"ours": lambda env: V4SAgent(planner, **kw)}
+    if "no_context" in baselines:
+        f["ours, no context"] = lambda env: V4SAgent(planner, context_mode="none", **kw)
+    for name, p in ab.items():
+        f[f"ablation: {name}"] = lambda env, p=p: V4SAgent(p, **kw)
+    if "random" in baselines:
+        f["random"] = lambda env: RandomAgent(seed=args.seed)
+    if "expert" in baselines:
+        f["oracle expert"] = lambda env: ExpertAgent(env)
+    return f
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: exit 0 on success, 2 on bad input (nothing written)."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    from .planner import BackendUnavailableError, CheckpointError
+
+    try:
+        m = run(args, argv)
+    except (CheckpointError, BackendUnavailableError, FileNotFoundError, ValueError, ImportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(markdown_report(m))
+    print(f"wrote {Path(args.out).resolve()}/metrics.json", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

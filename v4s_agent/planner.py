@@ -1,0 +1,521 @@
+"""The visual planner: context video + current view + instruction -> imagined video -> goal box + actions.
+
+Why a separate object from the agent: the planner is stateless (one call, one plan) so it can be used by
+anyone's own loop, benchmarked for latency, and swapped between backends (PyTorch, ONNX Runtime,
+TensorRT); the agent adds memory, the receding horizon and the stop rule on top.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .action_decoding import CVMotion, decode_actions, estimate_motion, idm_probs
+from .metrics import sd_from_box
+
+logger = logging.getLogger(__name__)
+
+Box = tuple[float, float, float, float]
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "default"
+
+
+class CheckpointError(ValueError):
+    """The checkpoint folder is missing or cannot be read."""
+
+
+class BackendUnavailableError(RuntimeError):
+    """The requested inference backend is not installed on this machine."""
+
+
+@dataclass
+class Plan:
+    """One imagined plan.
+
+    Attributes:
+        frames: uint8 ``(T, H, W, 3)`` at the model resolution: frame 0 is the current observation,
+            frames ``1..num_trajectory_frames-1`` the imagined trajectory (one frame per action), then
+            the auxiliary frames in which the model marks the goal with a red box.
+        num_trajectory_frames: how many of ``frames`` are the trajectory (the rest are auxiliary).
+        box: the goal box read back from the auxiliary frames, pixel ``(x0, y0, x1, y1)`` at the model
+            resolution, or ``None``.
+        box_confidence: the red-box reader's confidence in ``box`` (0 when none).
+        box_sd: SD of ``box`` (``nan`` when none).
+        actions: int ``(num_trajectory_frames-1,)`` decoded actions (never STOP; the agent decides that).
+        action_probs: float ``(num_trajectory_frames-1, 4)`` inverse-dynamics probabilities.
+        cv_motion: the OpenCV relative-pose estimate of each imagined transition (empty if off).
+        cv_disagreements: transitions where the confident geometric action differs from the IDM's.
+        latency_ms: wall time of the whole ``plan`` call; ``generation_ms`` of the diffusion part.
+        context_positions: the source indices of the context frames used.
+        instruction: the instruction the plan was made for.
+    """
+
+    frames: np.ndarray
+    num_trajectory_frames: int
+    box: Box | None
+    box_confidence: float
+    box_sd: float
+    actions: np.ndarray
+    action_probs: np.ndarray
+    cv_motion: list[CVMotion] = field(default_factory=list)
+    cv_disagreements: int = 0
+    latency_ms: float = 0.0
+    generation_ms: float = 0.0
+    context_positions: np.ndarray | None = None
+    instruction: str = ""
+
+    @property
+    def trajectory(self) -> np.ndarray:
+        """The observation followed by the imagined trajectory frames."""
+        return self.frames[: self.num_trajectory_frames]
+
+    @property
+    def aux_frames(self) -> np.ndarray:
+        """The auxiliary goal frames (with the red box drawn by the model)."""
+        return self.frames[self.num_trajectory_frames :]
+
+    @property
+    def goal_frame(self) -> np.ndarray:
+        """The frame the goal box was read from (last trajectory frame when there are no aux frames)."""
+        aux = self.aux_frames
+        return aux[0] if len(aux) else self.frames[self.num_trajectory_frames - 1]
+
+
+def sample_context_indices(
+    n: int, k: int, mode: str = "stratified", rng: np.random.Generator | None = None, recent: int = 0
+) -> np.ndarray:
+    """Sorted indices of ``k`` context frames out of ``n`` (with repeats only when ``n < k``).
+
+    ``stratified`` is the paper's sparse non-contiguous sample: one random index per equal segment;
+    ``uniform`` is evenly spaced; ``contiguous`` is the last ``k``. ``recent`` indices at the end of
+    the memory are always included (the agent's latest views).
+    """
+    if n <= 0 or k <= 0:
+        raise ValueError(f"need n > 0 and k > 0. Got n={n}, k={k}")
+    rng = rng if rng is not None else np.random.default_rng(0)
+    if n <= k:
+        return np.sort(np.concatenate([np.arange(n), np.linspace(0, n - 1, k - n).round().astype(int)]))
+    if mode == "contiguous":
+        return np.arange(n - k, n)
+    recent = min(recent, k - 1)
+    tail = np.arange(n - recent, n)
+    m, kk = n - recent, k - recent
+    if mode == "uniform":
+        head = np.linspace(0, m - 1, kk).round().astype(int)
+    elif mode == "stratified":
+        edges = np.linspace(0, m, kk + 1)
+        lo, hi = np.floor(edges[:-1]).astype(int), np.maximum(np.floor(edges[1:]).astype(int), 1)
+        hi = np.maximum(hi, lo + 1)
+        head = np.minimum(rng.integers(lo, hi), m - 1)
+    else:
+        raise ValueError(f"unknown context sampling mode {mode!r}")
+    return np.sort(np.concatenate([head, tail]))  # head < m <= tail: disjoint, sorted
+
+
+def _resize(frames: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Resize uint8 ``(..., H, W, 3)`` frames to ``(h, w)`` (area filter when shrinking)."""
+    import cv2
+
+    frames = np.asarray(frames)
+    if frames.shape[-3:-1] == (h, w):
+        return frames.astype(np.uint8, copy=False)
+    flat = frames.reshape(-1, *frames.shape[-3:])
+    interp = cv2.INTER_AREA if flat.shape[1] > h else cv2.INTER_LINEAR
+    out = np.stack([cv2.resize(f, (w, h), interpolation=interp) for f in flat])
+    return out.reshape(*frames.shape[:-3], h, w, 3).astype(np.uint8)
+
+
+def _cfg_get(cfg: Any, name: str, default: Any = None) -> Any:
+    if cfg is None:
+        return default
+    if isinstance(cfg, dict):
+        return cfg.get(name, default)
+    return getattr(cfg, name, default)
+
+
+class VideoPlanner:
+    """Context-guided video diffusion as a visual planner (Video4Spatial).
+
+    Args:
+        pipeline: a callable with the ``Video4SpatialPipeline`` call contract (see docs/INTERFACES.md),
+            e.g. the PyTorch pipeline or an ONNX Runtime / TensorRT runtime from ``v4s_agent.export``.
+        idm: an ``InverseDynamicsModel`` (``None``: decode actions by OpenCV geometry only).
+        device: torch device for the IDM (and the pipeline when it is a torch module).
+        num_inference_steps: sampler steps per plan (``None``: the pipeline's default).
+        guidance_scale: joint classifier-free guidance scale (``None``: the pipeline's default).
+        crosscheck: ``"off"``, ``"log"`` or ``"override"``, see :class:`V4SAgentConfig`.
+        cv_min_inliers: RANSAC inliers needed for a confident geometric estimate.
+        seed: default seed of the diffusion noise when ``plan`` is not given one.
+        backend: the backend name, for reports.
+    """
+
+    def __init__(
+        self,
+        pipeline: Any,
+        idm: Any | None = None,
+        device: str = "cpu",
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        crosscheck: str = "log",
+        cv_min_inliers: int = 12,
+        seed: int = 0,
+        backend: str = "torch",
+        model_config: dict[str, Any] | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.idm = idm
+        self.device = device
+        self.num_inference_steps = num_inference_steps
+        self.guidance_scale = guidance_scale
+        self.crosscheck = crosscheck
+        self.cv_min_inliers = cv_min_inliers
+        self.seed = seed
+        self.backend = backend
+        self._calls = 0
+        cfg = model_config or self._read_model_config(pipeline)
+        self.height = int(cfg["height"])
+        self.width = int(cfg["width"])
+        self.num_context_frames = int(cfg["num_context_frames"])
+        self.num_target_frames = int(cfg["num_target_frames"])
+        self.num_box_frames = int(cfg.get("num_box_frames", 0))
+        self.model_config = cfg
+
+    # ------------------------------------------------------------------ loading
+    @staticmethod
+    def _read_model_config(pipeline: Any) -> dict[str, Any]:
+        """Find H, W, K, T and the number of aux frames on whatever pipeline object we were given."""
+        keys = ("height", "width", "num_context_frames", "num_target_frames", "num_box_frames")
+        for src in (
+            getattr(pipeline, "model_config", None),
+            getattr(pipeline, "v4s_config", None),
+            getattr(pipeline, "config", None),
+            getattr(getattr(pipeline, "transformer", None), "config", None),
+        ):
+            if src is None:
+                continue
+            vals = {k: _cfg_get(src, k) for k in keys}
+            if all(vals[k] is not None for k in keys[:4]):
+                vals["num_box_frames"] = vals["num_box_frames"] or 0
+                return vals
+        raise ValueError(
+            "cannot find height/width/num_context_frames/num_target_frames on the pipeline; pass "
+            "model_config={...} to VideoPlanner"
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path | None = None,
+        backend: str = "torch",
+        device: str | None = None,
+        idm_path: str | Path | None = None,
+        **kwargs: Any,
+    ) -> VideoPlanner:
+        """Load a planner checkpoint folder (``pipeline/`` + ``idm/``); no ``path``: the shipped default.
+
+        Raises:
+            CheckpointError: the folder or one of its parts is missing or unreadable.
+            BackendUnavailableError: ``backend`` is not installed.
+            ValueError: unknown ``backend``.
+        """
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}. Got {backend!r}")
+        root = Path(path) if path is not None else DEFAULT_CHECKPOINT
+        if not root.is_dir():
+            hint = " (the shipped default checkpoint is not installed yet)" if path is None else ""
+            raise CheckpointError(f"checkpoint folder not found: {root}{hint}")
+        pipe_dir = root / "pipeline" if (root / "pipeline").is_dir() else root
+        idm_dir = Path(idm_path) if idm_path is not None else root / "idm"
+        if device is None:
+            device = _default_device(backend)
+        pipe = load_pipeline(pipe_dir, backend=backend, device=device)
+        idm = load_idm(idm_dir, device=device) if idm_dir.exists() or idm_path is not None else None
+        if idm is None:
+            logger.warning("no inverse-dynamics model at %s: actions come from OpenCV geometry only", idm_dir)
+        return cls(pipe, idm, device=device, backend=backend, **kwargs)
+
+    # ------------------------------------------------------------------ planning
+    def prepare_context(
+        self,
+        context: dict[str, np.ndarray] | np.ndarray | None,
+        context_positions: np.ndarray | None = None,
+        rng: np.random.Generator | None = None,
+        sampling: str = "stratified",
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Bring a tour (``{"frames", ...}`` dict or uint8 array) to K sorted frames + source positions."""
+        if context is None:
+            return None, None
+        frames = context["frames"] if isinstance(context, dict) else context
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"context frames must be uint8 (N, H, W, 3). Got shape {frames.shape}")
+        n = len(frames)
+        positions = np.arange(n) if context_positions is None else np.asarray(context_positions).reshape(-1)
+        if len(positions) != n:
+            raise ValueError(f"context_positions has {len(positions)} entries for {n} frames")
+        if n != self.num_context_frames:
+            idx = sample_context_indices(n, self.num_context_frames, sampling, rng)
+            frames, positions = frames[idx], positions[idx]
+        return _resize(frames, self.height, self.width), positions.astype(np.int64)
+
+    def plan(
+        self,
+        context: dict[str, np.ndarray] | np.ndarray | None,
+        observation: np.ndarray,
+        instruction: str,
+        camera: np.ndarray | None = None,
+        context_positions: np.ndarray | None = None,
+        seed: int | None = None,
+        sampling: str = "stratified",
+    ) -> Plan:
+        """Imagine the video of following ``instruction`` from ``observation`` and decode it to actions.
+
+        Args:
+            context: the scene video: ``info["context"]`` (dict with ``"frames"``), uint8 ``(N, H, W, 3)``
+                (sub-sampled to the model's K when N differs) or ``None`` (no context: the context is
+                replaced by pure noise, the joint-CFG null condition).
+            observation: the current view, uint8 ``(H, W, 3)`` (resized to the model resolution).
+            instruction: e.g. ``"... Finally, it focuses on a chair in the center of the frame."``
+            camera: pose task: float ``(T, 12)`` relative camera poses of the wanted path.
+            context_positions: source indices of ``context`` frames in the tour (default ``0..N-1``).
+            seed: noise seed (default: the planner seed plus a call counter, reproducible per instance).
+            sampling: how a longer context is sub-sampled (``"stratified"``, ``"uniform"``, ``"contiguous"``).
+        """
+        t0 = time.perf_counter()
+        seed = self.seed + self._calls if seed is None else seed
+        self._calls += 1
+        rng = np.random.default_rng(seed)
+        ctx, pos = self.prepare_context(context, context_positions, rng, sampling)
+        obs = _resize(np.asarray(observation), self.height, self.width)
+        if camera is not None:
+            camera = np.asarray(camera, dtype=np.float32)
+            if camera.ndim != 2 or camera.shape[1] != 12:
+                raise ValueError(f"camera must be float (T, 12). Got shape {camera.shape}")
+        frames, box_pipe = self._generate(ctx, pos, obs, instruction, camera, seed)
+        t_gen = time.perf_counter()
+        n_traj = self.num_target_frames - self.num_box_frames
+        box, conf = self.read_goal_box(frames[n_traj:])
+        if box is None and box_pipe is not None:
+            box, conf = box_pipe, 0.0
+        traj = frames[:n_traj]
+        probs, actions, motions, disagree = self.decode(traj)
+        t1 = time.perf_counter()
+        return Plan(
+            frames=frames,
+            num_trajectory_frames=n_traj,
+            box=box,
+            box_confidence=float(conf),
+            box_sd=sd_from_box(box, self.height, self.width),
+            actions=actions,
+            action_probs=probs,
+            cv_motion=motions,
+            cv_disagreements=disagree,
+            latency_ms=1000.0 * (t1 - t0),
+            generation_ms=1000.0 * (t_gen - t0),
+            context_positions=pos,
+            instruction=instruction,
+        )
+
+    def _generate(
+        self,
+        ctx: np.ndarray | None,
+        pos: np.ndarray | None,
+        obs: np.ndarray,
+        instruction: str,
+        camera: np.ndarray | None,
+        seed: int,
+    ) -> tuple[np.ndarray, Box | None]:
+        """One pipeline call -> uint8 ``(T, H, W, 3)`` frames (+ the pipeline's own box, if any)."""
+        kwargs: dict[str, Any] = {"observation": obs, "prompt": instruction, "output_type": "np"}
+        if self.num_inference_steps is not None:
+            kwargs["num_inference_steps"] = self.num_inference_steps
+        if self.guidance_scale is not None:
+            kwargs["guidance_scale"] = self.guidance_scale
+        if camera is not None:
+            kwargs["camera"] = camera
+        if ctx is None:
+            # no context: the joint-CFG null condition is pure noise in place of the context
+            noise = np.random.default_rng(seed).integers(
+                0, 256, (self.num_context_frames, self.height, self.width, 3)
+            )
+            ctx, pos = noise.astype(np.uint8), np.arange(self.num_context_frames)
+            kwargs["drop_context"] = True
+        kwargs["context"], kwargs["context_positions"] = ctx, pos
+        kwargs["generator"] = _make_generator(seed, self.backend, self.device)
+        try:
+            out = self.pipeline(**kwargs)
+        except TypeError as e:
+            if "drop_context" not in kwargs or "drop_context" not in str(e):
+                raise
+            kwargs.pop("drop_context")  # pipeline has no explicit switch: pixel noise stands in
+            out = self.pipeline(**kwargs)
+        frames = out.frames if hasattr(out, "frames") else out[0]
+        frames = np.asarray(frames)
+        if frames.ndim == 5:
+            frames = frames[0]
+        if frames.dtype != np.uint8:
+            frames = _to_uint8(frames)
+        box = getattr(out, "box", None)
+        if (
+            isinstance(box, list | tuple)
+            and len(box)
+            and isinstance(box[0], list | tuple | np.ndarray | type(None))
+        ):
+            box = box[0]
+        box = tuple(float(v) for v in box) if box is not None else None
+        return frames, box  # type: ignore[return-value]
+
+    @staticmethod
+    def read_goal_box(aux_frames: np.ndarray) -> tuple[Box | None, float]:
+        """The most confident red box over the auxiliary frames (``(None, 0)`` when none)."""
+        from .bbox import read_red_box
+
+        best: tuple[Box | None, float] = (None, 0.0)
+        for f in aux_frames:
+            box, conf = read_red_box(np.ascontiguousarray(f))
+            if box is not None and conf > best[1]:
+                best = (tuple(float(v) for v in box), float(conf))  # type: ignore[assignment]
+        return best
+
+    def decode(self, trajectory: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[CVMotion], int]:
+        """Imagined trajectory -> (IDM probs, actions, OpenCV motions, disagreements)."""
+        n = len(trajectory) - 1
+        motions: list[CVMotion] = []
+        if self.crosscheck != "off" or self.idm is None:
+            motions = [
+                estimate_motion(trajectory[i], trajectory[i + 1], self.cv_min_inliers) for i in range(n)
+            ]
+        if self.idm is not None:
+            probs = idm_probs(self.idm, trajectory, self.device)
+            actions = decode_actions(probs)
+        else:
+            probs = np.zeros((n, 4), dtype=np.float32)
+            for i, m in enumerate(motions):
+                probs[i, m.action if m.action not in (None, 0) else 1] = 1.0
+            actions = decode_actions(probs)
+        disagree = 0
+        for i, m in enumerate(motions):
+            if m.action is None or m.action == 0 or self.idm is None:
+                continue
+            if m.action != int(actions[i]):
+                disagree += 1
+                logger.debug(
+                    "IDM/OpenCV disagree at step %d: idm=%d cv=%d (yaw %.1f deg, expansion %.3f, %d inliers)",
+                    i,
+                    actions[i],
+                    m.action,
+                    m.yaw_deg,
+                    m.expansion,
+                    m.inliers,
+                )
+                if self.crosscheck == "override":
+                    actions[i] = m.action
+        return probs, actions, motions, disagree
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _to_uint8(frames: np.ndarray) -> np.ndarray:
+    """Float frames in [0, 1] (diffusers' np output) or [-1, 1] -> uint8."""
+    f = np.asarray(frames, dtype=np.float32)
+    if f.min() < -0.01:
+        f = (f + 1.0) / 2.0
+    return (np.clip(f, 0, 1) * 255.0 + 0.5).astype(np.uint8)
+
+
+def _default_device(backend: str) -> str:
+    if backend == "torch":
+        try:
+            import torch
+
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        except ImportError:  # pragma: no cover
+            return "cpu"
+    return "cuda" if backend == "tensorrt" else "cpu"
+
+
+def _make_generator(seed: int, backend: str, device: str) -> Any:
+    if backend != "torch":
+        return np.random.default_rng(seed)
+    import torch
+
+    return torch.Generator(device="cpu").manual_seed(int(seed))
+
+
+def check_backend(backend: str) -> None:
+    """Raise :class:`BackendUnavailableError` with an install hint when ``backend`` is missing."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}. Got {backend!r}")
+    need = {"torch": "torch", "onnxruntime": "onnxruntime", "tensorrt": "tensorrt"}[backend]
+    if importlib.util.find_spec(need) is None:
+        hint = {
+            "onnxruntime": "pip install onnxruntime (or onnxruntime-gpu)",
+            "tensorrt": "pip install 'video4spatial-agent[tensorrt]' on a machine with an NVIDIA GPU",
+            "torch": "pip install torch",
+        }[backend]
+        raise BackendUnavailableError(f"backend {backend!r} is not installed: {hint}")
+    if backend == "tensorrt":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise BackendUnavailableError("backend 'tensorrt' needs a CUDA GPU; none is visible")
+
+
+def load_pipeline(pipe_dir: Path, backend: str = "torch", device: str = "cpu") -> Any:
+    """Load the diffusion pipeline of a checkpoint for ``backend`` (clear errors, never a silent fallback)."""
+    check_backend(backend)
+    pipe_dir = Path(pipe_dir)
+    if not pipe_dir.is_dir():
+        raise CheckpointError(f"pipeline folder not found: {pipe_dir}")
+    try:
+        if backend == "torch":
+            from .pipeline_v4s import Video4SpatialPipeline
+
+            pipe = Video4SpatialPipeline.from_pretrained(str(pipe_dir))
+            pipe = pipe.to(device)
+            if hasattr(pipe, "set_progress_bar_config"):
+                pipe.set_progress_bar_config(disable=True)
+            return pipe
+        from . import export as _export  # noqa: F401  (v4s_agent.export: ONNX / TensorRT runtimes)
+
+        return _load_exported(pipe_dir, backend, device)
+    except (CheckpointError, BackendUnavailableError):
+        raise
+    except (OSError, ValueError, KeyError, json.JSONDecodeError, RuntimeError) as e:
+        raise CheckpointError(f"cannot read the checkpoint at {pipe_dir}: {type(e).__name__}: {e}") from e
+
+
+def _load_exported(pipe_dir: Path, backend: str, device: str) -> Any:
+    """Build an ONNX Runtime / TensorRT pipeline via ``v4s_agent.export`` (issue 6's runtime)."""
+    from . import export
+
+    loader = getattr(export, "load_runtime_pipeline", None)
+    if loader is None:
+        raise BackendUnavailableError(
+            f"v4s_agent.export provides no runtime loader for backend {backend!r} yet"
+        )
+    return loader(pipe_dir, backend=backend, device=device)
+
+
+def load_idm(idm_dir: Path, device: str = "cpu") -> Any:
+    """Load the inverse-dynamics model of a checkpoint (``config.json`` + ``model.safetensors``)."""
+    idm_dir = Path(idm_dir)
+    if not idm_dir.is_dir():
+        raise CheckpointError(f"inverse-dynamics folder not found: {idm_dir}")
+    try:
+        from .inverse_dynamics import InverseDynamicsModel
+
+        idm = InverseDynamicsModel.from_pretrained(str(idm_dir))
+    except (OSError, ValueError, KeyError, json.JSONDecodeError, RuntimeError) as e:
+        raise CheckpointError(
+            f"cannot read the inverse-dynamics model at {idm_dir}: {type(e).__name__}: {e}"
+        ) from e
+    return idm.to(device).eval()

@@ -1,0 +1,414 @@
+"""``python -m v4s_agent.rollout``: run the V4S agent closed loop and write videos + a summary.
+
+With no arguments: the embedded default scene and the shipped checkpoint. Every episode becomes an mp4
+(real view | imagined plan with its red box | top-down map with the path) and ``DIR/summary.json`` holds
+success rate, SPL, final SD and plan latency. Output is written to a temporary folder and renamed into
+place only when the run finished, so a failed run never leaves something that looks like a result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from .action_decoding import STOP
+
+logger = logging.getLogger(__name__)
+
+SCENE_SUFFIXES = (".glb", ".gltf")
+
+
+class Policy(Protocol):
+    """What the episode runner needs from an agent (``V4SAgent``, or a baseline below)."""
+
+    def reset(self, obs: Any, info: dict[str, Any]) -> None: ...
+
+    def act(self, obs: Any, info: dict[str, Any] | None = None) -> int: ...
+
+
+class RandomAgent:
+    """Baseline: uniformly random moves; STOPs with probability ``p_stop`` per step."""
+
+    def __init__(self, seed: int = 0, p_stop: float = 0.02) -> None:
+        self.seed, self.p_stop = seed, p_stop
+        self.stats: dict[str, Any] = {}
+
+    def reset(self, obs: Any, info: dict[str, Any]) -> None:
+        self.rng = np.random.default_rng(self.seed)
+        self.seed += 1
+
+    def act(self, obs: Any, info: dict[str, Any] | None = None) -> int:
+        return STOP if self.rng.random() < self.p_stop else int(self.rng.integers(1, 4))
+
+
+class ExpertAgent:
+    """Baseline (upper bound): the environment's shortest-path oracle expert."""
+
+    def __init__(self, env: Any) -> None:
+        self.env = env
+        self.stats: dict[str, Any] = {}
+
+    def reset(self, obs: Any, info: dict[str, Any]) -> None:
+        pass
+
+    def act(self, obs: Any, info: dict[str, Any] | None = None) -> int:
+        return int(self.env.unwrapped.expert_action())
+
+
+# ---------------------------------------------------------------------- env construction
+
+
+def validate_scene_args(scene: str | None, split: str | None) -> None:
+    """Fail fast (before loading any model) on a scene file that does not exist or an unknown split."""
+    if scene is not None:
+        p = Path(scene)
+        if not p.is_file():
+            raise FileNotFoundError(f"scene file not found: {scene}")
+        if p.suffix.lower() not in SCENE_SUFFIXES:
+            raise ValueError(f"scene must be a GLB/glTF file ({', '.join(SCENE_SUFFIXES)}). Got {scene}")
+    if split is not None:
+        from .envs.scenes import SPLITS
+
+        known = sorted(SPLITS)
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; known splits: {', '.join(known)}")
+
+
+def make_env(
+    task: str = "object",
+    split: str | None = None,
+    scene: str | None = None,
+    resolution: tuple[int, int] = (128, 128),
+    obs_keys: Sequence[str] = ("rgb",),
+    max_steps: int | None = None,
+) -> Any:
+    """A ``V4SNav-v0`` env (a scene file wins over a split); ``max_steps`` adds a time limit."""
+    from .envs import V4SNavEnv
+
+    kwargs: dict[str, Any] = {"task": task, "resolution": tuple(resolution), "obs_keys": tuple(obs_keys)}
+    if scene is not None:
+        kwargs["scene"] = str(scene)
+    elif split is not None:
+        kwargs["scene"] = split
+    env = V4SNavEnv(**kwargs)
+    if max_steps is not None:
+        from gymnasium.wrappers import TimeLimit
+
+        env = TimeLimit(env, max_episode_steps=int(max_steps))
+    return env
+
+
+# ---------------------------------------------------------------------- episodes
+
+
+@dataclass
+class EpisodeResult:
+    """Metrics of one closed-loop episode (+ the composed video frames when recorded)."""
+
+    seed: int
+    success: float
+    spl: float
+    final_sd: float
+    distance_to_goal: float
+    steps: int
+    collisions: int
+    plans: int
+    plan_latency_ms: list[float]
+    cv_disagreements: int
+    instruction: str
+    goal_category: str | None
+    stop_reason: str | None
+    frames: list[np.ndarray] = field(default_factory=list, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in self.__dict__.items() if k != "frames"}
+        d["plan_latency_ms"] = float(np.mean(self.plan_latency_ms)) if self.plan_latency_ms else None
+        return d
+
+
+def _fit_height(img: np.ndarray, h: int) -> np.ndarray:
+    import cv2
+
+    img = np.asarray(img, dtype=np.uint8)
+    if img.shape[0] == h:
+        return img
+    w = max(1, round(img.shape[1] * h / img.shape[0]))
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if img.shape[0] > h else cv2.INTER_NEAREST)
+
+
+def compose_frame(
+    rgb: np.ndarray, plan: Any, plan_step: int, top_down: np.ndarray | None, height: int = 256
+) -> np.ndarray:
+    """real view | imagined frame of the current plan (+ its goal frame with the red box) | top-down map."""
+    import cv2
+
+    real = _fit_height(rgb, height)
+    if plan is not None:
+        traj = plan.trajectory
+        imag = _fit_height(traj[min(plan_step, len(traj) - 1)], height).copy()
+        goal = plan.goal_frame.copy()
+        if plan.box is not None:  # outline the box we read back (the model drew the red one)
+            x0, y0, x1, y1 = (int(round(v)) for v in plan.box)
+            cv2.rectangle(goal, (x0, y0), (x1 - 1, y1 - 1), (255, 255, 0), 1)
+        inset = _fit_height(goal, height // 3)
+        imag[: inset.shape[0], imag.shape[1] - inset.shape[1] :] = inset
+        cv2.putText(imag, "imagined", (4, height - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1)
+    else:
+        imag = np.zeros_like(real)
+        cv2.putText(imag, "no plan", (4, height - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1)
+    cv2.putText(real, "real", (4, height - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1)
+    panels = [real, imag]
+    if top_down is not None:
+        panels.append(_fit_height(top_down, height))
+    out = np.concatenate(panels, axis=1)
+    pad_w = (-out.shape[1]) % 16
+    if pad_w:
+        out = np.pad(out, ((0, 0), (0, pad_w), (0, 0)))
+    return out
+
+
+def run_episode(
+    env: Any,
+    policy: Policy,
+    seed: int,
+    record: bool = False,
+    on_step: Callable[[], None] | None = None,
+) -> EpisodeResult:
+    """One closed-loop episode; ``info`` is passed to ``act`` (for the agent's pose, a GPS+compass)."""
+    obs, info = env.reset(seed=int(seed))
+    policy.reset(obs, info)
+    frames: list[np.ndarray] = []
+    steps = collisions = 0
+    while True:
+        a = policy.act(obs, info)
+        if record:
+            frames.append(
+                compose_frame(
+                    obs["rgb"],
+                    getattr(policy, "last_plan", None),
+                    getattr(policy, "plan_step", 1) - 1,
+                    env.render(),
+                )
+            )
+        obs, _, term, trunc, info = env.step(int(a))
+        steps += 1
+        collisions += int(bool(info.get("collided", False)))
+        if on_step is not None:
+            on_step()
+        if term or trunc:
+            break
+    if record:
+        frames.append(compose_frame(obs["rgb"], getattr(policy, "last_plan", None), 10**6, env.render()))
+    stats = getattr(policy, "stats", {}) or {}
+    sd = info.get("goal_sd", float("nan"))
+    return EpisodeResult(
+        seed=int(seed),
+        success=float(info.get("success", info.get("is_success", 0.0))),
+        spl=float(info.get("spl", 0.0)),
+        final_sd=float("nan") if sd is None else float(sd),
+        distance_to_goal=float(info.get("distance_to_goal", float("nan"))),
+        steps=steps,
+        collisions=collisions,
+        plans=int(stats.get("plans", 0)),
+        plan_latency_ms=list(stats.get("plan_latency_ms", [])),
+        cv_disagreements=int(stats.get("cv_disagreements", 0)),
+        instruction=str(info.get("instruction", "")),
+        goal_category=info.get("goal_category"),
+        stop_reason=stats.get("stop_reason"),
+        frames=frames,
+    )
+
+
+def summarize(results: Sequence[EpisodeResult]) -> dict[str, Any]:
+    """Aggregate metrics over episodes (final SD averaged over episodes where the goal is in view)."""
+    lat = [x for r in results for x in r.plan_latency_ms]
+    sds = [r.final_sd for r in results if not math.isnan(r.final_sd)]
+    n = len(results)
+    return {
+        "episodes": n,
+        "success_rate": float(np.mean([r.success for r in results])) if n else float("nan"),
+        "spl": float(np.mean([r.spl for r in results])) if n else float("nan"),
+        "mean_final_sd": float(np.mean(sds)) if sds else float("nan"),
+        "final_goal_visible_rate": len(sds) / n if n else float("nan"),
+        "mean_distance_to_goal": float(np.mean([r.distance_to_goal for r in results])) if n else float("nan"),
+        "collisions_per_episode": float(np.mean([r.collisions for r in results])) if n else float("nan"),
+        "mean_steps": float(np.mean([r.steps for r in results])) if n else float("nan"),
+        "plan_latency_ms": float(np.mean(lat)) if lat else None,
+        "plan_latency_ms_p50": float(np.percentile(lat, 50)) if lat else None,
+        "plan_latency_ms_p95": float(np.percentile(lat, 95)) if lat else None,
+        "plans": int(sum(r.plans for r in results)),
+        "cv_disagreements": int(sum(r.cv_disagreements for r in results)),
+    }
+
+
+def write_video(path: Path, frames: Sequence[np.ndarray], fps: int = 6) -> None:
+    """H.264 mp4 via imageio-ffmpeg."""
+    import imageio.v2 as imageio
+
+    with imageio.get_writer(str(path), fps=fps, codec="libx264", macro_block_size=1, quality=7) as w:
+        for f in frames:
+            w.append_data(f)
+
+
+# ---------------------------------------------------------------------- atomic output
+
+
+class AtomicDir:
+    """Write into ``<parent>/.<name>.tmp-<pid>`` and rename onto ``path`` only on success."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path).resolve()
+        self.tmp = self.path.parent / f".{self.path.name}.tmp-{os.getpid()}"
+
+    def __enter__(self) -> Path:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.tmp.exists():
+            shutil.rmtree(self.tmp)
+        self.tmp.mkdir()
+        return self.tmp
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return
+        if self.path.exists():
+            old = self.path.parent / f".{self.path.name}.old-{os.getpid()}"
+            self.path.rename(old)
+            self.tmp.rename(self.path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            self.tmp.rename(self.path)
+
+
+# ---------------------------------------------------------------------- CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m v4s_agent.rollout", description=__doc__.splitlines()[0])
+    ap.add_argument("--episodes", type=int, default=3, help="number of episodes (default 3)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the first episode (episode i uses seed+i)")
+    ap.add_argument("--task", choices=("object", "pose"), default="object")
+    ap.add_argument("--split", default=None, help="scene split, e.g. val_scenes, val_categories, outdoor")
+    ap.add_argument("--scene", default=None, metavar="PATH", help="a GLB/glTF scene file (wins over --split)")
+    ap.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default="torch")
+    ap.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    ap.add_argument("--out", default="outputs/rollout", metavar="DIR")
+    ap.add_argument(
+        "--checkpoint", default=None, metavar="PATH", help="planner checkpoint (default: shipped)"
+    )
+    ap.add_argument("--agent", choices=("v4s", "random", "expert"), default="v4s")
+    ap.add_argument("--replan-every", type=int, default=None)
+    ap.add_argument("--steps", type=int, default=None, help="diffusion sampler steps per plan")
+    ap.add_argument("--max-steps", type=int, default=None, help="episode step limit (default: the env's)")
+    ap.add_argument("--resolution", type=int, default=128)
+    ap.add_argument("--no-video", action="store_true")
+    ap.add_argument("--fps", type=int, default=6)
+    return ap
+
+
+def build_policy(args: argparse.Namespace, env: Any, planner: Any = None) -> Any:
+    """The agent named by ``--agent`` (the V4S agent needs ``planner``)."""
+    if args.agent == "random":
+        return RandomAgent(seed=args.seed)
+    if args.agent == "expert":
+        return ExpertAgent(env)
+    from .agent import V4SAgent
+
+    kw: dict[str, Any] = {"seed": args.seed}
+    if args.replan_every is not None:
+        kw["replan_every"] = args.replan_every
+    if args.steps is not None:
+        kw["num_inference_steps"] = args.steps
+    return V4SAgent(planner, **kw)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """The rollout itself (raises on bad input; ``main`` turns that into an exit code)."""
+    from tqdm.auto import tqdm
+
+    if args.episodes < 1:
+        raise ValueError(f"--episodes must be >= 1. Got {args.episodes}")
+    validate_scene_args(args.scene, args.split)
+    planner = None
+    if args.agent == "v4s":
+        from .planner import VideoPlanner
+
+        planner = VideoPlanner.from_pretrained(args.checkpoint, backend=args.backend, device=args.device)
+    res = (args.resolution, args.resolution)
+    env = make_env(args.task, args.split, args.scene, resolution=res, max_steps=args.max_steps)
+    policy = build_policy(args, env, planner)
+    results: list[EpisodeResult] = []
+    t0 = time.time()
+    with AtomicDir(args.out) as tmp:
+        bar = tqdm(total=args.episodes, desc=f"rollout {args.agent}", unit="ep", file=sys.stderr)
+        try:
+            for i in range(args.episodes):
+                r = run_episode(env, policy, args.seed + i, record=not args.no_video)
+                if not args.no_video:
+                    write_video(tmp / f"episode_{i:03d}.mp4", r.frames, fps=args.fps)
+                r.frames = []
+                results.append(r)
+                bar.update(1)
+                bar.set_postfix(success=f"{np.mean([x.success for x in results]):.2f}", steps=r.steps)
+        finally:
+            bar.close()
+            env.close()
+        summary = summarize(results)
+        summary.update(
+            {
+                "agent": args.agent,
+                "task": args.task,
+                "split": args.split,
+                "scene": args.scene or ("default" if args.split is None else None),
+                "checkpoint": str(args.checkpoint) if args.checkpoint else "default",
+                "backend": args.backend,
+                "seed": args.seed,
+                "wall_s": round(time.time() - t0, 1),
+                "agent_config": policy.config.to_dict() if hasattr(policy, "config") else None,
+                "per_episode": [r.to_dict() for r in results],
+                "videos": [] if args.no_video else [f"episode_{i:03d}.mp4" for i in range(len(results))],
+            }
+        )
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+    return summary
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; exit 0 on success, 2 on bad input (clear message, nothing written)."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    from .planner import BackendUnavailableError, CheckpointError
+
+    try:
+        summary = run(args)
+    except (CheckpointError, BackendUnavailableError, FileNotFoundError, ValueError, ImportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    keys = ("episodes", "success_rate", "spl", "mean_final_sd", "plan_latency_ms")
+    print(json.dumps({k: summary[k] for k in keys}))
+    print(f"wrote {Path(args.out).resolve()}/summary.json", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
