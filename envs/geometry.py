@@ -14,6 +14,9 @@ import numpy as np
 CAMERA_HEIGHT = 1.5
 HFOV_DEG = 90.0
 CAMERA_DIM = 12
+#: fixed camera pitch of the env's agent (looking down), so that objects within 1 m can be centred in view
+DEFAULT_CAMERA_PITCH_DEG = -30.0
+DEFAULT_CAMERA_PITCH = math.radians(DEFAULT_CAMERA_PITCH_DEG)
 
 
 def rot_y(yaw: float) -> np.ndarray:

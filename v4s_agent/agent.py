@@ -65,6 +65,19 @@ def _pose(x: float, z: float, yaw: float, y: float = 1.5) -> np.ndarray:
     return T
 
 
+def step_pose(T: np.ndarray, action: int) -> np.ndarray:
+    """Pose after one Habitat action without collision (keeps any fixed camera pitch of ``T``)."""
+    T = np.array(T, dtype=np.float64, copy=True)
+    if action == MOVE_FORWARD:
+        yaw = _yaw(T)
+        T[0, 3] -= STEP_M * math.sin(yaw)
+        T[2, 3] -= STEP_M * math.cos(yaw)
+    elif action in (TURN_LEFT, TURN_RIGHT):
+        a = math.radians(TURN_DEG) * (1 if action == TURN_LEFT else -1)
+        T[:3, :3] = _pose(0, 0, a)[:3, :3] @ T[:3, :3]
+    return T
+
+
 def discrete_path(start: np.ndarray, goal: np.ndarray, n_frames: int) -> tuple[np.ndarray, list[int]]:
     """Poses ``(n_frames, 4, 4)`` of a turn-go-turn path of Habitat actions from ``start`` to ``goal``.
 
@@ -72,32 +85,28 @@ def discrete_path(start: np.ndarray, goal: np.ndarray, n_frames: int) -> tuple[n
     on paths made of the env's discrete actions, so the agent builds one (ignoring obstacles: the model
     and the receding horizon handle those) and pads it by standing still at the end.
     """
-    x, z, yaw = float(start[0, 3]), float(start[2, 3]), _yaw(start)
-    y = float(start[1, 3])
+    T = np.array(start, dtype=np.float64)
     gx, gz, gyaw = float(goal[0, 3]), float(goal[2, 3]), _yaw(goal)
-    poses, actions = [_pose(x, z, yaw, y)], []
+    poses, actions = [T], []
     half = math.radians(TURN_DEG) / 2
 
     def wrap(a: float) -> float:
         return (a + math.pi) % (2 * math.pi) - math.pi
 
     while len(poses) < n_frames:
+        x, z, yaw = T[0, 3], T[2, 3], _yaw(T)
         dx, dz = gx - x, gz - z
         dist = math.hypot(dx, dz)
-        if dist > STEP_M / 2:
-            err = wrap(math.atan2(-dx, -dz) - yaw)
-        else:
-            err = wrap(gyaw - yaw)
+        err = wrap(math.atan2(-dx, -dz) - yaw) if dist > STEP_M / 2 else wrap(gyaw - yaw)
         if abs(err) > half:
             a = TURN_LEFT if err > 0 else TURN_RIGHT
-            yaw = wrap(yaw + math.radians(TURN_DEG) * (1 if a == TURN_LEFT else -1))
         elif dist > STEP_M / 2:
             a = MOVE_FORWARD
-            x, z = x - STEP_M * math.sin(yaw), z - STEP_M * math.cos(yaw)
         else:
             a = STOP
+        T = step_pose(T, a)
         actions.append(a)
-        poses.append(_pose(x, z, yaw, y))
+        poses.append(T)
     return np.stack(poses), actions
 
 
@@ -290,10 +299,4 @@ class V4SAgent:
         """Odometry from the agent's own actions (collisions ignored); ``act(obs, info)`` corrects it."""
         if self.pose is None:
             return
-        T = np.asarray(self.pose, dtype=np.float64)
-        x, y, z, yaw = T[0, 3], T[1, 3], T[2, 3], _yaw(T)
-        if action == MOVE_FORWARD:
-            x, z = x - STEP_M * math.sin(yaw), z - STEP_M * math.cos(yaw)
-        elif action in (TURN_LEFT, TURN_RIGHT):
-            yaw += math.radians(TURN_DEG) * (1 if action == TURN_LEFT else -1)
-        self.pose = _pose(x, z, yaw, y)
+        self.pose = step_pose(self.pose, action)

@@ -191,9 +191,28 @@ def _id_to_class(env: Any, categories: Sequence[str]) -> dict[int, int]:
     }
 
 
+DETECTOR_SEED_OFFSET = 7_000_000  # detector training scenes: disjoint from train/val/outdoor split seeds
+SCENE_KINDS = ("indoor", "indoor", "indoor_val_categories", "park", "street")
+
+
+def detector_scene(i: int, seed: int = 0) -> Any:
+    """The ``i``-th detector-training scene: indoor (all indoor categories, held-out ones included) and
+    outdoor, from seeds no evaluation split uses, so the evaluator never trained on an evaluated scene."""
+    from .envs.categories import INDOOR_CATEGORIES
+    from .envs.scenes import VAL_CATEGORIES, make_scene
+
+    kind = SCENE_KINDS[i % len(SCENE_KINDS)]
+    s = DETECTOR_SEED_OFFSET + seed * 100_000 + i
+    if kind == "indoor":
+        return make_scene(s, "indoor", INDOOR_CATEGORIES)
+    if kind == "indoor_val_categories":
+        return make_scene(s, "indoor", tuple(VAL_CATEGORIES) + ("chair", "table", "sofa"))
+    return make_scene(s, kind)
+
+
 def collect_frames(
     n_episodes: int,
-    scene: Any = "train",
+    scene: Any = None,
     seed: int = 0,
     resolution: tuple[int, int] = (128, 128),
     max_steps: int = 60,
@@ -202,25 +221,31 @@ def collect_frames(
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Rendered frames + category masks along expert episodes (with random detours) of the env.
 
-    Why expert episodes: they end looking at the goal from up close, so positives of every size occur,
-    and the random detours add the cluttered off-goal views a generated video may also show.
+    ``scene=None`` draws :func:`detector_scene` scenes (one per episode); otherwise the env's ``scene``
+    argument (e.g. a split name, for validation). Why expert episodes: they end looking at the goal from
+    up close, so positives of every size occur, and the random detours add off-goal views.
     """
     from .envs import V4SNavEnv
     from .envs.scenes import CATEGORIES
 
     categories = list(categories or CATEGORIES)
     rng = np.random.default_rng(seed)
-    env = V4SNavEnv(task="object", scene=scene, resolution=resolution, obs_keys=("rgb", "semantic"))
     imgs, masks = [], []
+    env = None
     try:
         for ep in range(n_episodes):
+            if env is None or scene is None:
+                if env is not None:
+                    env.close()
+                sc = detector_scene(ep, seed) if scene is None else scene
+                env = V4SNavEnv(task="object", scene=sc, resolution=resolution, obs_keys=("rgb", "semantic"))
             obs, _ = env.reset(seed=int(seed * 10_007 + ep))
             lut = _id_to_class(env, categories)
             for t in range(max_steps):
                 if t % every == 0:
                     imgs.append(obs["rgb"])
                     masks.append(category_mask(obs["semantic"], lut).astype(np.uint8))
-                a = env.expert_action() if rng.random() > 0.25 else int(rng.integers(1, 4))
+                a = env.unwrapped.expert_action() if rng.random() > 0.25 else int(rng.integers(1, 4))
                 if a == 0:
                     break
                 obs, _, term, trunc, _ = env.step(a)
@@ -229,7 +254,8 @@ def collect_frames(
             imgs.append(obs["rgb"])
             masks.append(category_mask(obs["semantic"], lut).astype(np.uint8))
     finally:
-        env.close()
+        if env is not None:
+            env.close()
     return np.stack(imgs), np.stack(masks), categories
 
 
@@ -355,11 +381,16 @@ def train_and_save(
 ) -> tuple[EvaluatorDetector, dict[str, Any]]:
     """Collect renders on train scenes, train, validate on held-out val scenes, save with validation.json."""
     t0 = time.time()
-    imgs, masks, cats = collect_frames(episodes, scene="train", seed=seed)
+    imgs, masks, cats = collect_frames(episodes, scene=None, seed=seed)
     det = train_detector(imgs, masks, cats, epochs=epochs, seed=seed)
     vi, vm, _ = collect_frames(val_episodes or max(2, episodes // 6), scene="val_scenes", seed=seed + 1)
     meta = {
-        "trained_on": {"scene": "train", "episodes": episodes, "frames": len(imgs), "epochs": epochs},
+        "trained_on": {
+            "scenes": "detector scenes (seeds 7e6+, indoor + outdoor)",
+            "episodes": episodes,
+            "frames": len(imgs),
+            "epochs": epochs,
+        },
         "validation": {"scene": "val_scenes", "frames": len(vi), **validate_detector(det, vi, vm)},
         "train_seconds": round(time.time() - t0, 1),
     }

@@ -203,7 +203,8 @@ class VideoPlanner:
             vals = {k: _cfg_get(src, k) for k in keys}
             if all(vals[k] is not None for k in keys[:4]):
                 vals["num_box_frames"] = vals["num_box_frames"] or 0
-                return vals
+                full = dict(src) if isinstance(src, dict) else {}
+                return {**full, **vals}
         raise ValueError(
             "cannot find height/width/num_context_frames/num_target_frames on the pipeline; pass "
             "model_config={...} to VideoPlanner"
@@ -479,7 +480,14 @@ def load_pipeline(pipe_dir: Path, backend: str = "torch", device: str = "cpu") -
         if backend == "torch":
             from .pipeline_v4s import Video4SpatialPipeline
 
-            pipe = Video4SpatialPipeline.from_pretrained(str(pipe_dir))
+            if not (pipe_dir / "model_index.json").is_file():
+                raise CheckpointError(f"{pipe_dir} is not a pipeline folder (no model_index.json)")
+            try:
+                pipe = Video4SpatialPipeline.from_pretrained(str(pipe_dir))
+            except ValueError as e:
+                if "cannot be loaded" not in str(e):
+                    raise
+                pipe = _load_components(pipe_dir)  # diffusers cannot import our module by name
             pipe = pipe.to(device)
             if hasattr(pipe, "set_progress_bar_config"):
                 pipe.set_progress_bar_config(disable=True)
@@ -491,6 +499,20 @@ def load_pipeline(pipe_dir: Path, backend: str = "torch", device: str = "cpu") -
         raise
     except (OSError, ValueError, KeyError, json.JSONDecodeError, RuntimeError) as e:
         raise CheckpointError(f"cannot read the checkpoint at {pipe_dir}: {type(e).__name__}: {e}") from e
+
+
+def _load_components(pipe_dir: Path) -> Any:
+    """Assemble the pipeline from its saved parts when ``DiffusionPipeline.from_pretrained`` refuses
+    our transformer class (a diffusers loader limitation for components outside diffusers)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from .pipeline_v4s import Video4SpatialPipeline
+    from .transformer_v4s import V4STransformer3DModel
+
+    cfg = json.loads((pipe_dir / "model_index.json").read_text())["model_config"]
+    transformer = V4STransformer3DModel.from_pretrained(str(pipe_dir / "transformer"))
+    scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(str(pipe_dir / "scheduler"))
+    return Video4SpatialPipeline(transformer=transformer, scheduler=scheduler, model_config=cfg)
 
 
 def _load_exported(pipe_dir: Path, backend: str, device: str) -> Any:

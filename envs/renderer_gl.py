@@ -1,0 +1,226 @@
+"""Headless moderngl renderer: RGB, metric depth and instance ids from ONE draw (multiple render targets).
+
+Why this shape: the env needs ~1000 steps/s on a 2-core CPU (Mesa llvmpipe), so there is one GL context
+per process (created lazily, never shared across a fork), the scene lives in one vertex buffer, and the
+three targets are read back with ``read_into`` into arrays without intermediate copies. The projection
+flips y so the read-back rows are already in image order (row 0 = top).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+
+from .geometry import HFOV_DEG, perspective
+from .scenes import Scene
+
+_VS = """
+#version 330
+uniform mat4 u_mvp;
+uniform mat4 u_view;
+in vec3 in_pos; in vec3 in_normal; in vec3 in_color; in float in_pattern; in float in_id;
+out vec3 v_world; out vec3 v_normal; out vec3 v_color; out float v_depth;
+flat out int v_pattern; flat out int v_id;
+void main() {
+    gl_Position = u_mvp * vec4(in_pos, 1.0);
+    v_world = in_pos; v_normal = in_normal; v_color = in_color;
+    v_depth = -(u_view * vec4(in_pos, 1.0)).z;
+    v_pattern = int(in_pattern + 0.5); v_id = int(in_id + 0.5);
+}
+"""
+
+_FS = """
+#version 330
+in vec3 v_world; in vec3 v_normal; in vec3 v_color; in float v_depth;
+flat in int v_pattern; flat in int v_id;
+layout(location = 0) out vec4 f_color;
+layout(location = 1) out float f_depth;
+layout(location = 2) out int f_id;
+uniform vec3 u_light;
+float hash(vec2 p) { return fract(sin(dot(p, vec2(127.1, 311.7))) * 43758.5453); }
+float noise(vec2 p) {
+    vec2 i = floor(p); vec2 f = fract(p); f = f * f * (3.0 - 2.0 * f);
+    return mix(mix(hash(i), hash(i + vec2(1, 0)), f.x), mix(hash(i + vec2(0, 1)), hash(i + vec2(1, 1)), f.x), f.y);
+}
+float pattern(int k, vec2 uv) {
+    if (k == 1) { vec2 c = floor(uv * 2.0); return mod(c.x + c.y, 2.0) < 1.0 ? 1.0 : 0.78; }       // checker
+    if (k == 2) { float row = floor(uv.y * 5.0); float x = uv.x + hash(vec2(row, 1.0)) * 3.0;      // planks
+                  float seam = (fract(uv.y * 5.0) < 0.06 || fract(x * 0.8) < 0.02) ? 0.7 : 1.0;
+                  return seam * (0.85 + 0.15 * noise(vec2(x * 2.0, uv.y * 40.0))); }
+    if (k == 3) { return 0.88 + 0.12 * step(0.5, fract(uv.x * 3.0)) + 0.04 * noise(uv * 20.0); }      // stripes
+    if (k == 4) { float row = floor(uv.y * 8.0); float x = uv.x * 4.0 + 0.5 * mod(row, 2.0);          // brick
+                  float m = (fract(uv.y * 8.0) < 0.1 || fract(x) < 0.05) ? 0.75 : 1.0;
+                  return m * (0.85 + 0.15 * hash(vec2(floor(x), row))); }
+    if (k == 5) { return 0.75 + 0.35 * noise(uv * 6.0) * noise(uv * 23.0); }                        // grass
+    if (k == 6) { return 0.8 + 0.25 * noise(uv * 9.0) + 0.05 * hash(floor(uv * 40.0)); }              // asphalt
+    if (k == 7) { return 0.82 + 0.18 * noise(uv * 14.0); }                                           // carpet
+    if (k == 8) { vec2 c = fract(uv * 5.0); return (c.x < 0.06 || c.y < 0.06) ? 0.65 : 1.0; }        // tiles
+    if (k == 9) { return 0.85 + 0.15 * sin(uv.x * 30.0 + 4.0 * noise(uv * 3.0)); }                     // wood
+    if (k == 10) { return 0.7 + 0.45 * noise(uv * 8.0); }                                             // leaves
+    return 1.0;
+}
+void main() {
+    vec3 n = normalize(v_normal);
+    vec2 uv = abs(n.y) > 0.5 ? v_world.xz : vec2(v_world.x + v_world.z, v_world.y);
+    float shade = 0.55 + 0.45 * abs(dot(n, u_light));
+    vec3 c = v_color * pattern(v_pattern, uv) * shade;
+    f_color = vec4(clamp(c, 0.0, 1.0), 1.0);
+    f_depth = v_depth;
+    f_id = v_id;
+}
+"""
+
+_BG_VS = """
+#version 330
+in vec2 in_pos; out float v_y;
+void main() { gl_Position = vec4(in_pos, 0.9999, 1.0); v_y = in_pos.y; }
+"""
+
+_BG_FS = """
+#version 330
+in float v_y; uniform vec3 u_top; uniform vec3 u_bottom; uniform float u_flip;
+layout(location = 0) out vec4 f_color; layout(location = 1) out float f_depth; layout(location = 2) out int f_id;
+void main() { float t = 0.5 + 0.5 * v_y * u_flip; f_color = vec4(mix(u_bottom, u_top, t), 1.0); f_depth = 0.0; f_id = 0; }
+"""
+
+_LOCK = threading.Lock()
+_CTX: dict[int, object] = {}
+
+
+def get_context():
+    """The process's shared standalone EGL context (created on first use; a forked child makes its own)."""
+    import moderngl
+
+    pid = os.getpid()
+    with _LOCK:
+        ctx = _CTX.get(pid)
+        if ctx is None:
+            try:
+                ctx = moderngl.create_context(standalone=True, backend="egl")
+            except Exception as exc:  # pragma: no cover - depends on the machine
+                raise RuntimeError(
+                    f"could not create a headless OpenGL 3.3 context via EGL ({exc}); install Mesa EGL "
+                    "(apt-get install libegl1 libgl1-mesa-dri) or an NVIDIA driver"
+                ) from exc
+            _CTX.clear()  # a context inherited over fork is unusable; drop the reference, never release it
+            _CTX[pid] = ctx
+        return ctx
+
+
+def _check_resolution(resolution) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in resolution)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"resolution must be (height, width) positive ints, got {resolution!r}") from exc
+    if h <= 0 or w <= 0 or h > 8192 or w > 8192:
+        raise ValueError(f"resolution must be (height, width) with 0 < size <= 8192, got {resolution!r}")
+    return h, w
+
+
+class GLRenderer:
+    """Render a ``Scene`` from camera-to-world poses.
+
+    Args:
+        scene: the scene to draw (uploaded once as one vertex buffer).
+        resolution: (height, width) in pixels.
+        hfov_deg: horizontal field of view.
+    """
+
+    def __init__(self, scene: Scene, resolution=(128, 128), hfov_deg: float = HFOV_DEG,
+                 near: float = 0.05, far: float = 100.0) -> None:  # fmt: skip
+        self.height, self.width = _check_resolution(resolution)
+        self.scene = scene
+        self.hfov_deg = float(hfov_deg)
+        self.ctx = get_context()
+        ctx = self.ctx
+        self._prog = ctx.program(vertex_shader=_VS, fragment_shader=_FS)
+        self._bg_prog = ctx.program(vertex_shader=_BG_VS, fragment_shader=_BG_FS)
+        sky = scene.sky
+        self._bg_prog["u_top"].value = (0.55, 0.72, 0.95) if sky else (0.2, 0.2, 0.22)
+        self._bg_prog["u_bottom"].value = (0.85, 0.9, 0.95) if sky else (0.2, 0.2, 0.22)
+        self._bg_prog["u_flip"].value = -1.0
+        self._prog["u_light"].value = tuple(np.array([0.4, 0.8, 0.45]) / np.linalg.norm([0.4, 0.8, 0.45]))
+        data = np.ascontiguousarray(scene.vertices, dtype=np.float32)
+        self._vbo = ctx.buffer(data.tobytes())
+        self._vao = ctx.vertex_array(
+            self._prog, [(self._vbo, "3f 3f 3f 1f 1f", "in_pos", "in_normal", "in_color", "in_pattern", "in_id")]
+        )
+        self._bg_vbo = ctx.buffer(np.array([-1, -1, 3, -1, -1, 3], dtype=np.float32).tobytes())
+        self._bg_vao = ctx.vertex_array(self._bg_prog, [(self._bg_vbo, "2f", "in_pos")])
+        size = (self.width, self.height)
+        self._rb = [ctx.renderbuffer(size, 4, dtype="f1"), ctx.renderbuffer(size, 1, dtype="f4"),
+                    ctx.renderbuffer(size, 1, dtype="i4")]  # fmt: skip
+        self._depth_rb = ctx.depth_renderbuffer(size)
+        self.fbo = ctx.framebuffer(color_attachments=self._rb, depth_attachment=self._depth_rb)
+        flip = np.diag([1.0, -1.0, 1.0, 1.0])  # rows come back top-first
+        self._proj = flip @ perspective(self.height, self.width, self.hfov_deg, near, far)
+        self._rgba = np.empty((self.height, self.width, 4), dtype=np.uint8)
+        self._released = False
+
+    # -------------------------------------------------------------------------------------------------
+    def draw(self, T_wc: np.ndarray) -> None:
+        """Rasterise the scene from pose ``T_wc`` into the framebuffer (no read-back)."""
+        if self._released:
+            raise RuntimeError("GLRenderer was closed")
+        view = np.linalg.inv(np.asarray(T_wc, dtype=np.float64))
+        mvp = (self._proj @ view).astype("f4")
+        self._prog["u_mvp"].write(mvp.T.tobytes())
+        self._prog["u_view"].write(view.astype("f4").T.tobytes())
+        ctx = self.ctx
+        self.fbo.use()
+        self.fbo.clear(depth=1.0)
+        ctx.enable(ctx.DEPTH_TEST)
+        self._bg_vao.render()  # full-screen sky/void at the far plane: depth 0, id 0
+        self._vao.render()
+
+    def read_rgb(self, out: np.ndarray | None = None) -> np.ndarray:
+        out = np.empty((self.height, self.width, 3), dtype=np.uint8) if out is None else out
+        self.fbo.read_into(out, components=3, attachment=0, dtype="f1")
+        return out
+
+    def read_depth(self, out: np.ndarray | None = None) -> np.ndarray:
+        out = np.empty((self.height, self.width), dtype=np.float32) if out is None else out
+        self.fbo.read_into(out, components=1, attachment=1, dtype="f4")
+        return out
+
+    def read_semantic(self, out: np.ndarray | None = None) -> np.ndarray:
+        out = np.empty((self.height, self.width), dtype=np.int32) if out is None else out
+        self.fbo.read_into(out, components=1, attachment=2, dtype="i4")
+        return out
+
+    def render(self, T_wc: np.ndarray, keys=("rgb", "depth", "semantic")) -> dict[str, np.ndarray]:
+        """Draw once and read the requested targets: rgb uint8 (H,W,3), depth float32 metres (H,W) (0 = no
+        hit), semantic int32 instance ids (H,W) (0 = structure/background). Arrays are fresh each call."""
+        self.draw(T_wc)
+        out: dict[str, np.ndarray] = {}
+        for k in keys:
+            if k == "rgb":
+                out["rgb"] = self.read_rgb()
+            elif k == "depth":
+                out["depth"] = self.read_depth()
+            elif k == "semantic":
+                out["semantic"] = self.read_semantic()
+            else:
+                raise ValueError(f"unknown render target {k!r}; expected 'rgb', 'depth' or 'semantic'")
+        return out
+
+    def close(self) -> None:
+        """Free this renderer's GPU objects (the shared context stays)."""
+        if self._released:
+            return
+        self._released = True
+        for obj in (self._vao, self._bg_vao, self._vbo, self._bg_vbo, self.fbo, *self._rb, self._depth_rb,
+                    self._prog, self._bg_prog):  # fmt: skip
+            try:
+                obj.release()
+            except Exception:  # pragma: no cover
+                pass
+
+    def __del__(self) -> None:  # pragma: no cover - best effort
+        try:
+            if os.getpid() in _CTX:
+                self.close()
+        except Exception:
+            pass

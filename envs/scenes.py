@@ -1,0 +1,628 @@
+"""Scenes: procedural apartments / park / street from a seed, and any GLB/glTF file with annotations.
+
+A ``Scene`` is a triangle soup (one vertex buffer: position, normal, colour, texture pattern, instance
+id) plus the list of semantic objects. Why a soup: the GL renderer draws it in one call, the navigation
+grid samples it directly, and GLB export writes it back out per object.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .categories import CATEGORY_BUILDERS, INDOOR_CATEGORIES, OUTDOOR_CATEGORIES
+from .primitives import (
+    ASPHALT,
+    BRICK,
+    CARPET,
+    CHECKER,
+    GRASS,
+    LEAVES,
+    PLAIN,
+    PLANKS,
+    SMALL_TILES,
+    STRIPES,
+    VERTEX_FLOATS,
+    MeshBuilder,
+    box_tris,
+    transform_tris,
+)
+
+CATEGORIES: tuple[str, ...] = tuple(CATEGORY_BUILDERS)
+#: categories never placed in ``train`` scenes (held out for the ``val_categories`` split)
+VAL_CATEGORIES: tuple[str, ...] = ("guitar", "piano", "washing_machine", "standing_fan")
+TRAIN_CATEGORIES: tuple[str, ...] = tuple(c for c in INDOOR_CATEGORIES if c not in VAL_CATEGORIES)
+
+ROOM_TYPES: dict[str, tuple[str, ...]] = {
+    "living_room": ("sofa", "armchair", "tv_monitor", "table", "potted_plant", "floor_lamp", "bookshelf",
+                    "piano", "guitar", "fireplace", "standing_fan", "vase"),
+    "bedroom": ("bed", "wardrobe", "nightstand", "desk", "chair", "floor_lamp", "mirror", "guitar", "coat_rack"),
+    "kitchen": ("refrigerator", "stove", "sink", "table", "chair", "trash_can", "stool", "cabinet",
+                "washing_machine"),
+    "bathroom": ("toilet", "sink", "bathtub", "trash_can", "washing_machine", "mirror", "cabinet"),
+    "office": ("desk", "chair", "bookshelf", "cabinet", "potted_plant", "trash_can", "floor_lamp", "coat_rack",
+               "standing_fan"),
+    "dining_room": ("table", "chair", "cabinet", "vase", "potted_plant", "stool", "piano"),
+}  # fmt: skip
+
+TRAIN, VAL_SCENES, VAL_CATEGORIES_SPLIT, OUTDOOR = "train", "val_scenes", "val_categories", "outdoor"
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """Which scenes a split draws: ``n_scenes`` seeds from ``seed_offset`` of a kind and category set."""
+
+    kind: str
+    seed_offset: int
+    n_scenes: int
+    categories: tuple[str, ...]
+
+
+SPLITS: dict[str, SplitSpec] = {
+    TRAIN: SplitSpec("indoor", 0, 10_000, TRAIN_CATEGORIES),
+    VAL_SCENES: SplitSpec("indoor", 1_000_000, 100, TRAIN_CATEGORIES),
+    VAL_CATEGORIES_SPLIT: SplitSpec("indoor", 2_000_000, 100, INDOOR_CATEGORIES),
+    OUTDOOR: SplitSpec("outdoor", 3_000_000, 100, OUTDOOR_CATEGORIES),
+}
+
+WALL_HEIGHT = 2.6
+WALL_T = 0.05  # each room's wall is this thick (two rooms back to back make a 0.1 m wall)
+DOOR_W, DOOR_H = 1.0, 2.1
+
+
+class SceneError(ValueError):
+    """A scene file is missing, unreadable or has no usable geometry."""
+
+
+@dataclass
+class SceneObject:
+    """A semantic object: instance id (>0), category, and world axis-aligned box (centre, full extents)."""
+
+    instance_id: int
+    category: str
+    center: np.ndarray
+    extents: np.ndarray
+    node: str | None = None
+
+    @property
+    def box_min(self) -> np.ndarray:
+        return self.center - self.extents / 2.0
+
+    @property
+    def box_max(self) -> np.ndarray:
+        return self.center + self.extents / 2.0
+
+    def to_json(self) -> dict:
+        return {
+            "instance_id": int(self.instance_id),
+            "category": self.category,
+            "center": [float(v) for v in self.center],
+            "extents": [float(v) for v in self.extents],
+            "node": self.node,
+        }
+
+
+@dataclass
+class Scene:
+    """Renderable, navigable scene in Habitat conventions (metres, +y up)."""
+
+    name: str
+    vertices: np.ndarray  # (N, 11) float32 triangle soup, see primitives.VERTEX_FLOATS
+    objects: list[SceneObject]
+    floor_y: float = 0.0
+    kind: str = "indoor"
+    seed: int | None = None
+    rooms: list[dict] = field(default_factory=list)
+    sky: bool = False
+
+    @property
+    def bounds(self) -> np.ndarray:
+        """(2, 3) min/max corner of all geometry."""
+        p = self.vertices[:, :3]
+        return np.stack([p.min(axis=0), p.max(axis=0)]).astype(np.float64)
+
+    @property
+    def categories(self) -> list[str]:
+        return sorted({o.category for o in self.objects})
+
+    def objects_of(self, category: str) -> list[SceneObject]:
+        return [o for o in self.objects if o.category == category]
+
+    def object_by_id(self, instance_id: int) -> SceneObject:
+        for o in self.objects:
+            if o.instance_id == instance_id:
+                return o
+        raise KeyError(f"no object with instance id {instance_id} in scene {self.name!r}")
+
+    def add_object(self, mesh_vertices: np.ndarray, category: str, node: str | None = None) -> SceneObject:
+        """Append geometry (N, 11) as a new semantic object; returns it (its id is the next free one)."""
+        iid = max([0, *[o.instance_id for o in self.objects]]) + 1
+        v = np.array(mesh_vertices, dtype=np.float32, copy=True)
+        v[:, 10] = iid
+        lo, hi = v[:, :3].min(axis=0).astype(np.float64), v[:, :3].max(axis=0).astype(np.float64)
+        obj = SceneObject(iid, category, (lo + hi) / 2.0, hi - lo, node)
+        self.vertices = np.concatenate([self.vertices, v])
+        self.objects.append(obj)
+        return obj
+
+    def export_glb(self, path: str | os.PathLike, annotation_path: str | os.PathLike | None = None) -> Path:
+        """Write the scene as GLB (one node per object, vertex colours) plus an annotation JSON.
+
+        The annotation (default ``<path>.semantic.json``) maps instance id -> category and box and names
+        each object's node, so ``load_gltf_scene`` restores the ids.
+        """
+        import trimesh
+
+        path = Path(path)
+        ts = trimesh.Scene()
+        ids = self.vertices[:, 10].astype(np.int64)
+        names = {0: "structure"}
+        for o in self.objects:
+            names[o.instance_id] = o.node or f"obj_{o.instance_id:04d}_{o.category}"
+        for iid in np.unique(ids):
+            v = self.vertices[ids == iid]
+            faces = np.arange(len(v)).reshape(-1, 3)
+            shade = _pattern_shade(v)
+            col = np.clip(v[:, 6:9] * shade[:, None], 0, 1)
+            rgba = np.concatenate([col, np.ones((len(v), 1))], axis=1)
+            mesh = trimesh.Trimesh(v[:, :3], faces, vertex_colors=(rgba * 255).astype(np.uint8), process=False)
+            ts.add_geometry(mesh, node_name=names.get(int(iid), f"obj_{int(iid):04d}"), geom_name=names.get(int(iid)))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ts.export(str(path), file_type="glb")
+        ann = Path(annotation_path) if annotation_path else path.with_suffix(".semantic.json")
+        objs = []
+        for o in self.objects:
+            d = o.to_json()
+            d["node"] = names[o.instance_id]
+            objs.append(d)
+        ann.write_text(json.dumps({"scene": self.name, "up": [0, 1, 0], "objects": objs}, indent=1))
+        return path
+
+
+def _pattern_shade(v: np.ndarray) -> np.ndarray:
+    """Cheap per-vertex stand-in for the shader's procedural texture (GLB export has no shader)."""
+    p = v[:, 9]
+    return np.where(p > 0, 0.85 + 0.15 * np.sin(v[:, 0] * 7.0 + v[:, 2] * 5.0), 1.0)
+
+
+# ------------------------------------------------------------------------------------------ procedural
+
+
+def _place_object(builder: MeshBuilder, rng, category: str, iid: int, x: float, z: float, yaw: float):
+    parts = CATEGORY_BUILDERS[category](rng)
+    allv = []
+    for p in parts:
+        t = transform_tris(p.tris, yaw, (x, 0.0, z))
+        builder.add_triangles(t, p.color, p.pattern, iid)
+        allv.append(t.reshape(-1, 3))
+    pts = np.concatenate(allv)
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    return SceneObject(iid, category, (lo + hi) / 2.0, hi - lo, f"obj_{iid:04d}_{category}")
+
+
+def _footprint(category: str, rng_seed: int) -> tuple[float, float]:
+    """Local footprint (width x, depth z) of a category instance built from ``rng_seed``."""
+    parts = CATEGORY_BUILDERS[category](np.random.default_rng(rng_seed))
+    pts = np.concatenate([p.tris.reshape(-1, 3) for p in parts])
+    return float(pts[:, 0].max() - pts[:, 0].min()), float(pts[:, 2].max() - pts[:, 2].min())
+
+
+_FLOORS = [(PLANKS, (0.62, 0.45, 0.3)), (CHECKER, (0.8, 0.78, 0.72)), (CARPET, (0.55, 0.5, 0.6)),
+           (SMALL_TILES, (0.75, 0.8, 0.82)), (PLANKS, (0.45, 0.3, 0.2)), (CHECKER, (0.6, 0.62, 0.65))]  # fmt: skip
+_WALLS = [(STRIPES, (0.9, 0.86, 0.75)), (STRIPES, (0.7, 0.8, 0.85)), (PLAIN, (0.92, 0.9, 0.88)),
+          (STRIPES, (0.85, 0.75, 0.7)), (BRICK, (0.75, 0.55, 0.45)), (STRIPES, (0.75, 0.85, 0.7))]  # fmt: skip
+
+
+def _room_walls(mb: MeshBuilder, x0, z0, x1, z1, doors: dict[str, list[tuple[float, float]]], pat, col) -> None:
+    """Walls just inside the room rectangle, with door gaps (side -> list of (start, end) along the side)."""
+    sides = {
+        "n": ((x0, z0), (x1, z0), (0, 1)),
+        "s": ((x0, z1), (x1, z1), (0, -1)),
+        "w": ((x0, z0), (x0, z1), (1, 0)),
+        "e": ((x1, z0), (x1, z1), (-1, 0)),
+    }
+    for side, (a, b, inward) in sides.items():
+        horizontal = side in ("n", "s")
+        s0, s1 = (a[0], b[0]) if horizontal else (a[1], b[1])
+        fixed = a[1] if horizontal else a[0]
+        fixed += inward[1 if horizontal else 0] * WALL_T / 2.0
+        cuts = sorted(doors.get(side, []))
+        segs, cur = [], s0
+        for d0, d1 in cuts:
+            segs.append((cur, d0, 0.0, WALL_HEIGHT))
+            segs.append((d0, d1, DOOR_H, WALL_HEIGHT))  # lintel
+            cur = d1
+        segs.append((cur, s1, 0.0, WALL_HEIGHT))
+        for u0, u1, y0, y1 in segs:
+            if u1 - u0 < 1e-3:
+                continue
+            cu, ln = (u0 + u1) / 2.0, u1 - u0
+            if horizontal:
+                t = box_tris((cu, (y0 + y1) / 2.0, fixed), (ln, y1 - y0, WALL_T))
+            else:
+                t = box_tris((fixed, (y0 + y1) / 2.0, cu), (WALL_T, y1 - y0, ln))
+            mb.add_triangles(t, col, pat, 0)
+
+
+def _make_indoor(seed: int, categories: tuple[str, ...]) -> Scene:
+    rng = np.random.default_rng(seed)
+    ncol, nrow = (2, 2) if rng.random() < 0.5 else (3, 2)
+    widths = rng.uniform(3.2, 5.0, ncol)
+    depths = rng.uniform(3.2, 4.6, nrow)
+    xs = np.concatenate([[0.0], np.cumsum(widths)]) - widths.sum() / 2.0
+    zs = np.concatenate([[0.0], np.cumsum(depths)]) - depths.sum() / 2.0
+    types = list(ROOM_TYPES)
+    room_types = [types[i] for i in rng.permutation(len(types))[: ncol * nrow]]
+    # doorways: spanning tree over the room grid + a few extra connections
+    cells = [(c, r) for r in range(nrow) for c in range(ncol)]
+    edges = [((c, r), (c + 1, r)) for r in range(nrow) for c in range(ncol - 1)]
+    edges += [((c, r), (c, r + 1)) for r in range(nrow - 1) for c in range(ncol)]
+    order = rng.permutation(len(edges))
+    parent = {cell: cell for cell in cells}
+
+    def find(a):
+        while parent[a] != a:
+            a = parent[a]
+        return a
+
+    doors = []
+    for i in order:
+        a, b = edges[i]
+        if find(a) != find(b):
+            parent[find(a)] = find(b)
+            doors.append((a, b))
+        elif rng.random() < 0.3:
+            doors.append((a, b))
+    room_doors: dict[tuple[int, int], dict[str, list]] = {cell: {} for cell in cells}
+    for a, b in doors:
+        if a[1] == b[1]:  # east-west neighbours: door in the vertical wall between
+            lo, hi = zs[a[1]], zs[a[1] + 1]
+            d0 = rng.uniform(lo + 0.4, hi - 0.4 - DOOR_W)
+            room_doors[a].setdefault("e", []).append((d0, d0 + DOOR_W))
+            room_doors[b].setdefault("w", []).append((d0, d0 + DOOR_W))
+        else:
+            lo, hi = xs[a[0]], xs[a[0] + 1]
+            d0 = rng.uniform(lo + 0.4, hi - 0.4 - DOOR_W)
+            room_doors[a].setdefault("s", []).append((d0, d0 + DOOR_W))
+            room_doors[b].setdefault("n", []).append((d0, d0 + DOOR_W))
+
+    mb = MeshBuilder()
+    objects: list[SceneObject] = []
+    rooms = []
+    allowed = set(categories)
+    for k, (c, r) in enumerate(cells):
+        x0, x1, z0, z1 = xs[c], xs[c + 1], zs[r], zs[r + 1]
+        rtype = room_types[k]
+        fpat, fcol = _FLOORS[int(rng.integers(len(_FLOORS)))]
+        wpat, wcol = _WALLS[int(rng.integers(len(_WALLS)))]
+        fcol = np.clip(np.asarray(fcol) + rng.uniform(-0.06, 0.06, 3), 0, 1)
+        wcol = np.clip(np.asarray(wcol) + rng.uniform(-0.06, 0.06, 3), 0, 1)
+        mb.add_triangles(box_tris(((x0 + x1) / 2, -0.025, (z0 + z1) / 2), (x1 - x0, 0.05, z1 - z0)), fcol, fpat, 0)
+        mb.add_triangles(
+            box_tris(((x0 + x1) / 2, WALL_HEIGHT + 0.025, (z0 + z1) / 2), (x1 - x0, 0.05, z1 - z0)), (0.95, 0.95, 0.93)
+        )
+        _room_walls(mb, x0, z0, x1, z1, room_doors[(c, r)], wpat, wcol)
+        rooms.append({"type": rtype, "bounds": [float(x0), float(z0), float(x1), float(z1)]})
+        # furniture: against walls, keep doorways and a central corridor clear
+        cands = [cat for cat in ROOM_TYPES[rtype] if cat in allowed]
+        if not cands:
+            cands = [cat for cat in categories if cat in INDOOR_CATEGORIES] or list(categories)
+        n_obj = int(rng.integers(3, 6))
+        occupied: list[tuple[float, float, float, float]] = []
+        for side, spans in room_doors[(c, r)].items():
+            for d0, d1 in spans:
+                if side in ("n", "s"):
+                    zz = z0 if side == "n" else z1
+                    occupied.append((d0 - 0.3, zz - 1.2, d1 + 0.3, zz + 1.2))
+                else:
+                    xx = x0 if side == "w" else x1
+                    occupied.append((xx - 1.2, d0 - 0.3, xx + 1.2, d1 + 0.3))
+        for _ in range(n_obj):
+            cat = cands[int(rng.integers(len(cands)))]
+            obj_seed = int(rng.integers(2**31))
+            fw, fd = _footprint(cat, obj_seed)
+            for _try in range(12):
+                side = int(rng.integers(4))
+                yaw = [0.0, math.pi, -math.pi / 2, math.pi / 2][side]  # front faces into the room
+                # 0: back on north wall (faces +z), 1: south (faces -z), 2: west (faces +x), 3: east (-x)
+                w_, d_ = (fw, fd) if side < 2 else (fd, fw)
+                m = WALL_T + 0.02
+                if side < 2:
+                    x = rng.uniform(x0 + m + w_ / 2, max(x0 + m + w_ / 2, x1 - m - w_ / 2))
+                    z = z0 + m + d_ / 2 if side == 0 else z1 - m - d_ / 2
+                else:
+                    z = rng.uniform(z0 + m + d_ / 2, max(z0 + m + d_ / 2, z1 - m - d_ / 2))
+                    x = x0 + m + w_ / 2 if side == 2 else x1 - m - w_ / 2
+                rect = (x - w_ / 2 - 0.05, z - d_ / 2 - 0.05, x + w_ / 2 + 0.05, z + d_ / 2 + 0.05)
+                if rect[0] < x0 or rect[2] > x1 or rect[1] < z0 or rect[3] > z1:
+                    continue
+                if any(rect[0] < o[2] and o[0] < rect[2] and rect[1] < o[3] and o[1] < rect[3] for o in occupied):
+                    continue
+                occupied.append(rect)
+                objects.append(
+                    _place_object(mb, np.random.default_rng(obj_seed), cat, len(objects) + 1, x, z, yaw)
+                )
+                break
+    return Scene(f"indoor_{seed}", mb.finish(), objects, 0.0, "indoor", seed, rooms)
+
+
+def _make_outdoor(seed: int, kind: str, categories: tuple[str, ...]) -> Scene:
+    rng = np.random.default_rng(seed)
+    mb = MeshBuilder()
+    objects: list[SceneObject] = []
+    allowed = [c for c in categories if c in CATEGORY_BUILDERS]
+    if kind == "park":
+        sx, sz = rng.uniform(14, 20), rng.uniform(14, 20)
+        mb.add_triangles(box_tris((0, -0.025, 0), (sx, 0.05, sz)), (0.3, 0.55, 0.2), GRASS, 0)
+        mb.add_triangles(box_tris((0, 0.001, 0), (sx, 0.002, 2.0)), (0.65, 0.6, 0.5), ASPHALT, 0)
+        mb.add_triangles(box_tris((0, 0.001, 0), (2.0, 0.002, sz)), (0.65, 0.6, 0.5), ASPHALT, 0)
+        for sgn in (-1, 1):  # hedges bound the park
+            mb.add_triangles(box_tris((0, 0.5, sgn * sz / 2), (sx, 1.0, 0.6)), (0.15, 0.4, 0.12), LEAVES, 0)
+            mb.add_triangles(box_tris((sgn * sx / 2, 0.5, 0), (0.6, 1.0, sz)), (0.15, 0.4, 0.12), LEAVES, 0)
+        pref = ["tree", "bench", "picnic_table", "street_lamp", "trash_can", "bicycle", "potted_plant"]
+        hx, hz = sx / 2 - 1.5, sz / 2 - 1.5
+        road = [(-1.6, -hz - 2, 1.6, hz + 2), (-hx - 2, -1.6, hx + 2, 1.6)]
+    else:
+        sx, sz = rng.uniform(10, 12), rng.uniform(26, 34)
+        mb.add_triangles(box_tris((0, -0.025, 0), (sx, 0.05, sz)), (0.3, 0.3, 0.32), ASPHALT, 0)
+        for sgn in (-1, 1):
+            mb.add_triangles(box_tris((sgn * (sx / 2 - 1.25), 0.001, 0), (2.5, 0.002, sz)), (0.7, 0.7, 0.68), CHECKER, 0)
+            for i in range(int(sz // 6)):  # building facades
+                h = rng.uniform(5, 9)
+                col = np.clip(np.asarray([0.7, 0.5, 0.4]) + rng.uniform(-0.2, 0.2, 3), 0, 1)
+                zc = -sz / 2 + 3 + 6 * i
+                mb.add_triangles(box_tris((sgn * (sx / 2 + 1), h / 2, zc), (2.0, h, 5.9)), col, BRICK, 0)
+        for i in range(int(sz // 3)):  # lane markings
+            mb.add_triangles(box_tris((0, 0.002, -sz / 2 + 1.5 + 3 * i), (0.15, 0.004, 1.5)), (0.95, 0.95, 0.9))
+        for sgn in (-1, 1):  # road end barriers
+            mb.add_triangles(box_tris((0, 0.5, sgn * sz / 2), (sx, 1.0, 0.3)), (0.8, 0.8, 0.8), STRIPES, 0)
+        pref = ["car", "street_lamp", "fire_hydrant", "mailbox", "traffic_cone", "bicycle", "bench", "trash_can"]
+        hx, hz = sx / 2 - 0.6, sz / 2 - 1.5
+        road = [(-1.3, -hz - 2, 1.3, hz + 2)]
+    cands = [c for c in pref if c in allowed] or allowed
+    occupied = list(road)
+    n_obj = int(rng.integers(8, 14))
+    for _ in range(n_obj):
+        cat = cands[int(rng.integers(len(cands)))]
+        obj_seed = int(rng.integers(2**31))
+        fw, fd = _footprint(cat, obj_seed)
+        for _try in range(15):
+            yaw = float(rng.choice([0.0, math.pi / 2, math.pi, -math.pi / 2]))
+            w_, d_ = (fw, fd) if abs(math.sin(yaw)) < 0.5 else (fd, fw)
+            x = rng.uniform(-hx + w_ / 2, hx - w_ / 2)
+            z = rng.uniform(-hz + d_ / 2, hz - d_ / 2)
+            rect = (x - w_ / 2 - 0.3, z - d_ / 2 - 0.3, x + w_ / 2 + 0.3, z + d_ / 2 + 0.3)
+            if any(rect[0] < o[2] and o[0] < rect[2] and rect[1] < o[3] and o[1] < rect[3] for o in occupied):
+                continue
+            occupied.append(rect)
+            objects.append(_place_object(mb, np.random.default_rng(obj_seed), cat, len(objects) + 1, x, z, yaw))
+            break
+    return Scene(f"{kind}_{seed}", mb.finish(), objects, 0.0, kind, seed, [], sky=True)
+
+
+def make_scene(seed: int = 0, kind: str = "indoor", categories: tuple[str, ...] | None = None) -> Scene:
+    """Procedural scene, deterministic from ``seed``.
+
+    Args:
+        seed: layout / furniture seed.
+        kind: ``"indoor"`` (multi-room apartment), ``"park"``, ``"street"`` or ``"outdoor"`` (park or street
+            by seed parity).
+        categories: object categories allowed in the scene (default: train categories indoors, outdoor set
+            outdoors).
+    """
+    if kind == "outdoor":
+        kind = "park" if seed % 2 == 0 else "street"
+    if kind not in ("indoor", "park", "street"):
+        raise ValueError(f"unknown scene kind {kind!r}; expected 'indoor', 'park', 'street' or 'outdoor'")
+    if categories is not None:
+        unknown = [c for c in categories if c not in CATEGORY_BUILDERS]
+        if unknown:
+            raise ValueError(f"unknown categories {unknown}; known: {sorted(CATEGORY_BUILDERS)}")
+    if kind == "indoor":
+        return _make_indoor(int(seed), tuple(categories) if categories else TRAIN_CATEGORIES)
+    return _make_outdoor(int(seed), kind, tuple(categories) if categories else OUTDOOR_CATEGORIES)
+
+
+def split_scene(split: str, index: int) -> Scene:
+    """The ``index``-th scene (modulo the split size) of a named split."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {sorted(SPLITS)}")
+    spec = SPLITS[split]
+    seed = spec.seed_offset + int(index) % spec.n_scenes
+    if split == VAL_CATEGORIES_SPLIT:
+        # make sure held-out categories are present: bias the allowed set towards them
+        scene = make_scene(seed, spec.kind, spec.categories)
+        if not any(o.category in VAL_CATEGORIES for o in scene.objects):
+            scene = make_scene(seed, spec.kind, VAL_CATEGORIES + ("chair", "table"))
+        return scene
+    return make_scene(seed, spec.kind, spec.categories)
+
+
+# ---------------------------------------------------------------------------------------------- glTF
+
+
+def _basis_to_habitat(up, front) -> np.ndarray:
+    """3x3 rotation taking a file's (up, front) axes to Habitat's (+y up, -z front)."""
+    u = np.asarray(up, dtype=np.float64)
+    f = np.asarray(front, dtype=np.float64)
+    u /= np.linalg.norm(u)
+    f /= np.linalg.norm(f)
+    r = np.cross(f, u)  # right = front x up
+    src = np.stack([r, u, -f], axis=1)  # columns: file vectors of habitat x, y, z
+    return src.T
+
+
+def load_mesh_vertices(path: str | os.PathLike, up=(0, 1, 0), front=(0, 0, -1), scale: float = 1.0):
+    """Read a GLB/glTF/OBJ/PLY file into soup vertices (N, 11) plus {node name: (start, stop)} row ranges.
+
+    Textures are baked into per-vertex colours (the renderer has no texture sampling for loaded files).
+    """
+    import trimesh
+
+    p = Path(path)
+    if not p.is_file():
+        raise SceneError(f"scene file not found: {str(p)!r}")
+    try:
+        loaded = trimesh.load(str(p), force="scene")
+    except Exception as exc:  # trimesh raises many types on corrupt files
+        raise SceneError(f"could not read scene file {str(p)!r}: {type(exc).__name__}: {exc}") from exc
+    R = _basis_to_habitat(up, front) * float(scale)
+    mb_chunks, ranges, start = [], {}, 0
+    for node_name in loaded.graph.nodes_geometry:
+        T, geom_name = loaded.graph[node_name]
+        mesh = loaded.geometry.get(geom_name)
+        if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
+            continue
+        verts = trimesh.transformations.transform_points(mesh.vertices, T) @ R.T
+        faces = np.asarray(mesh.faces)
+        colors = _mesh_face_colors(mesh)
+        mb = MeshBuilder()
+        mb.add_triangles(verts[faces], np.repeat(colors[:, None, :], 3, axis=1).reshape(-1, 3), PLAIN, 0)
+        chunk = mb.finish()
+        mb_chunks.append(chunk)
+        ranges[node_name] = (start, start + len(chunk))
+        if geom_name != node_name:
+            ranges.setdefault(geom_name, (start, start + len(chunk)))
+        start += len(chunk)
+    if not mb_chunks:
+        raise SceneError(f"scene file {str(p)!r} has no triangle meshes")
+    return np.concatenate(mb_chunks), ranges
+
+
+def _mesh_face_colors(mesh) -> np.ndarray:
+    """(F, 3) colours in [0,1] from vertex colours, a baked texture or the material's base colour."""
+    try:
+        vis = mesh.visual
+        if vis.kind == "texture":
+            vis = vis.to_color()
+        vc = np.asarray(vis.vertex_colors, dtype=np.float64)[:, :3] / 255.0
+        return vc[np.asarray(mesh.faces)].mean(axis=1)
+    except Exception:  # untextured / odd material: mid grey
+        return np.full((len(mesh.faces), 3), 0.7)
+
+
+def load_gltf_scene(
+    path: str | os.PathLike,
+    annotation: str | os.PathLike | dict | None = None,
+    up=None,
+    front=None,
+    scale: float = 1.0,
+) -> Scene:
+    """Load any GLB/glTF scene (Habitat stage conventions respected) with an optional semantic annotation.
+
+    ``up``/``front`` default to a ``<stem>.stage_config.json`` beside the file when there is one (Habitat
+    writes ``"up": [0,0,1]`` for z-up stages), else glTF's own +y up / -z front. ``annotation`` is a JSON
+    path or dict ``{"objects": [{"instance_id", "category", "node"?, "center"?, "extents"?}]}``: objects
+    with ``node`` take that node's triangles; others take the triangles whose centroid lies in their box.
+    Without it ``<file>.semantic.json`` beside the scene is used when present.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise SceneError(f"scene file not found: {str(p)!r}")
+    cfg_path = p.with_name(p.name.split(".")[0] + ".stage_config.json")
+    if (up is None or front is None) and cfg_path.is_file():
+        cfg = json.loads(cfg_path.read_text())
+        up = cfg.get("up", up)
+        front = cfg.get("front", front)
+        scale = float(np.mean(cfg.get("scale", [scale]))) if "scale" in cfg else scale
+    up = (0, 1, 0) if up is None else up
+    front = (0, 0, -1) if front is None else front
+    verts, ranges = load_mesh_vertices(p, up, front, scale)
+    if annotation is None and p.with_suffix(".semantic.json").is_file():
+        annotation = p.with_suffix(".semantic.json")
+    objects: list[SceneObject] = []
+    if annotation is not None:
+        ann = annotation if isinstance(annotation, dict) else _read_json(annotation)
+        for entry in ann.get("objects", []):
+            iid, cat = int(entry["instance_id"]), str(entry["category"])
+            node = entry.get("node")
+            if node and node in ranges:
+                a, b = ranges[node]
+                verts[a:b, 10] = iid
+            elif "center" in entry and "extents" in entry:
+                c, e = np.asarray(entry["center"]), np.asarray(entry["extents"])
+                cent = verts[:, :3].reshape(-1, 3, 3).mean(axis=1)
+                inside = np.all(np.abs(cent - c) <= e / 2 + 1e-6, axis=1)
+                verts.reshape(-1, 3, 11)[inside, :, 10] = iid
+            sel = verts[:, 10] == iid
+            if not sel.any():
+                continue
+            lo, hi = verts[sel, :3].min(axis=0).astype(np.float64), verts[sel, :3].max(axis=0).astype(np.float64)
+            objects.append(SceneObject(iid, cat, (lo + hi) / 2, hi - lo, node))
+    floor_y = estimate_floor_y(verts)
+    return Scene(p.stem, verts, objects, floor_y, "gltf", None, [])
+
+
+def _read_json(path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise SceneError(f"annotation file not found: {str(p)!r}")
+    try:
+        return json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SceneError(f"annotation file {str(p)!r} is not valid JSON: {exc}") from exc
+
+
+def estimate_floor_y(verts: np.ndarray) -> float:
+    """Height of the floor: the level holding the most upward-facing triangle area (ties -> lowest)."""
+    tri = verts[:, :3].reshape(-1, 3, 3).astype(np.float64)
+    n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    area = 0.5 * np.linalg.norm(n, axis=1)
+    up = n[:, 1] / np.maximum(2 * area, 1e-12)
+    sel = (up > 0.9) & (area > 0)
+    if not sel.any():
+        return float(tri[:, :, 1].min())
+    ys = tri[sel, :, 1].mean(axis=1)
+    bins = np.round(ys / 0.05).astype(np.int64)
+    uniq, inv = np.unique(bins, return_inverse=True)
+    w = np.bincount(inv, weights=area[sel])
+    best = w.max()
+    cand = uniq[w >= 0.5 * best]
+    level = cand.min()
+    return float(np.median(ys[bins == level]))
+
+
+def place_object_file(
+    scene: Scene, path: str | os.PathLike, category: str, position, yaw: float = 0.0, up=(0, 1, 0), front=(0, 0, -1)
+) -> SceneObject:
+    """Put a GLB object (e.g. Habitat's ``chair.glb``) on the floor at ``position`` (x, z) as a goal object."""
+    verts, _ = load_mesh_vertices(path, up, front)
+    pts = verts[:, :3].astype(np.float64)
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    off = np.array([-(lo[0] + hi[0]) / 2, -lo[1], -(lo[2] + hi[2]) / 2])
+    tris = (pts + off).reshape(-1, 3, 3)
+    tris = transform_tris(tris, yaw, (position[0], scene.floor_y, position[1]))
+    verts[:, :3] = tris.reshape(-1, 3)
+    nrm = verts[:, 3:6].astype(np.float64) @ np.array(
+        [[math.cos(yaw), 0, math.sin(yaw)], [0, 1, 0], [-math.sin(yaw), 0, math.cos(yaw)]]
+    ).T
+    verts[:, 3:6] = nrm
+    return scene.add_object(verts, category, node=Path(path).stem)
+
+
+__all__ = [
+    "CATEGORIES",
+    "OUTDOOR",
+    "ROOM_TYPES",
+    "SPLITS",
+    "TRAIN",
+    "TRAIN_CATEGORIES",
+    "VAL_CATEGORIES",
+    "VAL_CATEGORIES_SPLIT",
+    "VAL_SCENES",
+    "VERTEX_FLOATS",
+    "Scene",
+    "SceneError",
+    "SceneObject",
+    "SplitSpec",
+    "estimate_floor_y",
+    "load_gltf_scene",
+    "make_scene",
+    "place_object_file",
+    "split_scene",
+]

