@@ -56,9 +56,15 @@ def table(rng):
     w, d, h = rng.uniform(1.0, 1.6), rng.uniform(0.7, 0.95), rng.uniform(0.72, 0.78)
     c = _pick(rng, WOODS)
     if rng.random() < 0.4:  # pedestal style
-        return [_B(0, h - 0.04, 0, w, 0.04, d, c, WOOD), _C(0, 0, 0, 0.06, h - 0.04, c), _C(0, 0, 0, 0.3, 0.04, c)]
+        return [
+            _B(0, h - 0.04, 0, w, 0.04, d, c, WOOD),
+            _C(0, 0, 0, 0.06, h - 0.04, c),
+            _C(0, 0, 0, 0.3, 0.04, c),
+        ]
     lg = 0.06
-    parts = [_B(sx * (w / 2 - lg), 0, sz * (d / 2 - lg), lg, h - 0.04, lg, c) for sx in (-1, 1) for sz in (-1, 1)]
+    parts = [
+        _B(sx * (w / 2 - lg), 0, sz * (d / 2 - lg), lg, h - 0.04, lg, c) for sx in (-1, 1) for sz in (-1, 1)
+    ]
     return [*parts, _B(0, h - 0.04, 0, w, 0.04, d, c, WOOD)]
 
 
@@ -149,7 +155,11 @@ def floor_lamp(rng):
 def bookshelf(rng):
     w, h, d = rng.uniform(0.8, 1.2), rng.uniform(1.6, 2.0), 0.35
     c = _pick(rng, WOODS)
-    parts = [_B(0, 0, -d / 2 + 0.01, w, h, 0.02, c, WOOD), _B(-w / 2, 0, 0, 0.03, h, d, c), _B(w / 2, 0, 0, 0.03, h, d, c)]
+    parts = [
+        _B(0, 0, -d / 2 + 0.01, w, h, 0.02, c, WOOD),
+        _B(-w / 2, 0, 0, 0.03, h, d, c),
+        _B(w / 2, 0, 0, 0.03, h, d, c),
+    ]
     n = 5
     for i in range(n):
         y = i * h / n
@@ -227,7 +237,11 @@ def desk(rng):
 
 def stove(rng):
     c = _pick(rng, [WHITE, METAL, (0.15, 0.15, 0.15)])
-    parts = [_B(0, 0, 0, 0.6, 0.88, 0.6, c), _B(0, 0.88, 0, 0.6, 0.02, 0.6, BLACK), _B(0, 0.2, 0.301, 0.45, 0.4, 0.005, BLACK)]
+    parts = [
+        _B(0, 0, 0, 0.6, 0.88, 0.6, c),
+        _B(0, 0.88, 0, 0.6, 0.02, 0.6, BLACK),
+        _B(0, 0.2, 0.301, 0.45, 0.4, 0.005, BLACK),
+    ]
     parts += [_C(x, 0.9, z, 0.09, 0.015, (0.35, 0.35, 0.35)) for x in (-0.14, 0.14) for z in (-0.14, 0.14)]
     parts.append(_B(0, 0.9, -0.28, 0.6, 0.15, 0.04, c))
     return parts
@@ -251,7 +265,9 @@ def piano(rng):
         _B(-0.68, 0, 0.15, 0.06, 0.75, 0.3, c),
         _B(0.68, 0, 0.15, 0.06, 0.75, 0.3, c),
     ]
-    parts += [_B(-0.6 + i * 0.045, 0.77, 0.07, 0.02, 0.015, 0.1, BLACK) for i in range(27) if i % 7 not in (2, 6)]
+    parts += [
+        _B(-0.6 + i * 0.045, 0.77, 0.07, 0.02, 0.015, 0.1, BLACK) for i in range(27) if i % 7 not in (2, 6)
+    ]
     return parts
 
 
@@ -345,7 +361,12 @@ def standing_fan(rng):
         np.asarray(cylinder_tris((0, 0, 0), 0.28, 0.08, 20))[..., [0, 2, 1]] + np.array([0, 1.2, 0.02]),
         (0.75, 0.78, 0.82),
     )
-    return [_C(0, 0, 0, 0.2, 0.04, c), _C(0, 0.04, 0, 0.025, 1.05, c), _B(0, 1.08, -0.1, 0.12, 0.16, 0.2, c), blade]
+    return [
+        _C(0, 0, 0, 0.2, 0.04, c),
+        _C(0, 0.04, 0, 0.025, 1.05, c),
+        _B(0, 1.08, -0.1, 0.12, 0.16, 0.2, c),
+        blade,
+    ]
 
 
 def mirror(rng):
@@ -375,7 +396,9 @@ def tree(rng):
     g = _pick(rng, [(0.15, 0.45, 0.12), (0.2, 0.55, 0.2), (0.3, 0.5, 0.1)])
     trunk = [_C(0, 0, 0, 0.15, h, (0.4, 0.27, 0.15), rt=0.1)]
     if rng.random() < 0.5:  # conifer
-        return trunk + [_C(0, h * 0.35 + i * 0.6, 0, 1.1 - 0.3 * i, 1.2, g, rt=0.0, pattern=LEAVES) for i in range(3)]
+        return trunk + [
+            _C(0, h * 0.35 + i * 0.6, 0, 1.1 - 0.3 * i, 1.2, g, rt=0.0, pattern=LEAVES) for i in range(3)
+        ]
     r = rng.uniform(1.0, 1.4)
     return trunk + [_S(0, h + r * 0.5, 0, (r, r * 0.9, r), g, LEAVES)]
 
@@ -408,7 +431,11 @@ def street_lamp(rng):
 
 def traffic_cone(rng):
     o = (1.0, 0.45, 0.05)
-    return [_B(0, 0, 0, 0.45, 0.04, 0.45, BLACK), _C(0, 0.04, 0, 0.18, 0.65, o, rt=0.03), _C(0, 0.35, 0, 0.115, 0.1, WHITE, rt=0.1)]
+    return [
+        _B(0, 0, 0, 0.45, 0.04, 0.45, BLACK),
+        _C(0, 0.04, 0, 0.18, 0.65, o, rt=0.03),
+        _C(0, 0.35, 0, 0.115, 0.1, WHITE, rt=0.1),
+    ]
 
 
 def fire_hydrant(rng):
@@ -423,7 +450,9 @@ def mailbox(rng):
     return [
         _B(0, 0, 0, 0.08, 1.0, 0.08, (0.3, 0.3, 0.3)),
         _B(0, 1.0, 0, 0.35, 0.35, 0.55, c),
-        Part(np.asarray(cylinder_tris((0, 0, 0), 0.175, 0.55, 16))[..., [0, 2, 1]] + np.array([0, 1.35, 0]), c),
+        Part(
+            np.asarray(cylinder_tris((0, 0, 0), 0.175, 0.55, 16))[..., [0, 2, 1]] + np.array([0, 1.35, 0]), c
+        ),
         _B(0.19, 1.15, 0.1, 0.02, 0.25, 0.05, (0.9, 0.1, 0.1)),
     ]
 

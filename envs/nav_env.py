@@ -39,6 +39,25 @@ def instruction_for(category: str) -> str:
     return f"Find the {name}. Finally, it focuses on {article(name)} {name} in the center of the frame."
 
 
+class _NaN(float):
+    """``nan`` that equals itself, so two identical episodes give equal ``info`` (``check_env`` compares
+    infos with ``==``); it is still a float, ``math.isnan`` is True and it compares False with numbers."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, float) and math.isnan(other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    __hash__ = float.__hash__
+
+    def __reduce__(self):
+        return (_NaN, ("nan",))
+
+
+NAN = _NaN("nan")
+
+
 POSE_INSTRUCTION = "Move the camera along the given path to the goal pose."
 
 
@@ -57,7 +76,9 @@ class _SceneBundle:
     def tour(self) -> dict[str, np.ndarray]:
         if self._tour is None:
             seed = self.scene.seed if self.scene.seed is not None else 0
-            self._tour = make_tour(self.scene, self.renderer, self.tour_frames, seed, self.navgrid, self.pitch)
+            self._tour = make_tour(
+                self.scene, self.renderer, self.tour_frames, seed, self.navgrid, self.pitch
+            )
             self._tour["frames"].flags.writeable = False
             self._tour["poses"].flags.writeable = False
         return self._tour
@@ -150,11 +171,17 @@ class V4SNavEnv(gym.Env):
             raise ValueError(f"scene {scene!r} is neither a split {sorted(SPLITS)} nor a .glb/.gltf path")
         if isinstance(scene, (str, os.PathLike)) and scene not in SPLITS and not Path(scene).is_file():
             raise SceneError(f"scene file not found: {str(scene)!r}")
+        if backend == "habitat_sim":
+            from .renderer_habitat import require_habitat_sim
+
+            require_habitat_sim()  # fail at construction with install instructions, not at the first reset
         if tour_frames < 1:
             raise ValueError(f"tour_frames must be >= 1, got {tour_frames}")
         self.task = task
         self.scene_spec = scene
-        self.split = split if split is not None else (scene if isinstance(scene, str) and scene in SPLITS else None)
+        self.split = (
+            split if split is not None else (scene if isinstance(scene, str) and scene in SPLITS else None)
+        )
         self.resolution = (h, w)
         self.backend = backend
         self.obs_keys = obs_keys
@@ -235,7 +262,8 @@ class V4SNavEnv(gym.Env):
 
     # --------------------------------------------------------------------------------------- episodes
     def get_context(self) -> dict[str, np.ndarray]:
-        """The current scene's context tour ``{"frames": uint8 (N,H,W,3), "poses": float64 (N,4,4)}``."""
+        """The current scene's context tour ``{"frames": uint8 (N,H,W,3), "poses": float64 (N,4,4)}``
+        (read-only arrays shared by the scene's episodes; copy before modifying)."""
         if self._bundle is None:
             raise RuntimeError("call reset() first: the context belongs to the scene chosen at reset")
         return self._bundle.tour()
@@ -311,7 +339,9 @@ class V4SNavEnv(gym.Env):
                     raise ValueError(
                         f"no reachable goal of category {cats} in scene {scene.name!r}; present: {scene.categories}"
                     )
-                raise ValueError(f"scene {scene.name!r} has no annotated objects: use task='pose' or an annotation")
+                raise ValueError(
+                    f"scene {scene.name!r} has no annotated objects: use task='pose' or an annotation"
+                )
             self.goal_category = usable[int(rng.integers(len(usable)))]
             self._goal_ids = np.array([o.instance_id for o in scene.objects_of(self.goal_category)], np.int32)
             self._goal_objs = scene.objects_of(self.goal_category)
@@ -326,7 +356,10 @@ class V4SNavEnv(gym.Env):
             self.goal_pose = make_pose(gx, gz, gyaw, scene.floor_y, pitch=self.camera_pitch)
             self._goal_xz, self._goal_yaw = (gx, gz), gyaw
             goal_mask = g.point_mask(gx, gz, 0.3)
-            self._field, self._safe_field = g.distance_field(goal_mask), g.distance_field(goal_mask, safe=True)
+            self._field, self._safe_field = (
+                g.distance_field(goal_mask),
+                g.distance_field(goal_mask, safe=True),
+            )
             self.instruction = POSE_INSTRUCTION
         self.task_description = self.instruction
         # start: reachable, 1.5-12 m geodesic from the goal when possible
@@ -349,7 +382,8 @@ class V4SNavEnv(gym.Env):
         self._episode_ready = True
         obs = self._observe()
         info = self._info(collided=False, stopped=False)
-        info["context"] = self.get_context()
+        ctx = self.get_context()
+        info["context"] = {"frames": ctx["frames"].copy(), "poses": ctx["poses"].copy()}  # callers may keep it
         if self.goal_pose is not None:
             info["goal_pose"] = self.goal_pose.copy()
         return obs, info
@@ -392,7 +426,9 @@ class V4SNavEnv(gym.Env):
         except Exception:
             valid = False
         if not valid:
-            raise ValueError(f"invalid action {action!r}: expected an int in 0..3 ({', '.join(ACTION_NAMES)})")
+            raise ValueError(
+                f"invalid action {action!r}: expected an int in 0..3 ({', '.join(ACTION_NAMES)})"
+            )
         a = int(action)
         prev = self._distance()
         collided = False
@@ -482,7 +518,7 @@ class V4SNavEnv(gym.Env):
             "success": success,
             "spl": float(spl),
             "distance_to_goal": float(dist),
-            "goal_sd": float(sd),
+            "goal_sd": float(sd) if math.isfinite(sd) else NAN,
             "goal_box": box,
             "goal_visible": bool(visible),
             "agent_pose": self.agent_pose,
@@ -524,7 +560,11 @@ class V4SNavEnv(gym.Env):
         for j in np.argsort(sd)[:4]:
             if not np.isfinite(sd[j]):
                 break
-            r.draw(make_pose(self._x, self._z, float(yaws[j]), self._bundle.scene.floor_y, pitch=self.camera_pitch))
+            r.draw(
+                make_pose(
+                    self._x, self._z, float(yaws[j]), self._bundle.scene.floor_y, pitch=self.camera_pitch
+                )
+            )
             sem = r.read_semantic()
             for gid in self._goal_ids:
                 box = box_from_mask(sem == gid, max(4, (h * w) // 2000))
@@ -556,7 +596,9 @@ class V4SNavEnv(gym.Env):
             return int((x - g.origin[0]) * sx), int((z - g.origin[1]) * sz)
 
         for o in self._goal_objs:
-            cv2.rectangle(m, px(o.box_min[0], o.box_min[2]), px(o.box_max[0], o.box_max[2]), (220, 40, 40), -1)
+            cv2.rectangle(
+                m, px(o.box_min[0], o.box_min[2]), px(o.box_max[0], o.box_max[2]), (220, 40, 40), -1
+            )
         if self.goal_pose is not None:
             cv2.circle(m, px(*self._goal_xz), 3, (220, 40, 40), -1)
         pts = np.array([px(x, z) for x, z in self._trajectory], np.int32)

@@ -101,8 +101,12 @@ class NavGrid:
 
     # ---------------------------------------------------------------------------------------- lookups
     def _cells(self, x, z) -> tuple[np.ndarray, np.ndarray]:
-        c = np.clip(((np.asarray(x) - self.origin[0]) / self.cell_size).astype(np.int64), 0, self.shape[1] - 1)
-        r = np.clip(((np.asarray(z) - self.origin[1]) / self.cell_size).astype(np.int64), 0, self.shape[0] - 1)
+        c = np.clip(
+            ((np.asarray(x) - self.origin[0]) / self.cell_size).astype(np.int64), 0, self.shape[1] - 1
+        )
+        r = np.clip(
+            ((np.asarray(z) - self.origin[1]) / self.cell_size).astype(np.int64), 0, self.shape[0] - 1
+        )
         return r, c
 
     def to_cell(self, x: float, z: float) -> tuple[int, int]:

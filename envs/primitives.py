@@ -24,7 +24,12 @@ class MeshBuilder:
         self._chunks: list[np.ndarray] = []
 
     def add_triangles(
-        self, tris: np.ndarray, color, pattern: int = PLAIN, instance_id: int = 0, normals: np.ndarray | None = None
+        self,
+        tris: np.ndarray,
+        color,
+        pattern: int = PLAIN,
+        instance_id: int = 0,
+        normals: np.ndarray | None = None,
     ) -> None:
         """Add (M, 3, 3) triangles with one colour; flat face normals unless ``normals`` (M, 3, 3) given."""
         tris = np.asarray(tris, dtype=np.float64).reshape(-1, 3, 3)
@@ -68,10 +73,22 @@ def box_tris(center, size, yaw: float = 0.0) -> np.ndarray:
     """Triangles (12, 3, 3) of an axis-aligned box of ``size`` at ``center``, rotated by ``yaw`` about +y."""
     c = np.asarray(center, dtype=np.float64)
     h = 0.5 * np.asarray(size, dtype=np.float64)
-    corners = np.array(
-        [[-1, -1, -1], [1, -1, -1], [1, 1, -1], [-1, 1, -1], [-1, -1, 1], [1, -1, 1], [1, 1, 1], [-1, 1, 1]],
-        dtype=np.float64,
-    ) * h
+    corners = (
+        np.array(
+            [
+                [-1, -1, -1],
+                [1, -1, -1],
+                [1, 1, -1],
+                [-1, 1, -1],
+                [-1, -1, 1],
+                [1, -1, 1],
+                [1, 1, 1],
+                [-1, 1, 1],
+            ],
+            dtype=np.float64,
+        )
+        * h
+    )
     if yaw:
         corners = corners @ _rot_y(yaw).T
     return (corners + c)[_BOX_FACES]
@@ -102,10 +119,18 @@ def sphere_tris(center, radius, segments: int = 12, rings: int = 8) -> np.ndarra
     r = np.broadcast_to(np.asarray(radius, dtype=np.float64), (3,))
     th = np.linspace(0.0, math.pi, rings + 1)
     ph = np.linspace(0.0, 2.0 * math.pi, segments + 1)
-    pts = np.stack(
-        [np.outer(np.sin(th), np.cos(ph)), np.outer(np.cos(th), np.ones_like(ph)), np.outer(np.sin(th), np.sin(ph))],
-        axis=-1,
-    ) * r + c
+    pts = (
+        np.stack(
+            [
+                np.outer(np.sin(th), np.cos(ph)),
+                np.outer(np.cos(th), np.ones_like(ph)),
+                np.outer(np.sin(th), np.sin(ph)),
+            ],
+            axis=-1,
+        )
+        * r
+        + c
+    )
     tris = []
     for i in range(rings):
         for j in range(segments):

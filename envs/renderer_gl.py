@@ -145,7 +145,8 @@ class GLRenderer:
         data = np.ascontiguousarray(scene.vertices, dtype=np.float32)
         self._vbo = ctx.buffer(data.tobytes())
         self._vao = ctx.vertex_array(
-            self._prog, [(self._vbo, "3f 3f 3f 1f 1f", "in_pos", "in_normal", "in_color", "in_pattern", "in_id")]
+            self._prog,
+            [(self._vbo, "3f 3f 3f 1f 1f", "in_pos", "in_normal", "in_color", "in_pattern", "in_id")],
         )
         self._bg_vbo = ctx.buffer(np.array([-1, -1, 3, -1, -1, 3], dtype=np.float32).tobytes())
         self._bg_vao = ctx.vertex_array(self._bg_prog, [(self._bg_vbo, "2f", "in_pos")])

@@ -170,8 +170,12 @@ class Scene:
             shade = _pattern_shade(v)
             col = np.clip(v[:, 6:9] * shade[:, None], 0, 1)
             rgba = np.concatenate([col, np.ones((len(v), 1))], axis=1)
-            mesh = trimesh.Trimesh(v[:, :3], faces, vertex_colors=(rgba * 255).astype(np.uint8), process=False)
-            ts.add_geometry(mesh, node_name=names.get(int(iid), f"obj_{int(iid):04d}"), geom_name=names.get(int(iid)))
+            mesh = trimesh.Trimesh(
+                v[:, :3], faces, vertex_colors=(rgba * 255).astype(np.uint8), process=False
+            )
+            ts.add_geometry(
+                mesh, node_name=names.get(int(iid), f"obj_{int(iid):04d}"), geom_name=names.get(int(iid))
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
         ts.export(str(path), file_type="glb")
         ann = Path(annotation_path) if annotation_path else path.with_suffix(".semantic.json")
@@ -218,7 +222,9 @@ _WALLS = [(STRIPES, (0.9, 0.86, 0.75)), (STRIPES, (0.7, 0.8, 0.85)), (PLAIN, (0.
           (STRIPES, (0.85, 0.75, 0.7)), (BRICK, (0.75, 0.55, 0.45)), (STRIPES, (0.75, 0.85, 0.7))]  # fmt: skip
 
 
-def _room_walls(mb: MeshBuilder, x0, z0, x1, z1, doors: dict[str, list[tuple[float, float]]], pat, col) -> None:
+def _room_walls(
+    mb: MeshBuilder, x0, z0, x1, z1, doors: dict[str, list[tuple[float, float]]], pat, col
+) -> None:
     """Walls just inside the room rectangle, with door gaps (side -> list of (start, end) along the side)."""
     sides = {
         "n": ((x0, z0), (x1, z0), (0, 1)),
@@ -302,9 +308,12 @@ def _make_indoor(seed: int, categories: tuple[str, ...]) -> Scene:
         wpat, wcol = _WALLS[int(rng.integers(len(_WALLS)))]
         fcol = np.clip(np.asarray(fcol) + rng.uniform(-0.06, 0.06, 3), 0, 1)
         wcol = np.clip(np.asarray(wcol) + rng.uniform(-0.06, 0.06, 3), 0, 1)
-        mb.add_triangles(box_tris(((x0 + x1) / 2, -0.025, (z0 + z1) / 2), (x1 - x0, 0.05, z1 - z0)), fcol, fpat, 0)
         mb.add_triangles(
-            box_tris(((x0 + x1) / 2, WALL_HEIGHT + 0.025, (z0 + z1) / 2), (x1 - x0, 0.05, z1 - z0)), (0.95, 0.95, 0.93)
+            box_tris(((x0 + x1) / 2, -0.025, (z0 + z1) / 2), (x1 - x0, 0.05, z1 - z0)), fcol, fpat, 0
+        )
+        mb.add_triangles(
+            box_tris(((x0 + x1) / 2, WALL_HEIGHT + 0.025, (z0 + z1) / 2), (x1 - x0, 0.05, z1 - z0)),
+            (0.95, 0.95, 0.93),
         )
         _room_walls(mb, x0, z0, x1, z1, room_doors[(c, r)], wpat, wcol)
         rooms.append({"type": rtype, "bounds": [float(x0), float(z0), float(x1), float(z1)]})
@@ -341,7 +350,9 @@ def _make_indoor(seed: int, categories: tuple[str, ...]) -> Scene:
                 rect = (x - w_ / 2 - 0.05, z - d_ / 2 - 0.05, x + w_ / 2 + 0.05, z + d_ / 2 + 0.05)
                 if rect[0] < x0 or rect[2] > x1 or rect[1] < z0 or rect[3] > z1:
                     continue
-                if any(rect[0] < o[2] and o[0] < rect[2] and rect[1] < o[3] and o[1] < rect[3] for o in occupied):
+                if any(
+                    rect[0] < o[2] and o[0] < rect[2] and rect[1] < o[3] and o[1] < rect[3] for o in occupied
+                ):
                     continue
                 occupied.append(rect)
                 objects.append(
@@ -371,17 +382,30 @@ def _make_outdoor(seed: int, kind: str, categories: tuple[str, ...]) -> Scene:
         sx, sz = rng.uniform(10, 12), rng.uniform(26, 34)
         mb.add_triangles(box_tris((0, -0.025, 0), (sx, 0.05, sz)), (0.3, 0.3, 0.32), ASPHALT, 0)
         for sgn in (-1, 1):
-            mb.add_triangles(box_tris((sgn * (sx / 2 - 1.25), 0.001, 0), (2.5, 0.002, sz)), (0.7, 0.7, 0.68), CHECKER, 0)
+            mb.add_triangles(
+                box_tris((sgn * (sx / 2 - 1.25), 0.001, 0), (2.5, 0.002, sz)), (0.7, 0.7, 0.68), CHECKER, 0
+            )
             for i in range(int(sz // 6)):  # building facades
                 h = rng.uniform(5, 9)
                 col = np.clip(np.asarray([0.7, 0.5, 0.4]) + rng.uniform(-0.2, 0.2, 3), 0, 1)
                 zc = -sz / 2 + 3 + 6 * i
                 mb.add_triangles(box_tris((sgn * (sx / 2 + 1), h / 2, zc), (2.0, h, 5.9)), col, BRICK, 0)
         for i in range(int(sz // 3)):  # lane markings
-            mb.add_triangles(box_tris((0, 0.002, -sz / 2 + 1.5 + 3 * i), (0.15, 0.004, 1.5)), (0.95, 0.95, 0.9))
+            mb.add_triangles(
+                box_tris((0, 0.002, -sz / 2 + 1.5 + 3 * i), (0.15, 0.004, 1.5)), (0.95, 0.95, 0.9)
+            )
         for sgn in (-1, 1):  # road end barriers
             mb.add_triangles(box_tris((0, 0.5, sgn * sz / 2), (sx, 1.0, 0.3)), (0.8, 0.8, 0.8), STRIPES, 0)
-        pref = ["car", "street_lamp", "fire_hydrant", "mailbox", "traffic_cone", "bicycle", "bench", "trash_can"]
+        pref = [
+            "car",
+            "street_lamp",
+            "fire_hydrant",
+            "mailbox",
+            "traffic_cone",
+            "bicycle",
+            "bench",
+            "trash_can",
+        ]
         hx, hz = sx / 2 - 0.6, sz / 2 - 1.5
         road = [(-1.3, -hz - 2, 1.3, hz + 2)]
     cands = [c for c in pref if c in allowed] or allowed
@@ -400,7 +424,9 @@ def _make_outdoor(seed: int, kind: str, categories: tuple[str, ...]) -> Scene:
             if any(rect[0] < o[2] and o[0] < rect[2] and rect[1] < o[3] and o[1] < rect[3] for o in occupied):
                 continue
             occupied.append(rect)
-            objects.append(_place_object(mb, np.random.default_rng(obj_seed), cat, len(objects) + 1, x, z, yaw))
+            objects.append(
+                _place_object(mb, np.random.default_rng(obj_seed), cat, len(objects) + 1, x, z, yaw)
+            )
             break
     return Scene(f"{kind}_{seed}", mb.finish(), objects, 0.0, kind, seed, [], sky=True)
 
@@ -552,7 +578,10 @@ def load_gltf_scene(
             sel = verts[:, 10] == iid
             if not sel.any():
                 continue
-            lo, hi = verts[sel, :3].min(axis=0).astype(np.float64), verts[sel, :3].max(axis=0).astype(np.float64)
+            lo, hi = (
+                verts[sel, :3].min(axis=0).astype(np.float64),
+                verts[sel, :3].max(axis=0).astype(np.float64),
+            )
             objects.append(SceneObject(iid, cat, (lo + hi) / 2, hi - lo, node))
     floor_y = estimate_floor_y(verts)
     return Scene(p.stem, verts, objects, floor_y, "gltf", None, [])
@@ -588,7 +617,13 @@ def estimate_floor_y(verts: np.ndarray) -> float:
 
 
 def place_object_file(
-    scene: Scene, path: str | os.PathLike, category: str, position, yaw: float = 0.0, up=(0, 1, 0), front=(0, 0, -1)
+    scene: Scene,
+    path: str | os.PathLike,
+    category: str,
+    position,
+    yaw: float = 0.0,
+    up=(0, 1, 0),
+    front=(0, 0, -1),
 ) -> SceneObject:
     """Put a GLB object (e.g. Habitat's ``chair.glb``) on the floor at ``position`` (x, z) as a goal object."""
     verts, _ = load_mesh_vertices(path, up, front)
@@ -598,9 +633,10 @@ def place_object_file(
     tris = (pts + off).reshape(-1, 3, 3)
     tris = transform_tris(tris, yaw, (position[0], scene.floor_y, position[1]))
     verts[:, :3] = tris.reshape(-1, 3)
-    nrm = verts[:, 3:6].astype(np.float64) @ np.array(
-        [[math.cos(yaw), 0, math.sin(yaw)], [0, 1, 0], [-math.sin(yaw), 0, math.cos(yaw)]]
-    ).T
+    nrm = (
+        verts[:, 3:6].astype(np.float64)
+        @ np.array([[math.cos(yaw), 0, math.sin(yaw)], [0, 1, 0], [-math.sin(yaw), 0, math.cos(yaw)]]).T
+    )
     verts[:, 3:6] = nrm
     return scene.add_object(verts, category, node=Path(path).stem)
 

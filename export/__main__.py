@@ -18,15 +18,25 @@ from collections.abc import Sequence
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m v4s_agent.export", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m v4s_agent.export",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
     o = sub.add_parser("onnx", help="export every component to <out>/<component>/model.onnx + parity.json")
     src = o.add_mutually_exclusive_group()
-    src.add_argument("--checkpoint", default=None,
-                     help="checkpoint folder (with pipeline/ and idm/); default: the shipped checkpoint")
-    src.add_argument("--config", default=None, choices=["tiny", "default"],
-                     help="export a randomly initialised model of this config instead of a checkpoint")
+    src.add_argument(
+        "--checkpoint",
+        default=None,
+        help="checkpoint folder (with pipeline/ and idm/); default: the shipped checkpoint",
+    )
+    src.add_argument(
+        "--config",
+        default=None,
+        choices=["tiny", "default"],
+        help="export a randomly initialised model of this config instead of a checkpoint",
+    )
     o.add_argument("--out", required=True, help="output folder")
     o.add_argument("--opset", type=int, default=18)
     o.add_argument("--components", nargs="*", default=None, help="subset of components (default: all)")
@@ -35,8 +45,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--onnx", required=True, help="folder written by `python -m v4s_agent.export onnx`")
     t.add_argument("--out", required=True, help="output folder for engines")
     t.add_argument("--no-fp16", action="store_true", help="build float32 engines")
-    t.add_argument("--sanitize-only", action="store_true",
-                   help="only fold constants / clean the graphs (runs without tensorrt or a GPU)")
+    t.add_argument(
+        "--sanitize-only",
+        action="store_true",
+        help="only fold constants / clean the graphs (runs without tensorrt or a GPU)",
+    )
     t.add_argument("--workspace-gib", type=float, default=None)
     t.add_argument("--components", nargs="*", default=None)
     return p
@@ -49,8 +62,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cmd == "onnx":
         from .graphs import export_planner
 
-        result = export_planner(checkpoint=args.checkpoint, config=args.config, out_dir=args.out,
-                                opset=args.opset, components=args.components, seed=args.seed)
+        result = export_planner(
+            checkpoint=args.checkpoint,
+            config=args.config,
+            out_dir=args.out,
+            opset=args.opset,
+            components=args.components,
+            seed=args.seed,
+        )
         parity = {k: v["max_abs_err"] for k, v in result["parity"].items() if not k.startswith("_")}
         print(json.dumps({"out": args.out, "max_abs_err": parity}, indent=2))
         bad = [k for k, v in result["parity"].items() if not k.startswith("_") and not v["ok"]]
@@ -58,12 +77,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"parity above tolerance for {bad}; see {args.out}/parity.json", file=sys.stderr)
             return 1
         return 0
-    from .tensorrt_build import TensorRTUnavailable, build_engines
+    from .tensorrt_build import TensorRTUnavailableError, build_engines
 
     try:
-        report = build_engines(args.onnx, args.out, fp16=not args.no_fp16, components=args.components,
-                               sanitize_only=args.sanitize_only, workspace_gib=args.workspace_gib)
-    except TensorRTUnavailable as err:
+        report = build_engines(
+            args.onnx,
+            args.out,
+            fp16=not args.no_fp16,
+            components=args.components,
+            sanitize_only=args.sanitize_only,
+            workspace_gib=args.workspace_gib,
+        )
+    except TensorRTUnavailableError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(json.dumps(report, indent=2))

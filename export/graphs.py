@@ -43,9 +43,18 @@ class DenoiserGraph(torch.nn.Module):
         self.transformer = pipe.transformer
         self._pipe = [pipe]  # a list: keep the pipeline out of the module tree
 
-    def forward(self, latents: torch.Tensor, timesteps: torch.Tensor, frame_positions: torch.Tensor,
-                text_emb: torch.Tensor, camera: torch.Tensor, camera_mask: torch.Tensor) -> torch.Tensor:
-        return self._pipe[0].predict_velocity(latents, timesteps, frame_positions, text_emb, camera, camera_mask)
+    def forward(
+        self,
+        latents: torch.Tensor,
+        timesteps: torch.Tensor,
+        frame_positions: torch.Tensor,
+        text_emb: torch.Tensor,
+        camera: torch.Tensor,
+        camera_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        return self._pipe[0].predict_velocity(
+            latents, timesteps, frame_positions, text_emb, camera, camera_mask
+        )
 
 
 class DenoiserNoCameraGraph(torch.nn.Module):
@@ -56,8 +65,13 @@ class DenoiserNoCameraGraph(torch.nn.Module):
         self.transformer = pipe.transformer
         self._pipe = [pipe]
 
-    def forward(self, latents: torch.Tensor, timesteps: torch.Tensor, frame_positions: torch.Tensor,
-                text_emb: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        latents: torch.Tensor,
+        timesteps: torch.Tensor,
+        frame_positions: torch.Tensor,
+        text_emb: torch.Tensor,
+    ) -> torch.Tensor:
         return self._pipe[0].predict_velocity(latents, timesteps, frame_positions, text_emb)
 
 
@@ -120,8 +134,9 @@ def _shipped_checkpoint() -> Path:
     return Path(v4s_agent.__file__).resolve().parent / "checkpoints" / "default"
 
 
-def load_models(checkpoint: str | os.PathLike | None = None, config: str | None = None,
-                seed: int = 0) -> tuple[Any, torch.nn.Module | None]:
+def load_models(
+    checkpoint: str | os.PathLike | None = None, config: str | None = None, seed: int = 0
+) -> tuple[Any, torch.nn.Module | None]:
     """``(pipeline, idm)`` from a checkpoint folder (default: the shipped one) or a random config."""
     from v4s_agent.inverse_dynamics import IDMConfig, InverseDynamicsModel
     from v4s_agent.pipeline_v4s import Video4SpatialPipeline
@@ -130,12 +145,17 @@ def load_models(checkpoint: str | os.PathLike | None = None, config: str | None 
         pipe = Video4SpatialPipeline.from_config_name(config, seed=seed)
         cfg = pipe.v4s_config
         torch.manual_seed(seed)
-        idm = InverseDynamicsModel(IDMConfig(height=max(8, cfg.height), width=max(8, cfg.width),
-                                             base_channels=8, num_stages=2)).eval()
+        idm = InverseDynamicsModel(
+            IDMConfig(height=max(8, cfg.height), width=max(8, cfg.width), base_channels=8, num_stages=2)
+        ).eval()
         return pipe, idm
     root = Path(checkpoint) if checkpoint is not None else _shipped_checkpoint()
     if not root.is_dir():
-        hint = " (the shipped default checkpoint is not installed; pass --checkpoint or --config)" if checkpoint is None else ""
+        hint = (
+            " (the shipped default checkpoint is not installed; pass --checkpoint or --config)"
+            if checkpoint is None
+            else ""
+        )
         raise FileNotFoundError(f"checkpoint folder not found: {root}{hint}")
     pipe_dir = root / "pipeline" if (root / "pipeline").is_dir() else root
     if not (pipe_dir / "model_index.json").is_file():
@@ -153,7 +173,9 @@ def load_models(checkpoint: str | os.PathLike | None = None, config: str | None 
 # ---------------------------------------------------------------------------------------------------------
 
 
-def denoiser_inputs(pipe: Any, batch: int, num_context: int, seed: int, camera: bool = True) -> dict[str, torch.Tensor]:
+def denoiser_inputs(
+    pipe: Any, batch: int, num_context: int, seed: int, camera: bool = True
+) -> dict[str, torch.Tensor]:
     """Inputs of one denoiser call built with the pipeline's own helpers (positions, token timesteps)."""
     cfg = pipe.v4s_config
     g = torch.Generator().manual_seed(seed)
@@ -166,7 +188,7 @@ def denoiser_inputs(pipe: Any, batch: int, num_context: int, seed: int, camera: 
     t = torch.rand(batch, generator=g) * 1000
     timesteps = pipe.token_timesteps(t, num_context, num_context + tl, tpf)
     text = torch.randn(batch, cfg.max_text_len, cfg.text_dim, generator=g)
-    text[:, cfg.max_text_len // 2:] = 0.0  # zero padding like the encoder
+    text[:, cfg.max_text_len // 2 :] = 0.0  # zero padding like the encoder
     out = {"latents": latents, "timesteps": timesteps, "frame_positions": positions, "text_emb": text}
     if camera and cfg.camera_dim:
         cam = torch.randn(batch, cfg.num_target_frames, cfg.camera_dim, generator=g)
@@ -175,8 +197,9 @@ def denoiser_inputs(pipe: Any, batch: int, num_context: int, seed: int, camera: 
     return out
 
 
-def build_specs(pipe: Any, idm: torch.nn.Module | None, seed: int = 0,
-                components: list[str] | None = None) -> list[GraphSpec]:
+def build_specs(
+    pipe: Any, idm: torch.nn.Module | None, seed: int = 0, components: list[str] | None = None
+) -> list[GraphSpec]:
     """GraphSpecs of every component that exists for this pipeline (see the module docstring)."""
     cfg = pipe.v4s_config
     k, tl = cfg.num_context_frames, cfg.num_latent_target_frames
@@ -190,8 +213,10 @@ def build_specs(pipe: Any, idm: torch.nn.Module | None, seed: int = 0,
     alt_k = max(1, k // 2) if k > 1 else k + 1
     alt = denoiser_inputs(pipe, 1, alt_k, seed + 1, has_cam)
     dyn: dict[str, dict[int, str]] = {
-        "latents": {0: "batch", 2: "frames"}, "timesteps": {0: "batch", 1: "tokens"},
-        "frame_positions": {0: "batch", 1: "frames"}, "text_emb": {0: "batch"},
+        "latents": {0: "batch", 2: "frames"},
+        "timesteps": {0: "batch", 1: "tokens"},
+        "frame_positions": {0: "batch", 1: "frames"},
+        "text_emb": {0: "batch"},
     }
     if has_cam:
         dyn.update(camera={0: "batch", 1: "frames"}, camera_mask={0: "batch", 1: "frames"})
@@ -202,36 +227,61 @@ def build_specs(pipe: Any, idm: torch.nn.Module | None, seed: int = 0,
         "latents": [[1, c, kmin + tl, h, w], [2, c, k + tl, h, w], [2, c, kmax + tl, h, w]],
         "timesteps": [[1, (kmin + tl) * tpf], [2, (k + tl) * tpf], [2, (kmax + tl) * tpf]],
         "frame_positions": [[1, kmin + tl], [2, k + tl], [2, kmax + tl]],
-        "text_emb": [[1, cfg.max_text_len, cfg.text_dim], [2, cfg.max_text_len, cfg.text_dim],
-                     [2, cfg.max_text_len, cfg.text_dim]],
+        "text_emb": [
+            [1, cfg.max_text_len, cfg.text_dim],
+            [2, cfg.max_text_len, cfg.text_dim],
+            [2, cfg.max_text_len, cfg.text_dim],
+        ],
     }
     if has_cam:
-        ranges["camera"] = [[1, kmin + tl, cfg.camera_dim], [2, k + tl, cfg.camera_dim], [2, kmax + tl, cfg.camera_dim]]
+        ranges["camera"] = [
+            [1, kmin + tl, cfg.camera_dim],
+            [2, k + tl, cfg.camera_dim],
+            [2, kmax + tl, cfg.camera_dim],
+        ]
         ranges["camera_mask"] = [[1, kmin + tl], [2, k + tl], [2, kmax + tl]]
-    specs.append(GraphSpec(
-        name="denoiser", module=module, inputs=ex, output_names=["velocity"], dynamic_axes=dyn,
-        alt_inputs=alt, shape_ranges={n: tuple(r) for n, r in ranges.items()}, atol=1e-3,
-        notes="pipeline.predict_velocity; CFG runs as one batch-2 call; camera zeros + mask zeros == no camera",
-    ))
+    specs.append(
+        GraphSpec(
+            name="denoiser",
+            module=module,
+            inputs=ex,
+            output_names=["velocity"],
+            dynamic_axes=dyn,
+            alt_inputs=alt,
+            shape_ranges={n: tuple(r) for n, r in ranges.items()},
+            atol=1e-3,
+            notes="pipeline.predict_velocity; CFG runs as one batch-2 call; camera zeros + mask zeros == no camera",
+        )
+    )
 
     # text encoder (MiniLM)
     if cfg.text_encoder == "minilm":
         from v4s_agent.text_encoder import get_minilm_encoder
 
         enc = get_minilm_encoder(cfg.max_text_len)
-        tok = enc.tokenizer(["go to the chair", "find the guitar in the living room"], padding=True,
-                            return_tensors="pt")
+        tok = enc.tokenizer(
+            ["go to the chair", "find the guitar in the living room"], padding=True, return_tensors="pt"
+        )
         tok2 = enc.tokenizer(["a"], return_tensors="pt")
-        specs.append(GraphSpec(
-            name="text_encoder", module=TextEncoderGraph(enc.model),
-            inputs={"input_ids": tok["input_ids"], "attention_mask": tok["attention_mask"]},
-            output_names=["last_hidden_state"],
-            dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}},
-            alt_inputs={"input_ids": tok2["input_ids"], "attention_mask": tok2["attention_mask"]},
-            shape_ranges={n: ([1, 1], [1, cfg.max_text_len], [4, cfg.max_text_len])
-                          for n in ("input_ids", "attention_mask")},
-            atol=1e-4, notes="all-MiniLM-L6-v2 token embeddings; runtime zero-pads to max_text_len",
-        ))
+        specs.append(
+            GraphSpec(
+                name="text_encoder",
+                module=TextEncoderGraph(enc.model),
+                inputs={"input_ids": tok["input_ids"], "attention_mask": tok["attention_mask"]},
+                output_names=["last_hidden_state"],
+                dynamic_axes={
+                    "input_ids": {0: "batch", 1: "tokens"},
+                    "attention_mask": {0: "batch", 1: "tokens"},
+                },
+                alt_inputs={"input_ids": tok2["input_ids"], "attention_mask": tok2["attention_mask"]},
+                shape_ranges={
+                    n: ([1, 1], [1, cfg.max_text_len], [4, cfg.max_text_len])
+                    for n in ("input_ids", "attention_mask")
+                },
+                atol=1e-4,
+                notes="all-MiniLM-L6-v2 token embeddings; runtime zero-pads to max_text_len",
+            )
+        )
     else:
         logger.warning("text encoder %r is not exported: pass text_emb to the runtime", cfg.text_encoder)
 
@@ -239,37 +289,71 @@ def build_specs(pipe: Any, idm: torch.nn.Module | None, seed: int = 0,
     if idm is not None:
         ih, iw = int(idm.config.height), int(idm.config.width)
         g = torch.Generator().manual_seed(seed + 2)
-        specs.append(GraphSpec(
-            name="idm", module=IDMGraph(idm.eval()),
-            inputs={"frame_t": torch.rand(3, 3, ih, iw, generator=g) * 2 - 1,
-                    "frame_t1": torch.rand(3, 3, ih, iw, generator=g) * 2 - 1},
-            output_names=["logits"], dynamic_axes={"frame_t": {0: "batch"}, "frame_t1": {0: "batch"}},
-            alt_inputs={"frame_t": torch.rand(8, 3, ih, iw, generator=g) * 2 - 1,
-                        "frame_t1": torch.rand(8, 3, ih, iw, generator=g) * 2 - 1},
-            shape_ranges={n: ([1, 3, ih, iw], [cfg.num_trajectory_frames - 1, 3, ih, iw], [32, 3, ih, iw])
-                          for n in ("frame_t", "frame_t1")},
-            atol=1e-4, notes="InverseDynamicsModel logits; softmax in the runtime",
-        ))
+        specs.append(
+            GraphSpec(
+                name="idm",
+                module=IDMGraph(idm.eval()),
+                inputs={
+                    "frame_t": torch.rand(3, 3, ih, iw, generator=g) * 2 - 1,
+                    "frame_t1": torch.rand(3, 3, ih, iw, generator=g) * 2 - 1,
+                },
+                output_names=["logits"],
+                dynamic_axes={"frame_t": {0: "batch"}, "frame_t1": {0: "batch"}},
+                alt_inputs={
+                    "frame_t": torch.rand(8, 3, ih, iw, generator=g) * 2 - 1,
+                    "frame_t1": torch.rand(8, 3, ih, iw, generator=g) * 2 - 1,
+                },
+                shape_ranges={
+                    n: ([1, 3, ih, iw], [cfg.num_trajectory_frames - 1, 3, ih, iw], [32, 3, ih, iw])
+                    for n in ("frame_t", "frame_t1")
+                },
+                atol=1e-4,
+                notes="InverseDynamicsModel logits; softmax in the runtime",
+            )
+        )
 
     # autoencoder (Wan VAE only; pixel space has none)
     if cfg.latent_space == "wan_vae":
         g = torch.Generator().manual_seed(seed + 3)
         frames = torch.rand(k, 3, 1, cfg.height, cfg.width, generator=g) * 2 - 1
-        specs.append(GraphSpec(
-            name="vae_encoder", module=VaeEncoderGraph(pipe), inputs={"frames": frames}, output_names=["latents"],
-            dynamic_axes={"frames": {0: "frames"}},
-            alt_inputs={"frames": frames[:1].clone()},
-            shape_ranges={"frames": ([1, 3, 1, cfg.height, cfg.width], [k + 1, 3, 1, cfg.height, cfg.width],
-                                     [2 * k + 1, 3, 1, cfg.height, cfg.width])},
-            atol=1e-3, notes="one frame per batch item (pipeline.encode_video(per_frame=True)), normalised mode",
-        ))
-        lat = torch.randn(1, cfg.latent_channels, tl, cfg.height // cfg.spatial_factor,
-                          cfg.width // cfg.spatial_factor, generator=g)
-        specs.append(GraphSpec(
-            name="vae_decoder", module=VaeDecoderGraph(pipe), inputs={"latents": lat}, output_names=["video"],
-            dynamic_axes={"latents": {0: "batch"}}, atol=1e-3,
-            notes="Wan VAE decode of the target latents; its frame loop is unrolled, so frames are static",
-        ))
+        specs.append(
+            GraphSpec(
+                name="vae_encoder",
+                module=VaeEncoderGraph(pipe),
+                inputs={"frames": frames},
+                output_names=["latents"],
+                dynamic_axes={"frames": {0: "frames"}},
+                alt_inputs={"frames": frames[:1].clone()},
+                shape_ranges={
+                    "frames": (
+                        [1, 3, 1, cfg.height, cfg.width],
+                        [k + 1, 3, 1, cfg.height, cfg.width],
+                        [2 * k + 1, 3, 1, cfg.height, cfg.width],
+                    )
+                },
+                atol=1e-3,
+                notes="one frame per batch item (pipeline.encode_video(per_frame=True)), normalised mode",
+            )
+        )
+        lat = torch.randn(
+            1,
+            cfg.latent_channels,
+            tl,
+            cfg.height // cfg.spatial_factor,
+            cfg.width // cfg.spatial_factor,
+            generator=g,
+        )
+        specs.append(
+            GraphSpec(
+                name="vae_decoder",
+                module=VaeDecoderGraph(pipe),
+                inputs={"latents": lat},
+                output_names=["video"],
+                dynamic_axes={"latents": {0: "batch"}},
+                atol=1e-3,
+                notes="Wan VAE decode of the target latents; its frame loop is unrolled, so frames are static",
+            )
+        )
     if components:
         unknown = sorted(set(components) - {s.name for s in specs})
         if unknown:
@@ -286,9 +370,13 @@ def runtime_config(pipe: Any) -> dict[str, Any]:
     out: dict[str, Any] = {
         "model_config": cfg.to_dict(),
         "scheduler": scheduler_config_for_runtime(pipe.scheduler),
-        "text": {"encoder": cfg.text_encoder, "max_length": cfg.max_text_len, "dim": cfg.text_dim,
-                 "tokenizer": f"{TOKENIZER_DIR}/tokenizer.json" if cfg.text_encoder == "minilm" else None,
-                 "null": "zeros"},
+        "text": {
+            "encoder": cfg.text_encoder,
+            "max_length": cfg.max_text_len,
+            "dim": cfg.text_dim,
+            "tokenizer": f"{TOKENIZER_DIR}/tokenizer.json" if cfg.text_encoder == "minilm" else None,
+            "null": "zeros",
+        },
         "latent_space": cfg.latent_space,
         "latent_channels": cfg.latent_channels,
         "num_latent_target_frames": cfg.num_latent_target_frames,
@@ -316,13 +404,20 @@ def _copy_tokenizer(pipe: Any) -> Any:
     return write
 
 
-def export_planner(checkpoint: str | os.PathLike | None = None, config: str | None = None,
-                   out_dir: str | os.PathLike = "exports/onnx", opset: int = OPSET,
-                   components: list[str] | None = None, seed: int = 0,
-                   pipe: Any = None, idm: torch.nn.Module | None = None) -> dict[str, Any]:
+def export_planner(
+    checkpoint: str | os.PathLike | None = None,
+    config: str | None = None,
+    out_dir: str | os.PathLike = "exports/onnx",
+    opset: int = OPSET,
+    components: list[str] | None = None,
+    seed: int = 0,
+    pipe: Any = None,
+    idm: torch.nn.Module | None = None,
+) -> dict[str, Any]:
     """Export the planner (``python -m v4s_agent.export onnx``); returns the manifest and parity report."""
     if pipe is None:
         pipe, idm = load_models(checkpoint, config, seed)
     specs = build_specs(pipe, idm, seed=seed, components=components)
-    return export_all(specs, out_dir, opset=opset, runtime_config=runtime_config(pipe),
-                      extra_files=_copy_tokenizer(pipe))
+    return export_all(
+        specs, out_dir, opset=opset, runtime_config=runtime_config(pipe), extra_files=_copy_tokenizer(pipe)
+    )

@@ -97,7 +97,7 @@ def export_graph(spec: GraphSpec, out_dir: str | os.PathLike, opset: int = OPSET
     module = spec.module.eval()
     auto = torch.export.Dim.AUTO
     dynamic_shapes = {
-        name: {axis: auto for axis in spec.dynamic_axes.get(name, {})} or None for name in spec.inputs
+        name: dict.fromkeys(spec.dynamic_axes.get(name, {}), auto) or None for name in spec.inputs
     }
     external = _param_bytes(module) > _TWO_GB
     t0 = time.perf_counter()
@@ -117,7 +117,9 @@ def export_graph(spec: GraphSpec, out_dir: str | os.PathLike, opset: int = OPSET
                 verbose=False,
             )
         except Exception as err:  # the exporter raises many types; re-raise with the component named
-            raise ExportError(f"torch.onnx.export (dynamo) failed for component {spec.name!r}: {err}") from err
+            raise ExportError(
+                f"torch.onnx.export (dynamo) failed for component {spec.name!r}: {err}"
+            ) from err
     if program is None:  # pragma: no cover - torch < 2.5 returns None; we need the program to save
         raise ExportError("torch.onnx.export returned no ONNXProgram; torch >= 2.5 is required")
     program.save(str(path), external_data=external)
@@ -176,7 +178,9 @@ def parity(spec: GraphSpec, path: str | os.PathLike) -> dict[str, Any]:
                     f"{spec.name}: output {name!r} has shape {o.shape} in ONNX Runtime but {r_np.shape} in "
                     f"PyTorch for the {label} inputs (an axis was specialised during export?)"
                 )
-            errs[name] = float(np.abs(r_np.astype(np.float64) - o.astype(np.float64)).max()) if r_np.size else 0.0
+            errs[name] = (
+                float(np.abs(r_np.astype(np.float64) - o.astype(np.float64)).max()) if r_np.size else 0.0
+            )
         report[label] = {
             "max_abs_err": max(errs.values()),
             "per_output": errs,
@@ -230,7 +234,9 @@ def export_all(
         manifest["components"][spec.name] = {
             "file": f"{spec.name}/{MODEL_FILE}",
             **io,
-            "requested_dynamic_axes": {k: {str(a): n for a, n in v.items()} for k, v in spec.dynamic_axes.items()},
+            "requested_dynamic_axes": {
+                k: {str(a): n for a, n in v.items()} for k, v in spec.dynamic_axes.items()
+            },
             "dynamic_axes": dynamic,
             "specialised_axes": specialised,
             "example_shapes": {k: list(v.shape) for k, v in spec.inputs.items()},
@@ -239,7 +245,9 @@ def export_all(
             "notes": spec.notes,
         }
         if specialised:
-            logger.warning("%s: axes %s came out static (graph does not allow them dynamic)", spec.name, specialised)
+            logger.warning(
+                "%s: axes %s came out static (graph does not allow them dynamic)", spec.name, specialised
+            )
         parity_report[spec.name] = parity(spec if not specialised else _drop_alt(spec), path)
     if runtime_config is not None:
         manifest["runtime"] = runtime_config
@@ -270,7 +278,9 @@ def load_manifest(onnx_dir: str | os.PathLike) -> dict[str, Any]:
     """Read ``manifest.json`` of an export folder, with a clear error for a wrong path."""
     path = Path(onnx_dir)
     if not path.is_dir():
-        raise FileNotFoundError(f"ONNX export folder {str(path)!r} does not exist (run `python -m v4s_agent.export onnx`)")
+        raise FileNotFoundError(
+            f"ONNX export folder {str(path)!r} does not exist (run `python -m v4s_agent.export onnx`)"
+        )
     mf = path / MANIFEST
     if not mf.is_file():
         raise FileNotFoundError(

@@ -46,14 +46,18 @@ class TrtGraph:
         trt = require_tensorrt(need_gpu=True)
         path = Path(engine_path)
         if not path.is_file():
-            raise FileNotFoundError(f"no TensorRT engine at {path} (run `python -m v4s_agent.export tensorrt`)")
+            raise FileNotFoundError(
+                f"no TensorRT engine at {path} (run `python -m v4s_agent.export tensorrt`)"
+            )
         self._trt = trt
         self.device = torch.device(device)
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
         self.engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
-            raise RuntimeError(f"TensorRT could not deserialize {path} (built with another TensorRT version/GPU?)")
+            raise RuntimeError(
+                f"TensorRT could not deserialize {path} (built with another TensorRT version/GPU?)"
+            )
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         is_in = {n: self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
@@ -70,7 +74,9 @@ class TrtGraph:
             t = inputs[name].to(device=self.device, dtype=self.dtypes[name]).contiguous()
             keep.append(t)
             if not self.context.set_input_shape(name, tuple(t.shape)):
-                raise ValueError(f"input {name!r} shape {tuple(t.shape)} is outside the engine's optimisation profile")
+                raise ValueError(
+                    f"input {name!r} shape {tuple(t.shape)} is outside the engine's optimisation profile"
+                )
             self.context.set_tensor_address(name, t.data_ptr())
         outs: dict[str, torch.Tensor] = {}
         for name in self.output_names:
@@ -96,7 +102,9 @@ class TrtPlannerBackend(PlannerRuntime):
             )
         manifest = json.loads((root / MANIFEST).read_text())
         built = json.loads((root / ENGINES_JSON).read_text())["components"]
-        graphs = {name: TrtGraph(root / name / ENGINE_FILE, device) for name in built if "engine" in built[name]}
+        graphs = {
+            name: TrtGraph(root / name / ENGINE_FILE, device) for name in built if "engine" in built[name]
+        }
         super().__init__(root, manifest, graphs, TorchOps(torch.device(device)))
 
     def _run(self, name: str, **inputs: Any) -> dict[str, Any]:

@@ -45,21 +45,23 @@ INSTALL_HINT = (
 )
 
 
-class TensorRTUnavailable(ImportError):
+class TensorRTUnavailableError(ImportError):
     """tensorrt (or a CUDA GPU) is missing; the message says what to install for x86 GPUs and Jetson."""
 
 
 def require_tensorrt(need_gpu: bool = True) -> ModuleType:
-    """Import tensorrt, or raise :class:`TensorRTUnavailable` with install instructions."""
+    """Import tensorrt, or raise :class:`TensorRTUnavailableError` with install instructions."""
     try:
         import tensorrt as trt  # type: ignore[import-not-found]
     except Exception as err:  # ImportError, or OSError when libnvinfer is missing
-        raise TensorRTUnavailable(f"could not import tensorrt ({err}).\n{INSTALL_HINT}") from err
+        raise TensorRTUnavailableError(f"could not import tensorrt ({err}).\n{INSTALL_HINT}") from err
     if need_gpu:
         import torch
 
         if not torch.cuda.is_available():
-            raise TensorRTUnavailable(f"tensorrt is installed but torch sees no CUDA GPU.\n{INSTALL_HINT}")
+            raise TensorRTUnavailableError(
+                f"tensorrt is installed but torch sees no CUDA GPU.\n{INSTALL_HINT}"
+            )
     return trt
 
 
@@ -229,8 +231,14 @@ def build_engines(
         entry: dict[str, Any] = {"sanitized": f"{name}/{MODEL_FILE}", **stats}
         if not sanitize_only:
             profiles = profile_shapes(comp)
-            build_engine(sanitized, out / name / ENGINE_FILE, profiles, fp16=fp16,
-                         timing_cache=out / TIMING_CACHE, workspace_gib=workspace_gib)
+            build_engine(
+                sanitized,
+                out / name / ENGINE_FILE,
+                profiles,
+                fp16=fp16,
+                timing_cache=out / TIMING_CACHE,
+                workspace_gib=workspace_gib,
+            )
             entry.update(engine=f"{name}/{ENGINE_FILE}", profiles=profiles)
         report["components"][name] = entry
         logger.info("%s: %s", name, entry)

@@ -10,11 +10,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-
 from v4s_agent.export.onnx_export import GraphSpec, export_all
 from v4s_agent.export.tensorrt_build import (
     INSTALL_HINT,
-    TensorRTUnavailable,
+    TensorRTUnavailableError,
     build_engines,
     profile_shapes,
     require_tensorrt,
@@ -42,8 +41,12 @@ def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     out = tmp_path_factory.mktemp("onnx")
     spec = GraphSpec(
-        name="tiny", module=_Tiny(), inputs={"x": torch.randn(1, 5, 8)}, output_names=["y"],
-        dynamic_axes={"x": {0: "batch", 1: "tokens"}}, alt_inputs={"x": torch.randn(2, 7, 8)},
+        name="tiny",
+        module=_Tiny(),
+        inputs={"x": torch.randn(1, 5, 8)},
+        output_names=["y"],
+        dynamic_axes={"x": {0: "batch", 1: "tokens"}},
+        alt_inputs={"x": torch.randn(2, 7, 8)},
         shape_ranges={"x": ([1, 1, 8], [2, 5, 8], [2, 64, 8])},
     )
     export_all([spec], out)
@@ -87,16 +90,16 @@ def test_missing_tensorrt_says_what_to_install(tiny_export: Path, tmp_path: Path
         has_trt = False
     if has_trt:
         pytest.skip("tensorrt and a GPU are present")
-    with pytest.raises(TensorRTUnavailable) as err:
+    with pytest.raises(TensorRTUnavailableError) as err:
         require_tensorrt()
     msg = str(err.value)
     assert "pip install tensorrt polygraphy onnx-graphsurgeon" in msg and "JetPack" in msg
     assert INSTALL_HINT in msg
-    with pytest.raises(TensorRTUnavailable):
+    with pytest.raises(TensorRTUnavailableError):
         build_engines(tiny_export, tmp_path / "trt")
     from v4s_agent.export.runtime_trt import TrtPlannerBackend
 
-    with pytest.raises(TensorRTUnavailable):
+    with pytest.raises(TensorRTUnavailableError):
         TrtPlannerBackend(tmp_path)
 
 

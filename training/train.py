@@ -1,0 +1,601 @@
+"""Train the Video4Spatial planner: flow matching on environment data, with Hugging Face accelerate.
+
+    python -m v4s_agent.training.train --config default --output runs/default --data data/train
+    accelerate launch --config_file launch/accelerate_ddp.yaml -m v4s_agent.training.train --config default ...
+    torchrun --nproc-per-node 8 -m v4s_agent.training.train --config paper ...
+
+Why it looks like this (DiT's ``train.py`` plus diffusers' training scripts): one ``train(cfg)`` (``main`` is
+the CLI, as ``pyproject``'s ``v4s-train`` entry point expects), EMA helpers,
+an ``Accelerator`` for devices/DDP/FSDP/mixed precision, and checkpoints that are plain files:
+``transformer.safetensors`` + ``ema.safetensors`` + optimiser/scheduler/RNG + ``state.json`` (step = data
+position), written to a temporary folder and renamed, so a run killed at any moment resumes from the last
+complete checkpoint. Every step's randomness is seeded from (seed, rank, step), so a resumed run is
+bit-identical to an uninterrupted one. The run ends by saving the EMA pipeline with ``save_pretrained``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import CONFIG_FILE, PRESETS, TrainConfig, get_train_config
+
+CKPT_DIR = "checkpoints"
+LATEST = "latest"
+METRICS = "metrics.jsonl"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be written or does not belong to this run's config."""
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def step_seed(seed: int, rank: int, step: int, micro: int = 0) -> int:
+    """The seed of one micro-step's noise (why: exact resume needs no generator state)."""
+    return int(np.random.SeedSequence([seed, rank, step, micro, 31337]).generate_state(1)[0])
+
+
+@torch.no_grad()
+def ema_init(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Float32 EMA copy of the trainable parameters."""
+    return {n: p.detach().float().clone() for n, p in model.named_parameters()}
+
+
+@torch.no_grad()
+def ema_update(ema: dict[str, torch.Tensor], model: torch.nn.Module, decay: float) -> None:
+    """``ema = decay * ema + (1 - decay) * param`` (DiT's ``update_ema``)."""
+    names = list(ema)
+    params = dict(model.named_parameters())
+    e = [ema[n] for n in names]
+    p = [params[n].detach().float() for n in names]
+    torch._foreach_mul_(e, decay)
+    torch._foreach_add_(e, p, alpha=1.0 - decay)
+
+
+def ema_decay_at(step: int, decay: float) -> float:
+    """Ramp so early EMA weights are not dominated by the random init."""
+    return min(decay, (1.0 + step) / (10.0 + step))
+
+
+def lr_lambda(cfg: TrainConfig):
+    """Linear warm-up, then cosine to 10% (or constant)."""
+
+    def f(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / max(1, cfg.warmup_steps)
+        if cfg.lr_schedule == "constant":
+            return 1.0
+        prog = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, prog)))
+
+    return f
+
+
+class _TrainComponents:
+    """The pipeline's pieces for ``flow_matching_loss``, with the forward going through the wrapped
+    (DDP/FSDP) transformer so gradients synchronise; everything else is the plain pipeline's."""
+
+    def __init__(self, pipe: Any, model: torch.nn.Module) -> None:
+        self._pipe, self._model = pipe, model
+        self.transformer = pipe.transformer
+        self.v4s_config = pipe.v4s_config
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pipe, name)
+
+    @torch.no_grad()
+    def encode_prompt(self, prompt, device=None):
+        """The pipeline's ``encode_prompt`` memoised per string: the text encoder is frozen and training
+        instructions come from a small set of templates, so this saves a MiniLM pass per step."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        cache = self.__dict__.setdefault("_text_cache", {})
+        todo = sorted({p for p in prompts if p not in cache})
+        if todo:
+            emb, mask = self._pipe.encode_prompt(todo, device)
+            for i, p in enumerate(todo):
+                cache[p] = (emb[i].detach(), mask[i].detach())
+        return (torch.stack([cache[p][0] for p in prompts]), torch.stack([cache[p][1] for p in prompts]))
+
+    # Copied from v4s_agent.pipeline_v4s.Video4SpatialPipeline.predict_velocity (self.transformer -> self._model)
+    def predict_velocity(self, latents, timesteps_per_token, positions, text_emb, camera=None, camera_mask=None):
+        return self._model(
+            latents,
+            timesteps_per_token.to(latents.dtype),
+            text_emb.to(latents.dtype),
+            frame_positions=positions,
+            camera=camera,
+            camera_mask=camera_mask,
+            return_dict=False,
+        )[0]
+
+
+def resolve_mixed_precision(mode: str) -> str:
+    """``auto``: bf16 on CUDA (fp16 if bf16 is unsupported), fp32 on CPU."""
+    if mode != "auto":
+        return mode
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "no"
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+
+
+def list_checkpoints(output: Path) -> list[Path]:
+    """Complete checkpoints (renamed from their tmp folder), oldest first."""
+    d = output / CKPT_DIR
+    if not d.is_dir():
+        return []
+    return sorted(p for p in d.iterdir() if p.is_dir() and p.name.startswith("step_") and (p / "state.json").is_file())
+
+
+def latest_checkpoint(output: Path) -> Path | None:
+    """The newest complete checkpoint (the ``latest`` pointer, else the highest step)."""
+    ptr = output / CKPT_DIR / LATEST
+    if ptr.is_file():
+        p = output / CKPT_DIR / ptr.read_text().strip()
+        if (p / "state.json").is_file():
+            return p
+    ckpts = list_checkpoints(output)
+    return ckpts[-1] if ckpts else None
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def save_checkpoint(output: Path, step: int, model: torch.nn.Module, ema: dict[str, torch.Tensor],
+                    optimizer: torch.optim.Optimizer, scheduler: Any, state: dict[str, Any], keep: int) -> Path:
+    """Write ``checkpoints/step_N`` atomically: a tmp folder, fsync, rename, then the ``latest`` pointer.
+
+    A full disk raises ``CheckpointError`` (the tmp folder is removed; earlier checkpoints stay valid).
+    """
+    from safetensors.torch import save_file
+
+    root = output / CKPT_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step_{step:08d}"
+    tmp = root / f".tmp_step_{step:08d}_{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir()
+        sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(sd, str(tmp / "transformer.safetensors"), metadata={"step": str(step)})
+        save_file({k: v.cpu().contiguous() for k, v in ema.items()}, str(tmp / "ema.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        torch.save({"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
+                   tmp / "rng.pt")
+        (tmp / "state.json").write_text(json.dumps(state, indent=1))
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        _fsync_dir(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        _fsync_dir(root)
+        ptr_tmp = root / (LATEST + ".tmp")
+        ptr_tmp.write_text(final.name)
+        os.replace(ptr_tmp, root / LATEST)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if e.errno == errno.ENOSPC:
+            raise CheckpointError(
+                f"disk full while writing checkpoint step {step} to {root}: free space and run again with "
+                f"--resume (the last complete checkpoint is kept)"
+            ) from e
+        raise CheckpointError(f"cannot write checkpoint step {step} to {root}: {e}") from e
+    for old in list_checkpoints(output)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def check_compatible(state: dict[str, Any], cfg: TrainConfig, model_cfg: dict[str, Any], ckpt: Path,
+                     world_size: int) -> None:
+    """A checkpoint from another model config (or another data order) cannot be resumed: say which fields."""
+    old = state.get("model_config", {})
+    diff = sorted(k for k in set(old) | set(model_cfg) if old.get(k) != model_cfg.get(k))
+    if diff:
+        detail = ", ".join(f"{k}: {old.get(k)!r} -> {model_cfg.get(k)!r}" for k in diff[:6])
+        raise CheckpointError(f"checkpoint {ckpt} was trained with model config {old.get('name')!r}, this run uses "
+                              f"{model_cfg.get('name')!r}; differing fields: {detail}. Use another --output.")
+    tc = state.get("train_config", {})
+    for k in ("seed", "batch_size", "grad_accum_steps", "context_mode"):
+        if k in tc and tc[k] != getattr(cfg, k):
+            raise CheckpointError(f"checkpoint {ckpt} used {k}={tc[k]!r}, this run {getattr(cfg, k)!r}: resuming "
+                                  "would not continue the same run. Use the run's train_config.json or another --output.")
+    if state.get("world_size", world_size) != world_size:
+        print(f"warning: checkpoint {ckpt} was written by {state['world_size']} processes, resuming with "
+              f"{world_size}: the data order changes (training continues, not bit-exactly)", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------------- logging
+
+
+def write_gif_summary(writer: Any, tag: str, video: np.ndarray, step: int, fps: int = 4) -> None:
+    """TensorBoard video without moviepy: an animated-GIF image summary (what ``add_video`` writes)."""
+    import io
+
+    import imageio.v2 as imageio
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    buf = io.BytesIO()
+    imageio.mimsave(buf, list(video), format="GIF", duration=1.0 / fps, loop=0)
+    h, w = video.shape[1:3]
+    img = Summary.Image(height=h, width=w, colorspace=3, encoded_image_string=buf.getvalue())
+    writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=img)]), step)
+
+
+@torch.no_grad()
+def sample_videos(pipe: Any, ema: dict[str, torch.Tensor], batch: dict[str, Any], steps: int, scale: float,
+                  seed: int) -> np.ndarray:
+    """Generate with the EMA weights (swapped in and back): uint8 ``(B, 2, T, H, W, 3)`` (generated, real)."""
+    tr = pipe.transformer
+    backup = {n: p.detach().clone() for n, p in tr.named_parameters()}
+    was_training = tr.training
+    try:
+        for n, p in tr.named_parameters():
+            p.copy_(ema[n].to(p.dtype))
+        tr.eval()
+        ctx = batch["context"]
+        obs = ((batch["target"][:, :, 0].permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
+        outs = []
+        for i in range(ctx.shape[0]):
+            cam = batch["camera"][i].numpy() if float(batch["camera_mask"][i]) > 0 else None
+            prompt = batch["instruction"][i] or "Find the chair."
+            g = torch.Generator(device=tr.device).manual_seed(seed + i)
+            out = pipe(context=ctx[i : i + 1], context_positions=batch["context_positions"][i].numpy(),
+                       observation=obs[i], prompt=prompt, camera=cam, num_inference_steps=steps,
+                       guidance_scale=scale, generator=g, output_type="np")
+            outs.append(out.frames[0])
+        gen = np.stack(outs)
+        real = ((batch["target"].permute(0, 2, 3, 4, 1) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
+        return np.stack([gen, real], axis=1)
+    finally:
+        for n, p in tr.named_parameters():
+            p.copy_(backup[n])
+        tr.train(was_training)
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """sha256 of a model's parameters (compares DDP ranks without writing files)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().float().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def train(cfg: TrainConfig, output: str | Path, resume: bool = False, stop_after: int | None = None,
+          progress: bool = True, max_minutes: float | None = None) -> dict[str, Any]:
+    """Train (or resume) one run; returns a summary dict.
+
+    ``stop_after`` exits after that step as if killed (tests); ``max_minutes`` ends the run early but
+    properly (checkpoint + final EMA pipeline) when this process has trained that long.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedType
+
+    from v4s_agent.configs import get_model_config
+    from v4s_agent.losses import flow_matching_loss
+    from v4s_agent.pipeline_v4s import build_pipeline
+
+    from .dataset import load_manifest, make_dataloader
+
+    output = Path(output)
+    if cfg.num_threads > 0 and not torch.cuda.is_available():
+        torch.set_num_threads(cfg.num_threads)
+    # cpu=True without CUDA: accelerate only sets up gloo DDP under torchrun when told it runs on CPU
+    accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum_steps, cpu=not torch.cuda.is_available(),
+                              mixed_precision=resolve_mixed_precision(cfg.mixed_precision))
+    rank, world = accelerator.process_index, accelerator.num_processes
+    is_main = accelerator.is_main_process
+    mcfg = get_model_config(cfg.model_config, **cfg.model_overrides)
+    p_drop = mcfg.cfg_dropout if cfg.p_drop_cond is None else cfg.p_drop_cond
+    manifest = load_manifest(cfg.data_dir)  # clear error before anything is built
+
+    # ---- run directory, resume --------------------------------------------------------------------
+    ckpt = latest_checkpoint(output) if resume else None
+    if is_main:
+        output.mkdir(parents=True, exist_ok=True)
+        if not resume and list_checkpoints(output):
+            raise CheckpointError(f"{output} already holds checkpoints: pass --resume to continue that run, "
+                                  "or choose another --output")
+        resolved = {**cfg.to_dict(), "resolved_model_config": mcfg.to_dict(), "world_size": world,
+                    "mixed_precision": accelerator.mixed_precision, "p_drop_cond_resolved": p_drop}
+        (output / CONFIG_FILE).write_text(json.dumps(resolved, indent=2))
+    accelerator.wait_for_everyone()
+
+    torch.manual_seed(cfg.seed)
+    pipe = build_pipeline(mcfg, seed=cfg.seed)
+    pipe.set_progress_bar_config(disable=True)
+    transformer = pipe.transformer
+    transformer.train()
+    if getattr(pipe, "vae", None) is not None:
+        pipe.vae.requires_grad_(False)
+    optimizer = torch.optim.AdamW(transformer.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
+                                  weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+
+    start_step, samples_seen, elapsed_before = 0, 0, 0.0
+    if ckpt is not None:
+        from safetensors.torch import load_file
+
+        state = json.loads((ckpt / "state.json").read_text())
+        check_compatible(state, cfg, mcfg.to_dict(), ckpt, world)
+        transformer.load_state_dict(load_file(str(ckpt / "transformer.safetensors")), strict=True)
+        optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=False))
+        scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=False))
+        rng = torch.load(ckpt / "rng.pt", weights_only=False)
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        torch.set_rng_state(rng["torch"])
+        start_step, samples_seen = int(state["step"]), int(state["samples_seen"])
+        elapsed_before = float(state.get("elapsed_s", 0.0))
+        if is_main:
+            print(f"resuming from {ckpt} (step {start_step})", file=sys.stderr)
+    elif resume and is_main:
+        print(f"no checkpoint in {output}: starting from scratch", file=sys.stderr)
+
+    model, optimizer = accelerator.prepare(transformer, optimizer)
+    unwrapped = accelerator.unwrap_model(model)
+    ema = ema_init(unwrapped)
+    if ckpt is not None:
+        from safetensors.torch import load_file
+
+        ema = {k: v.to(accelerator.device) for k, v in load_file(str(ckpt / "ema.safetensors")).items()}
+    comps = _TrainComponents(pipe, model)
+
+    loader = make_dataloader(cfg.data_dir, mcfg, cfg.batch_size, seed=cfg.seed,
+                             start_batch=start_step * cfg.grad_accum_steps, rank=rank, world_size=world,
+                             num_workers=cfg.num_workers, context_mode=cfg.context_mode, p_drop=p_drop,
+                             pose_task_prob=cfg.pose_task_prob, end_window_prob=cfg.end_window_prob)
+    data = iter(loader)
+
+    writer = None
+    if is_main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(output / "tb"), purge_step=start_step + 1 if start_step else None)
+        mpath = output / METRICS
+        if mpath.exists():  # drop lines past the resumed step (they belong to the lost interval)
+            keep = [ln for ln in mpath.read_text().splitlines() if ln and json.loads(ln)["step"] <= start_step]
+            mpath.write_text("".join(k + "\n" for k in keep))
+    sample_batch = None
+    if is_main and (cfg.sample_every > 0 or stop_after is None):
+        sample_batch = _fixed_sample_batch(cfg, mcfg, p_drop)
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=cfg.max_steps, initial=start_step, disable=not (is_main and progress), desc="train",
+               dynamic_ncols=True)
+    t_start, t_log, n_log = time.time(), time.time(), 0
+    logs: dict[str, float] = {}
+    last_loss = float("nan")
+    step = start_step
+    try:
+        while step < cfg.max_steps:
+            for micro in range(cfg.grad_accum_steps):
+                batch = next(data)
+                g = torch.Generator(device=accelerator.device).manual_seed(step_seed(cfg.seed, rank, step, micro))
+                torch.manual_seed(step_seed(cfg.seed, rank, step, micro) + 1)
+                with accelerator.accumulate(model):
+                    with accelerator.autocast():
+                        loss, logs = flow_matching_loss(comps, batch, mcfg, generator=g)
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"non-finite loss {float(loss)} at step {step}")
+                    accelerator.backward(loss)
+                    grad_norm = None
+                    if accelerator.sync_gradients and cfg.max_grad_norm > 0:
+                        grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            step += 1
+            ema_update(ema, unwrapped, ema_decay_at(step, cfg.ema_decay))
+            samples_seen += cfg.batch_size * cfg.grad_accum_steps * world
+            n_log += cfg.batch_size * cfg.grad_accum_steps * world
+            last_loss = logs.get("loss", float(loss.detach()))
+            if is_main:
+                now = time.time()
+                sps = n_log / max(1e-9, now - t_log)
+                bar.update(1)
+                bar.set_postfix(loss=f"{last_loss:.4f}", sps=f"{sps:.2f}")
+                if step % cfg.log_every == 0 or step == cfg.max_steps:
+                    rec = {"step": step, "lr": scheduler.get_last_lr()[0], "samples_per_s": sps,
+                           "elapsed_s": elapsed_before + now - t_start, **logs}
+                    if grad_norm is not None:
+                        rec["grad_norm"] = float(grad_norm)
+                    for k, v in rec.items():
+                        if k != "step":
+                            writer.add_scalar(f"train/{k}", v, step)
+                    with open(output / METRICS, "a") as f:
+                        f.write(json.dumps(rec) + "\n")
+                    t_log, n_log = now, 0
+                if sample_batch is not None and cfg.sample_every > 0 and step % cfg.sample_every == 0:
+                    _log_samples(writer, output, pipe, ema, sample_batch, cfg, step)
+            if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
+                _checkpoint(accelerator, output, step, unwrapped, ema, optimizer, scheduler, cfg, mcfg, world,
+                            samples_seen, elapsed_before + time.time() - t_start, manifest)
+            if stop_after is not None and step >= stop_after:
+                break
+            out_of_time = max_minutes is not None and (time.time() - t_start) > 60.0 * max_minutes
+            if world > 1:  # every rank must leave the loop at the same step
+                flag = torch.tensor([float(out_of_time)], device=accelerator.device)
+                out_of_time = bool(accelerator.reduce(flag, reduction="sum").item() > 0)
+            if out_of_time:
+                if step % cfg.checkpoint_every != 0:
+                    _checkpoint(accelerator, output, step, unwrapped, ema, optimizer, scheduler, cfg, mcfg, world,
+                                samples_seen, elapsed_before + time.time() - t_start, manifest)
+                if is_main:
+                    print(f"time budget of {max_minutes} min reached at step {step}: finishing", file=sys.stderr)
+                break
+    finally:
+        bar.close()
+    accelerator.wait_for_everyone()
+    finished = step >= cfg.max_steps or (max_minutes is not None and stop_after is None)
+    summary = {"step": step, "samples_seen": samples_seen, "final_loss": last_loss,
+               "elapsed_s": round(elapsed_before + time.time() - t_start, 1), "world_size": world, "rank": rank,
+               "distributed_type": str(accelerator.distributed_type), "weights_digest": weights_digest(unwrapped)}
+    if finished and is_main:
+        if sample_batch is not None:
+            _log_samples(writer, output, pipe, ema, sample_batch, cfg, step)
+        export_ema_pipeline(pipe, ema, output / "final" / "pipeline")
+        (output / "final" / "summary.json").write_text(json.dumps(summary, indent=1))
+    if writer is not None:
+        writer.close()
+    accelerator.wait_for_everyone()
+    if accelerator.distributed_type != DistributedType.NO:
+        accelerator.end_training()
+    return summary
+
+
+def _checkpoint(accelerator, output, step, unwrapped, ema, optimizer, scheduler, cfg, mcfg, world, samples_seen,
+                elapsed, manifest) -> None:
+    """Only rank 0 writes (weights are identical across DDP ranks); everyone waits for it."""
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        state = {"step": step, "samples_seen": samples_seen, "batches_per_rank": step * cfg.grad_accum_steps,
+                 "world_size": world, "elapsed_s": round(elapsed, 2), "train_config": cfg.to_dict(),
+                 "model_config": mcfg.to_dict(), "data_shards": manifest.get("n_shards"),
+                 "data_generator_seed": manifest.get("generator_seed"), "torch": torch.__version__}
+        save_checkpoint(output, step, unwrapped, ema, optimizer, scheduler, state, cfg.keep_checkpoints)
+    accelerator.wait_for_everyone()
+
+
+def _fixed_sample_batch(cfg: TrainConfig, mcfg: Any, p_drop: float) -> dict[str, Any] | None:
+    """Two fixed samples (no CFG dropout) for the sample videos: held-out data when given."""
+    from .dataset import DataError, make_dataloader
+
+    src = cfg.val_data_dir or cfg.data_dir
+    try:
+        dl = make_dataloader(src, mcfg, 2, seed=cfg.seed + 12345, p_drop=0.0, context_mode=cfg.context_mode,
+                             pose_task_prob=0.0, end_window_prob=1.0)
+        return next(iter(dl))
+    except DataError as e:
+        print(f"warning: no sample videos ({e})", file=sys.stderr)
+        return None
+
+
+def _log_samples(writer, output: Path, pipe, ema, batch, cfg: TrainConfig, step: int) -> None:
+    import imageio.v2 as imageio
+
+    vids = sample_videos(pipe, ema, batch, cfg.sample_steps, cfg.guidance_scale, cfg.seed)
+    (output / "samples").mkdir(exist_ok=True)
+    for i, v in enumerate(vids):
+        strip = np.concatenate([v[0], v[1]], axis=1)  # generated above real, per frame
+        write_gif_summary(writer, f"samples/{i}", strip, step)
+        imageio.mimsave(output / "samples" / f"step_{step:08d}_{i}.gif", list(strip), duration=0.25, loop=0)
+
+
+def export_ema_pipeline(pipe: Any, ema: dict[str, torch.Tensor], out: str | Path) -> Path:
+    """``save_pretrained`` of the pipeline with the EMA weights (the shipped format)."""
+    tr = pipe.transformer
+    backup = {n: p.detach().clone() for n, p in tr.named_parameters()}
+    try:
+        with torch.no_grad():
+            for n, p in tr.named_parameters():
+                p.copy_(ema[n].to(p.dtype))
+        tr.eval()
+        pipe.save_pretrained(str(out))
+    finally:
+        with torch.no_grad():
+            for n, p in tr.named_parameters():
+                p.copy_(backup[n])
+    return Path(out)
+
+
+def export_checkpoint(run_dir: str | Path, out: str | Path, ckpt: str | Path | None = None) -> Path:
+    """Rebuild the pipeline from a run's checkpoint and save its EMA weights with ``save_pretrained``."""
+    from safetensors.torch import load_file
+
+    from v4s_agent.configs import ModelConfig
+    from v4s_agent.pipeline_v4s import build_pipeline
+
+    run_dir = Path(run_dir)
+    c = Path(ckpt) if ckpt else latest_checkpoint(run_dir)
+    if c is None:
+        raise CheckpointError(f"no checkpoint in {run_dir}")
+    state = json.loads((c / "state.json").read_text())
+    mcfg = ModelConfig.from_dict(state["model_config"])
+    pipe = build_pipeline(mcfg)
+    pipe.transformer.load_state_dict(load_file(str(c / "transformer.safetensors")))
+    ema = load_file(str(c / "ema.safetensors"))
+    return export_ema_pipeline(pipe, ema, out)
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Namespace]:
+    """CLI -> (config, args)."""
+    p = argparse.ArgumentParser(description="Train the Video4Spatial planner (flow matching, accelerate).")
+    p.add_argument("--config", default="default", choices=PRESETS, help="named preset")
+    p.add_argument("--config-path", default=None, help="a serialised TrainConfig (.json/.yaml), e.g. a run's "
+                   f"{CONFIG_FILE}; overrides --config")
+    p.add_argument("--output", required=True, help="run directory (checkpoints, TensorBoard, final pipeline)")
+    p.add_argument("--data", default=None, help="generated training data folder (default: the config's)")
+    p.add_argument("--val-data", default=None, help="held-out data for the sample videos")
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--num-workers", type=int, default=None)
+    p.add_argument("--num-threads", type=int, default=None)
+    p.add_argument("--checkpoint-every", type=int, default=None)
+    p.add_argument("--sample-every", type=int, default=None)
+    p.add_argument("--context-mode", choices=["sparse", "contiguous"], default=None)
+    p.add_argument("--stop-after", type=int, default=None, help="debug: exit after this step as if killed")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="wall-time budget: finish early (checkpoint + final pipeline) after this long")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    cfg = TrainConfig.from_file(a.config_path) if a.config_path else get_train_config(a.config)
+    over = {"data_dir": a.data, "val_data_dir": a.val_data, "max_steps": a.max_steps, "batch_size": a.batch_size,
+            "seed": a.seed, "num_workers": a.num_workers, "num_threads": a.num_threads,
+            "checkpoint_every": a.checkpoint_every, "sample_every": a.sample_every, "context_mode": a.context_mode}
+    cfg = cfg.replace(**{k: v for k, v in over.items() if v is not None})
+    return cfg, a
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point (``v4s-train``) with clear errors."""
+    from .dataset import DataError
+
+    cfg, a = parse_args(argv)
+    try:
+        s = train(cfg, a.output, resume=a.resume, stop_after=a.stop_after, progress=not a.no_progress,
+                  max_minutes=a.max_minutes)
+    except (CheckpointError, DataError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(s))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
