@@ -63,7 +63,7 @@ def relative_pose(ref: np.ndarray, T: np.ndarray) -> np.ndarray:
 
 
 def encode_relative_pose(ref: np.ndarray, T: np.ndarray) -> np.ndarray:
-    """Navigation conditioning vector: top 3x4 block of ``relative_pose`` flattened row-major, float32 (12,)."""
+    """Navigation conditioning: top 3x4 block of ``relative_pose`` flattened row-major, float32 (12,)."""
     return relative_pose(ref, T)[:3, :4].reshape(-1).astype(np.float32)
 
 

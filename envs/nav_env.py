@@ -337,7 +337,8 @@ class V4SNavEnv(gym.Env):
             if not usable:
                 if scene.objects:
                     raise ValueError(
-                        f"no reachable goal of category {cats} in scene {scene.name!r}; present: {scene.categories}"
+                        f"no reachable goal of category {cats} in scene {scene.name!r}; "
+                        f"present: {scene.categories}"
                     )
                 raise ValueError(
                     f"scene {scene.name!r} has no annotated objects: use task='pose' or an annotation"
@@ -383,7 +384,10 @@ class V4SNavEnv(gym.Env):
         obs = self._observe()
         info = self._info(collided=False, stopped=False)
         ctx = self.get_context()
-        info["context"] = {"frames": ctx["frames"].copy(), "poses": ctx["poses"].copy()}  # callers may keep it
+        info["context"] = {
+            "frames": ctx["frames"].copy(),
+            "poses": ctx["poses"].copy(),
+        }  # callers may keep it
         if self.goal_pose is not None:
             info["goal_pose"] = self.goal_pose.copy()
         return obs, info
@@ -411,9 +415,9 @@ class V4SNavEnv(gym.Env):
             return x + dx, z + dz, False
         best = (x, z)
         for sx, sz in ((dx, 0.0), (0.0, dz)):
-            if abs(sx) + abs(sz) > 0.02 and free(x + sx, z + sz):
-                if abs(sx) + abs(sz) > abs(best[0] - x) + abs(best[1] - z):
-                    best = (x + sx, z + sz)
+            longer = abs(sx) + abs(sz) > max(0.02, abs(best[0] - x) + abs(best[1] - z))
+            if longer and free(x + sx, z + sz):
+                best = (x + sx, z + sz)
         return best[0], best[1], True
 
     def step(self, action):

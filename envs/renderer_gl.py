@@ -8,6 +8,7 @@ flips y so the read-back rows are already in image order (row 0 = top).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 
@@ -42,23 +43,24 @@ uniform vec3 u_light;
 float hash(vec2 p) { return fract(sin(dot(p, vec2(127.1, 311.7))) * 43758.5453); }
 float noise(vec2 p) {
     vec2 i = floor(p); vec2 f = fract(p); f = f * f * (3.0 - 2.0 * f);
-    return mix(mix(hash(i), hash(i + vec2(1, 0)), f.x), mix(hash(i + vec2(0, 1)), hash(i + vec2(1, 1)), f.x), f.y);
+    return mix(mix(hash(i), hash(i + vec2(1, 0)), f.x),
+               mix(hash(i + vec2(0, 1)), hash(i + vec2(1, 1)), f.x), f.y);
 }
 float pattern(int k, vec2 uv) {
-    if (k == 1) { vec2 c = floor(uv * 2.0); return mod(c.x + c.y, 2.0) < 1.0 ? 1.0 : 0.78; }       // checker
+    if (k == 1) { vec2 c = floor(uv * 2.0); return mod(c.x + c.y, 2.0) < 1.0 ? 1.0 : 0.78; }  // checker
     if (k == 2) { float row = floor(uv.y * 5.0); float x = uv.x + hash(vec2(row, 1.0)) * 3.0;      // planks
                   float seam = (fract(uv.y * 5.0) < 0.06 || fract(x * 0.8) < 0.02) ? 0.7 : 1.0;
                   return seam * (0.85 + 0.15 * noise(vec2(x * 2.0, uv.y * 40.0))); }
-    if (k == 3) { return 0.88 + 0.12 * step(0.5, fract(uv.x * 3.0)) + 0.04 * noise(uv * 20.0); }      // stripes
+    if (k == 3) { return 0.88 + 0.12 * step(0.5, fract(uv.x * 3.0)) + 0.04 * noise(uv * 20.0); }  // stripes
     if (k == 4) { float row = floor(uv.y * 8.0); float x = uv.x * 4.0 + 0.5 * mod(row, 2.0);          // brick
                   float m = (fract(uv.y * 8.0) < 0.1 || fract(x) < 0.05) ? 0.75 : 1.0;
                   return m * (0.85 + 0.15 * hash(vec2(floor(x), row))); }
-    if (k == 5) { return 0.75 + 0.35 * noise(uv * 6.0) * noise(uv * 23.0); }                        // grass
-    if (k == 6) { return 0.8 + 0.25 * noise(uv * 9.0) + 0.05 * hash(floor(uv * 40.0)); }              // asphalt
-    if (k == 7) { return 0.82 + 0.18 * noise(uv * 14.0); }                                           // carpet
-    if (k == 8) { vec2 c = fract(uv * 5.0); return (c.x < 0.06 || c.y < 0.06) ? 0.65 : 1.0; }        // tiles
-    if (k == 9) { return 0.85 + 0.15 * sin(uv.x * 30.0 + 4.0 * noise(uv * 3.0)); }                     // wood
-    if (k == 10) { return 0.7 + 0.45 * noise(uv * 8.0); }                                             // leaves
+    if (k == 5) { return 0.75 + 0.35 * noise(uv * 6.0) * noise(uv * 23.0); }  // grass
+    if (k == 6) { return 0.8 + 0.25 * noise(uv * 9.0) + 0.05 * hash(floor(uv * 40.0)); }  // asphalt
+    if (k == 7) { return 0.82 + 0.18 * noise(uv * 14.0); }  // carpet
+    if (k == 8) { vec2 c = fract(uv * 5.0); return (c.x < 0.06 || c.y < 0.06) ? 0.65 : 1.0; }  // tiles
+    if (k == 9) { return 0.85 + 0.15 * sin(uv.x * 30.0 + 4.0 * noise(uv * 3.0)); }  // wood
+    if (k == 10) { return 0.7 + 0.45 * noise(uv * 8.0); }  // leaves
     return 1.0;
 }
 void main() {
@@ -81,8 +83,13 @@ void main() { gl_Position = vec4(in_pos, 0.9999, 1.0); v_y = in_pos.y; }
 _BG_FS = """
 #version 330
 in float v_y; uniform vec3 u_top; uniform vec3 u_bottom; uniform float u_flip;
-layout(location = 0) out vec4 f_color; layout(location = 1) out float f_depth; layout(location = 2) out int f_id;
-void main() { float t = 0.5 + 0.5 * v_y * u_flip; f_color = vec4(mix(u_bottom, u_top, t), 1.0); f_depth = 0.0; f_id = 0; }
+layout(location = 0) out vec4 f_color;
+layout(location = 1) out float f_depth;
+layout(location = 2) out int f_id;
+void main() {
+    float t = 0.5 + 0.5 * v_y * u_flip;
+    f_color = vec4(mix(u_bottom, u_top, t), 1.0); f_depth = 0.0; f_id = 0;
+}
 """
 
 _LOCK = threading.Lock()
@@ -96,6 +103,13 @@ def get_context():
     pid = os.getpid()
     with _LOCK:
         ctx = _CTX.get(pid)
+        if ctx is None and _CTX:
+            raise RuntimeError(
+                "this process was forked from one that had already created an OpenGL context; Mesa/EGL "
+                "cannot render in such a child (it would hang). Create envs before rendering in the parent, "
+                "or start workers with spawn/forkserver: gymnasium.vector.AsyncVectorEnv(fns, "
+                "context='forkserver')"
+            )
         if ctx is None:
             try:
                 ctx = moderngl.create_context(standalone=True, backend="egl")
@@ -104,7 +118,6 @@ def get_context():
                     f"could not create a headless OpenGL 3.3 context via EGL ({exc}); install Mesa EGL "
                     "(apt-get install libegl1 libgl1-mesa-dri) or an NVIDIA driver"
                 ) from exc
-            _CTX.clear()  # a context inherited over fork is unusable; drop the reference, never release it
             _CTX[pid] = ctx
         return ctx
 
@@ -214,10 +227,8 @@ class GLRenderer:
         self._released = True
         for obj in (self._vao, self._bg_vao, self._vbo, self._bg_vbo, self.fbo, *self._rb, self._depth_rb,
                     self._prog, self._bg_prog):  # fmt: skip
-            try:
+            with contextlib.suppress(Exception):
                 obj.release()
-            except Exception:  # pragma: no cover
-                pass
 
     def __del__(self) -> None:  # pragma: no cover - best effort
         try:

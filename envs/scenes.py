@@ -41,11 +41,13 @@ TRAIN_CATEGORIES: tuple[str, ...] = tuple(c for c in INDOOR_CATEGORIES if c not 
 ROOM_TYPES: dict[str, tuple[str, ...]] = {
     "living_room": ("sofa", "armchair", "tv_monitor", "table", "potted_plant", "floor_lamp", "bookshelf",
                     "piano", "guitar", "fireplace", "standing_fan", "vase"),
-    "bedroom": ("bed", "wardrobe", "nightstand", "desk", "chair", "floor_lamp", "mirror", "guitar", "coat_rack"),
+    "bedroom": ("bed", "wardrobe", "nightstand", "desk", "chair", "floor_lamp", "mirror", "guitar",
+                "coat_rack"),
     "kitchen": ("refrigerator", "stove", "sink", "table", "chair", "trash_can", "stool", "cabinet",
                 "washing_machine"),
     "bathroom": ("toilet", "sink", "bathtub", "trash_can", "washing_machine", "mirror", "cabinet"),
-    "office": ("desk", "chair", "bookshelf", "cabinet", "potted_plant", "trash_can", "floor_lamp", "coat_rack",
+    "office": ("desk", "chair", "bookshelf", "cabinet", "potted_plant", "trash_can", "floor_lamp",
+               "coat_rack",
                "standing_fan"),
     "dining_room": ("table", "chair", "cabinet", "vase", "potted_plant", "stool", "piano"),
 }  # fmt: skip
@@ -217,9 +219,11 @@ def _footprint(category: str, rng_seed: int) -> tuple[float, float]:
 
 
 _FLOORS = [(PLANKS, (0.62, 0.45, 0.3)), (CHECKER, (0.8, 0.78, 0.72)), (CARPET, (0.55, 0.5, 0.6)),
-           (SMALL_TILES, (0.75, 0.8, 0.82)), (PLANKS, (0.45, 0.3, 0.2)), (CHECKER, (0.6, 0.62, 0.65))]  # fmt: skip
+           (SMALL_TILES, (0.75, 0.8, 0.82)), (PLANKS, (0.45, 0.3, 0.2)),
+           (CHECKER, (0.6, 0.62, 0.65))]  # fmt: skip
 _WALLS = [(STRIPES, (0.9, 0.86, 0.75)), (STRIPES, (0.7, 0.8, 0.85)), (PLAIN, (0.92, 0.9, 0.88)),
-          (STRIPES, (0.85, 0.75, 0.7)), (BRICK, (0.75, 0.55, 0.45)), (STRIPES, (0.75, 0.85, 0.7))]  # fmt: skip
+          (STRIPES, (0.85, 0.75, 0.7)), (BRICK, (0.75, 0.55, 0.45)),
+          (STRIPES, (0.75, 0.85, 0.7))]  # fmt: skip
 
 
 def _room_walls(
@@ -625,7 +629,7 @@ def place_object_file(
     up=(0, 1, 0),
     front=(0, 0, -1),
 ) -> SceneObject:
-    """Put a GLB object (e.g. Habitat's ``chair.glb``) on the floor at ``position`` (x, z) as a goal object."""
+    """Put a GLB object (e.g. Habitat's ``chair.glb``) on the floor at ``position`` (x, z) as a goal."""
     verts, _ = load_mesh_vertices(path, up, front)
     pts = verts[:, :3].astype(np.float64)
     lo, hi = pts.min(axis=0), pts.max(axis=0)

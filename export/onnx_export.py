@@ -19,6 +19,7 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,8 @@ class GraphSpec:
         shape_ranges: ``{input: (min_shape, opt_shape, max_shape)}`` for TensorRT profiles.
         atol: tolerance the parity test applies to this graph.
         notes: free text copied into the manifest.
+        export_context: a context manager active only while tracing (e.g. an export-friendly attention
+            processor with the same maths); parity is measured against the module outside it.
     """
 
     name: str
@@ -66,6 +69,7 @@ class GraphSpec:
     shape_ranges: dict[str, tuple[list[int], list[int], list[int]]] = field(default_factory=dict)
     atol: float = 1e-3
     notes: str = ""
+    export_context: Callable[[], AbstractContextManager[Any]] | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -101,7 +105,8 @@ def export_graph(spec: GraphSpec, out_dir: str | os.PathLike, opset: int = OPSET
     }
     external = _param_bytes(module) > _TWO_GB
     t0 = time.perf_counter()
-    with warnings.catch_warnings(), torch.no_grad():
+    ctx = spec.export_context() if spec.export_context is not None else nullcontext()
+    with warnings.catch_warnings(), torch.no_grad(), ctx:
         warnings.simplefilter("ignore")
         try:
             program = torch.onnx.export(

@@ -13,6 +13,7 @@ denoiser's inputs that do not change between steps are bound once with IOBinding
 from __future__ import annotations
 
 import os
+import re
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -122,11 +123,9 @@ class TorchOps:
         self.device = device
 
     def asarray(self, x: Any, dtype: str = "float32") -> Any:
-        return self.torch.as_tensor(
-            np.asarray(x) if not hasattr(x, "detach") else x,
-            dtype=getattr(self.torch, dtype),
-            device=self.device,
-        ).contiguous()
+        if not hasattr(x, "detach"):
+            x = np.array(x, dtype=dtype)  # a writable copy (broadcast views are read-only)
+        return self.torch.as_tensor(x, dtype=getattr(self.torch, dtype), device=self.device).contiguous()
 
     def cat(self, xs: Sequence[Any], axis: int) -> Any:
         return self.torch.cat(list(xs), dim=axis)
@@ -152,12 +151,20 @@ class TorchOps:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def session_options(intra_op_threads: int | None = None) -> Any:
+def session_options(intra_op_threads: int | None = None, optimization_level: str = "all") -> Any:
     """CPU session options used by the backend and the benchmark (full graph optimisation, fixed threads)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    levels = {
+        "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }
+    if optimization_level not in levels:
+        raise ValueError(f"optimization_level must be one of {sorted(levels)}. Got {optimization_level!r}")
+    so.graph_optimization_level = levels[optimization_level]
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.intra_op_num_threads = intra_op_threads if intra_op_threads is not None else (os.cpu_count() or 1)
     so.inter_op_num_threads = 1
@@ -173,6 +180,8 @@ class OrtGraph:
         path: str | os.PathLike,
         providers: Sequence[str] | None = None,
         intra_op_threads: int | None = None,
+        use_iobinding: bool = False,
+        optimization_level: str = "all",
     ) -> None:
         import onnxruntime as ort
 
@@ -182,14 +191,20 @@ class OrtGraph:
         self.name = path.parent.name
         self.session = ort.InferenceSession(
             str(path),
-            sess_options=session_options(intra_op_threads),
+            sess_options=session_options(intra_op_threads, optimization_level),
             providers=list(providers or ["CPUExecutionProvider"]),
         )
         self.inputs = {i.name: i for i in self.session.get_inputs()}
         self.output_names = [o.name for o in self.session.get_outputs()]
+        self.use_iobinding = use_iobinding
 
     def check(self, feeds: dict[str, np.ndarray]) -> None:
-        """Raise ``ValueError`` naming the graph and input when a feed does not fit the graph."""
+        """Raise ``ValueError`` naming the graph and input when a feed does not fit the graph.
+
+        Checks names, dtype, rank, fixed dims, and that inputs sharing a symbolic dim (e.g. the number of
+        latent frames, or ``64*frames`` tokens) agree, so a wrong shape never reaches ONNX Runtime's
+        internal reshape errors.
+        """
         missing = sorted(set(self.inputs) - set(feeds))
         extra = sorted(set(feeds) - set(self.inputs))
         if missing or extra:
@@ -197,8 +212,12 @@ class OrtGraph:
                 f"{self.name}: missing inputs {missing}, unexpected inputs {extra}; "
                 f"the graph takes {list(self.inputs)}"
             )
+        symbols: dict[str, tuple[int, str]] = {}
         for name, meta in self.inputs.items():
             arr = feeds[name]
+            want_dtype = _ORT_TYPES.get(meta.type)
+            if want_dtype is not None and arr.dtype != want_dtype:
+                raise ValueError(f"{self.name}: input {name!r} must be {want_dtype}, got {arr.dtype}")
             if arr.ndim != len(meta.shape):
                 raise ValueError(
                     f"{self.name}: input {name!r} must have {len(meta.shape)} dims {meta.shape}, "
@@ -210,11 +229,42 @@ class OrtGraph:
                         f"{self.name}: input {name!r} dim {i} must be {want} (graph shape "
                         f"{meta.shape}), got shape {arr.shape}"
                     )
+                if isinstance(want, str):
+                    m = _SYM.match(want)
+                    if m is None:
+                        continue
+                    factor, sym = int(m.group(1) or 1), m.group(2)
+                    if got % factor:
+                        raise ValueError(f"{self.name}: input {name!r} dim {i} ({want}) must be a multiple of "
+                                         f"{factor}, got shape {arr.shape}")
+                    val = got // factor
+                    if sym in symbols and symbols[sym][0] != val:
+                        raise ValueError(
+                            f"{self.name}: input {name!r} shape {arr.shape} disagrees with {symbols[sym][1]} "
+                            f"on dim {want!r} ({val * factor} vs {symbols[sym][0] * factor})"
+                        )
+                    symbols.setdefault(sym, (val, f"{name!r} shape {arr.shape}"))
 
     def __call__(self, **feeds: np.ndarray) -> dict[str, np.ndarray]:
         self.check(feeds)
-        outs = self.session.run(self.output_names, feeds)
-        return dict(zip(self.output_names, outs, strict=True))
+        if not self.use_iobinding:
+            outs = self.session.run(self.output_names, feeds)
+            return dict(zip(self.output_names, outs, strict=True))
+        binding = self.session.io_binding()
+        for name, arr in feeds.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(arr))
+        for name in self.output_names:
+            binding.bind_output(name, "cpu")
+        self.session.run_with_iobinding(binding)
+        return dict(zip(self.output_names, binding.copy_outputs_to_cpu(), strict=True))
+
+
+_ORT_TYPES = {
+    "tensor(float)": np.dtype(np.float32),
+    "tensor(int64)": np.dtype(np.int64),
+    "tensor(float16)": np.dtype(np.float16),
+}
+_SYM = re.compile(r"^(?:(\d+)\*)?([A-Za-z_]\w*)$")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -274,6 +324,7 @@ class PlannerRuntime:
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._tokenizer: Any = None
         self.has_camera = "camera" in manifest["components"]["denoiser"]["inputs"]
+        self.fuse_cfg = True  # CFG pair as one batch-2 denoiser call (False: two calls, for benchmarks)
 
     # ----------------------------------------------------------------------------------- helpers
     @property
@@ -530,26 +581,31 @@ class PlannerRuntime:
             int(self.config["scheduler"]["num_train_timesteps"]),
             float(self.config["scheduler"]["shift"]),
         )
-        nb = 2 * b if do_cfg else b
-        fixed: dict[str, Any] = {
-            "frame_positions": ops.cat([positions, positions], 0) if do_cfg else positions,
-            "text_emb": ops.cat([text, ops.zeros_like(text)], 0) if do_cfg else text,
-        }
+        fuse = do_cfg and self.fuse_cfg
+        w_f32 = float(np.float32(w_cfg))
+        cond: dict[str, Any] = {"frame_positions": positions, "text_emb": text}
         if self.has_camera:
-            fixed["camera"] = ops.cat([cam_full, cam_full], 0) if do_cfg else cam_full
-            fixed["camera_mask"] = ops.cat([cam_mask, cam_mask], 0) if do_cfg else cam_mask
-        frame_t = np.zeros((nb, k + tl), np.float32)
+            cond.update(camera=cam_full, camera_mask=cam_mask)
+        null = {**cond, "text_emb": ops.zeros_like(text)}
+        pair = {n: ops.cat([cond[n], null[n]], 0) for n in cond} if fuse else None
+        frame_t = np.zeros((2 * b if fuse else b, k + tl), np.float32)
         for i, t in enumerate(timesteps):
             frame_t[:, n_clean:] = t
             tt = ops.asarray(np.repeat(frame_t, tpf, axis=1))
             if do_cfg:
                 x_null = ops.cat([z_ctx, x[:, :, k:]], axis=2) if cfg_mode == "joint" else x
-                v = self._run("denoiser", latents=ops.cat([x, x_null], 0), timesteps=tt, **fixed)["velocity"]
-                v_cond, v_null = v[:b], v[b:]
-                v = v_null + np.float32(w_cfg) * (v_cond - v_null)
+                if fuse:
+                    v = self._run("denoiser", latents=ops.cat([x, x_null], 0), timesteps=tt, **pair)["velocity"]
+                    v_cond, v_null = v[:b], v[b:]
+                else:  # two batch-b calls (the benchmark's "unfused" variant)
+                    v_cond = self._run("denoiser", latents=x, timesteps=tt, **cond)["velocity"]
+                    v_null = self._run("denoiser", latents=x_null, timesteps=tt, **null)["velocity"]
+                v = v_null + w_f32 * (v_cond - v_null)
             else:
-                v = self._run("denoiser", latents=x, timesteps=tt, **fixed)["velocity"]
-            dt = np.float32(sigmas[i + 1]) - np.float32(sigmas[i])
+                v = self._run("denoiser", latents=x, timesteps=tt, **cond)["velocity"]
+            # a float32 difference (as the torch scheduler computes it) passed as a Python float, which
+            # numpy >= 2 and torch both apply to float32 arrays without promotion
+            dt = float(np.float32(sigmas[i + 1]) - np.float32(sigmas[i]))
             x = x + dt * v
             x = ops.cat([clean, x[:, :, n_clean:]], axis=2)  # context + observation back clean
 
@@ -626,6 +682,9 @@ class OrtPlannerBackend(PlannerRuntime):
         providers: ONNX Runtime execution providers (default CPU; ``["CUDAExecutionProvider", ...]`` with
             onnxruntime-gpu).
         intra_op_threads: threads per operator (default: all cores).
+        use_iobinding: bind inputs/outputs with ``io_binding`` (saves copies with device providers).
+        optimization_level: ``"none" | "basic" | "extended" | "all"`` ONNX Runtime graph optimisation.
+        fuse_cfg: run the conditional and unconditional CFG branches as one batch-2 call.
     """
 
     def __init__(
@@ -633,14 +692,18 @@ class OrtPlannerBackend(PlannerRuntime):
         onnx_dir: str | os.PathLike,
         providers: Sequence[str] | None = None,
         intra_op_threads: int | None = None,
+        use_iobinding: bool = False,
+        optimization_level: str = "all",
+        fuse_cfg: bool = True,
     ) -> None:
         manifest = load_manifest(onnx_dir)
         root = Path(onnx_dir)
         graphs = {
-            name: OrtGraph(root / comp["file"], providers, intra_op_threads)
+            name: OrtGraph(root / comp["file"], providers, intra_op_threads, use_iobinding, optimization_level)
             for name, comp in manifest["components"].items()
         }
         super().__init__(root, manifest, graphs, NumpyOps())
+        self.fuse_cfg = fuse_cfg
 
 
 class OrtIDM:

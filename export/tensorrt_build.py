@@ -93,8 +93,43 @@ def _save(model: Any, path: Path) -> None:
         onnx.save(model, str(path))
 
 
+def demote_float64(model: Any) -> int:
+    """Turn float64 tensors into float32 in place (TensorRT has no double); returns how many changed.
+
+    Why: the temporal RoPE computes its angles in float64 (``WanFramePosRotaryEmbed.compute_dtype``) for
+    bit-exact PyTorch parity; in float32 the angle error is ~1e-6 rad, far below fp16 noise.
+    """
+    import numpy as np
+    from onnx import TensorProto, numpy_helper
+
+    changed = 0
+    dbl, flt = TensorProto.DOUBLE, TensorProto.FLOAT
+
+    def fix_tensor(t: Any) -> Any:
+        return numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float32), t.name)
+
+    graph = model.graph
+    for i, init in enumerate(graph.initializer):
+        if init.data_type == dbl:
+            graph.initializer[i].CopyFrom(fix_tensor(init))
+            changed += 1
+    for node in graph.node:
+        for attr in node.attribute:
+            if node.op_type == "Cast" and attr.name == "to" and attr.i == dbl:
+                attr.i = flt
+                changed += 1
+            if attr.name == "value" and attr.HasField("t") and attr.t.data_type == dbl:
+                attr.t.CopyFrom(fix_tensor(attr.t))
+                changed += 1
+    for vi in [*graph.value_info, *graph.input, *graph.output]:
+        if vi.type.tensor_type.elem_type == dbl:
+            vi.type.tensor_type.elem_type = flt
+            changed += 1
+    return changed
+
+
 def sanitize_onnx(src: str | os.PathLike, dst: str | os.PathLike) -> dict[str, int]:
-    """Fold constants (polygraphy), clean up and topologically sort (onnx-graphsurgeon); check; save.
+    """float64 -> float32, fold constants (polygraphy), clean up and sort (onnx-graphsurgeon); check; save.
 
     Returns the node counts before and after, for the build log.
     """
@@ -106,6 +141,7 @@ def sanitize_onnx(src: str | os.PathLike, dst: str | os.PathLike) -> dict[str, i
         raise FileNotFoundError(f"no ONNX file at {src}")
     model = onnx.load(str(src))
     before = len(model.graph.node)
+    demoted = demote_float64(model)
     model = pg_onnx.fold_constants(model, error_ok=False)
     graph = gs.import_onnx(model)
     graph.cleanup().toposort()
@@ -113,7 +149,7 @@ def sanitize_onnx(src: str | os.PathLike, dst: str | os.PathLike) -> dict[str, i
     onnx.checker.check_model(model)
     dst.parent.mkdir(parents=True, exist_ok=True)
     _save(model, dst)
-    return {"nodes_before": before, "nodes_after": len(model.graph.node)}
+    return {"nodes_before": before, "nodes_after": len(model.graph.node), "float64_demoted": demoted}
 
 
 def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike) -> Path:

@@ -113,3 +113,21 @@ def test_atomic_dir_leaves_nothing_on_error(tmp_path):
     with AtomicDir(out) as tmp:
         (tmp / "summary.json").write_text("{}")
     assert (out / "summary.json").is_file()
+
+
+def test_lerobot_style_policy(tmp_path):
+    from agent_helpers import make_tiny_checkpoint
+    from v4s_agent.envs import V4SNavEnv
+
+    from v4s_agent.modeling_v4s import V4SPolicy
+
+    policy = V4SPolicy.from_pretrained(make_tiny_checkpoint(tmp_path), device="cpu")
+    env = V4SNavEnv(resolution=(32, 32))
+    obs, info = env.reset(seed=0)
+    policy.reset(info)
+    img = obs["rgb"].transpose(2, 0, 1)[None].astype(np.float32) / 255.0
+    a = policy.select_action({"observation.image": img})
+    assert a.shape == (1,) and int(a) in (0, 1, 2, 3)
+    chunk = policy.predict_action_chunk({"observation.image": img})
+    assert chunk.shape == (1, policy.planner.num_target_frames - policy.planner.num_box_frames - 1)
+    env.close()

@@ -40,7 +40,9 @@ def test_rope_contiguous_equals_diffusers_bit_for_bit(head_dim, patch, f, h, w):
 
 def test_model_with_contiguous_positions_equals_wan():
     model = _tiny_model()
-    wan = WanTransformer3DModel(**{k: v for k, v in model.config.items() if k != "camera_dim" and not k.startswith("_")})
+    wan = WanTransformer3DModel(
+        **{k: v for k, v in model.config.items() if k != "camera_dim" and not k.startswith("_")}
+    )
     missing, unexpected = wan.load_state_dict(model.state_dict(), strict=False)
     assert not missing and all(k.startswith("camera_embedder") for k in unexpected)
     x, t, e = _inputs()
@@ -116,5 +118,11 @@ def test_configs_validate():
     with pytest.raises(ValueError, match="unknown ModelConfig keys"):
         ModelConfig.from_dict({"heigth": 3})
     d = get_model_config("default")
-    assert (d.height, d.width, d.num_context_frames, d.num_target_frames, d.num_box_frames) == (64, 64, 6, 11, 2)
+    assert (d.height, d.width, d.num_context_frames, d.num_target_frames, d.num_box_frames) == (
+        64,
+        64,
+        6,
+        11,
+        2,
+    )
     assert ModelConfig.from_dict(d.to_dict()) == d

@@ -8,8 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from v4s_agent.configs import get_model_config
 from v4s_agent.training.dataset import (
     DataError,
     V4SShardDataset,
@@ -21,8 +19,17 @@ from v4s_agent.training.dataset import (
 )
 from v4s_agent.training.generate_data import DataGenerationError, GenConfig, generate, shard_name
 
-TINY_GEN = GenConfig(split="train", height=32, width=32, object_episodes=3, pose_episodes=1, random_walk_steps=12,
-                     max_episode_steps=80)
+from v4s_agent.configs import get_model_config
+
+TINY_GEN = GenConfig(
+    split="train",
+    height=32,
+    width=32,
+    object_episodes=3,
+    pose_episodes=1,
+    random_walk_steps=12,
+    max_episode_steps=80,
+)
 
 
 def tiny_data(base: Path) -> Path:
@@ -57,7 +64,9 @@ def test_generation_is_resumable(data_dir: Path) -> None:
     generate(TINY_GEN, 2, data_dir, workers=1, progress=False)
     assert p.stat().st_mtime_ns == t  # finished shards are never redone
     with pytest.raises(DataGenerationError, match="different settings"):
-        generate(GenConfig(**{**TINY_GEN.__dict__, "object_episodes": 5}), 2, data_dir, workers=1, progress=False)
+        generate(
+            GenConfig(**{**TINY_GEN.__dict__, "object_episodes": 5}), 2, data_dir, workers=1, progress=False
+        )
 
 
 def test_batch_matches_the_contract(data_dir: Path) -> None:
@@ -103,12 +112,11 @@ def test_stream_resume_and_rank_sharding(data_dir: Path) -> None:
     resumed = next(iter(make_dataloader(data_dir, m, batch_size=2, seed=3, start_batch=4)))
     assert torch.equal(resumed["target"], batches[4]["target"])
     assert resumed["instruction"] == batches[4]["instruction"]
-    # two ranks: disjoint shards (2 shards, 2 ranks)
-    shards = []
-    for r in range(2):
-        ds = V4SShardDataset(data_dir, m, rank=r, world_size=2)
-        shards.append({si for (_, si, _, _, _), _ in zip(ds._stream(r, 2), range(20), strict=False)})
-    assert shards[0] and shards[1] and not shards[0] & shards[1]
+    # two ranks: disjoint shards within an epoch (2 shards, 2 ranks; reshuffled every epoch)
+    ds = V4SShardDataset(data_dir, m, world_size=2)
+    for epoch in range(3):
+        shards = [{si for si, _, _, _ in ds._items(epoch, r, 2)} for r in range(2)]
+        assert shards[0] and shards[1] and not shards[0] & shards[1]
 
 
 def test_missing_and_corrupt_shards_raise_clear_errors(data_dir: Path, tmp_path: Path) -> None:

@@ -175,10 +175,10 @@ def _run_expert(env, obs: dict, info: dict, max_steps: int) -> dict[str, Any]:
 
 def generate_scene(cfg: GenConfig, scene_index: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """All arrays of one scene's shard and its summary (counts)."""
-    from v4s_agent.bbox import draw_red_box
     from v4s_agent.envs.geometry import encode_relative_pose
-
     from v4s_agent.envs.scenes import split_scene
+
+    from v4s_agent.bbox import draw_red_box
 
     rng = np.random.default_rng(scene_seed(cfg.seed, scene_index))
     scene = split_scene(cfg.split, scene_index)
@@ -213,8 +213,9 @@ def generate_scene(cfg: GenConfig, scene_index: int) -> tuple[dict[str, np.ndarr
             box = None if np.isnan(last_box).any() else tuple(float(v) for v in last_box)
             box_frames.append(draw_red_box(ep["frames"][-1].copy(), box) if box else ep["frames"][-1].copy())
         _pack(arrays, "obj", eps)
-        arrays["obj_box_frames"] = (np.stack(box_frames) if box_frames
-                                    else np.zeros((0, cfg.height, cfg.width, 3), np.uint8))
+        arrays["obj_box_frames"] = (
+            np.stack(box_frames) if box_frames else np.zeros((0, cfg.height, cfg.width, 3), np.uint8)
+        )
         arrays["obj_category"] = np.asarray(cats, dtype=np.str_)
         arrays["obj_instructions"] = _str_table(instrs, cfg.n_instructions)
 
@@ -259,8 +260,11 @@ def generate_scene(cfg: GenConfig, scene_index: int) -> tuple[dict[str, np.ndarr
         finally:
             env.close()
     _pack(arrays, "pose", pose_eps)
-    arrays["pose_camera"] = (np.concatenate([e["camera"] for e in pose_eps]).astype(np.float32) if pose_eps
-                             else np.zeros((0, 12), np.float32))
+    arrays["pose_camera"] = (
+        np.concatenate([e["camera"] for e in pose_eps]).astype(np.float32)
+        if pose_eps
+        else np.zeros((0, 12), np.float32)
+    )
     arrays["pose_instructions"] = _str_table(pose_instrs, cfg.n_instructions)
 
     empty = np.zeros((0, cfg.height, cfg.width, 3), np.uint8)
@@ -276,7 +280,9 @@ def generate_scene(cfg: GenConfig, scene_index: int) -> tuple[dict[str, np.ndarr
         "n_pose": len(pose_eps),
         "n_pose_frames": int(len(arrays["pose_frames"])),
         "n_idm": int(len(arrays["idm_actions"])),
-        "n_idm_expert": int(len(arrays["obj_frames"]) - len(eps) + len(arrays["pose_frames"]) - len(pose_eps)),
+        "n_idm_expert": int(
+            len(arrays["obj_frames"]) - len(eps) + len(arrays["pose_frames"]) - len(pose_eps)
+        ),
         **stats,
     }
     return arrays, summary
@@ -320,8 +326,10 @@ def write_shard(path: Path, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
         import errno
 
         if e.errno == errno.ENOSPC:
-            raise DataGenerationError(f"disk full while writing {path}: free space on {path.parent} and re-run "
-                                      "(finished shards are kept)") from e
+            raise DataGenerationError(
+                f"disk full while writing {path}: free space on {path.parent} and re-run "
+                "(finished shards are kept)"
+            ) from e
         raise
     return {"file": path.name, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
 
@@ -349,8 +357,9 @@ def _worker(args: tuple[dict[str, Any], int, str]) -> dict[str, Any]:
     return summary
 
 
-def generate(cfg: GenConfig, n_scenes: int, out: str | Path, workers: int = 1, start: int = 0,
-             progress: bool = True) -> dict[str, Any]:
+def generate(
+    cfg: GenConfig, n_scenes: int, out: str | Path, workers: int = 1, start: int = 0, progress: bool = True
+) -> dict[str, Any]:
     """Generate (or finish) ``n_scenes`` shards in ``out`` and write its manifest; returns the manifest."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -365,15 +374,24 @@ def generate(cfg: GenConfig, n_scenes: int, out: str | Path, workers: int = 1, s
     else:
         meta_file.write_text(json.dumps(meta, indent=2))
     indices = list(range(start, start + n_scenes))
-    todo = [i for i in indices if not ((out / shard_name(i)).exists() and (out / (shard_name(i) + ".json")).exists())]
+    todo = [
+        i
+        for i in indices
+        if not ((out / shard_name(i)).exists() and (out / (shard_name(i) + ".json")).exists())
+    ]
     for stale in out.glob("*.tmp*"):
         stale.unlink(missing_ok=True)
     from tqdm import tqdm
 
     t0 = time.time()
     jobs = [(asdict(cfg), i, str(out)) for i in todo]
-    bar = tqdm(total=len(indices), initial=len(indices) - len(todo), desc=f"scenes ({cfg.split})",
-               disable=not progress, unit="scene")
+    bar = tqdm(
+        total=len(indices),
+        initial=len(indices) - len(todo),
+        desc=f"scenes ({cfg.split})",
+        disable=not progress,
+        unit="scene",
+    )
     if workers <= 1 or len(jobs) <= 1:
         for j in jobs:
             _worker(j)
@@ -395,11 +413,25 @@ def write_manifest(out: Path, cfg: GenConfig, indices: list[int]) -> dict[str, A
     for i in indices:
         s = out / (shard_name(i) + ".json")
         if not s.exists():
-            raise DataGenerationError(f"shard {shard_name(i)} of {out} is missing its summary; re-run to finish it")
+            raise DataGenerationError(
+                f"shard {shard_name(i)} of {out} is missing its summary; re-run to finish it"
+            )
         shards.append(json.loads(s.read_text()))
-    totals = {k: int(sum(s[k] for s in shards)) for k in
-              ("n_tour", "n_obj", "n_obj_frames", "n_pose", "n_pose_frames", "n_idm", "n_idm_expert", "obj_failed", "pose_failed",
-               "bytes")}
+    totals = {
+        k: int(sum(s[k] for s in shards))
+        for k in (
+            "n_tour",
+            "n_obj",
+            "n_obj_frames",
+            "n_pose",
+            "n_pose_frames",
+            "n_idm",
+            "n_idm_expert",
+            "obj_failed",
+            "pose_failed",
+            "bytes",
+        )
+    }
     manifest = {
         "version": GENERATOR_VERSION,
         "generator_seed": cfg.seed,
@@ -417,16 +449,23 @@ def write_manifest(out: Path, cfg: GenConfig, indices: list[int]) -> dict[str, A
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--split", default="train", choices=["train", "val_scenes", "val_categories", "outdoor"])
     p.add_argument("--scenes", type=int, required=True, help="number of scenes (= shards)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--start", type=int, default=0, help="first scene index of the split")
     p.add_argument("--workers", type=int, default=max(1, min(4, (os.cpu_count() or 2))))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resolution", type=int, nargs=2, metavar=("H", "W"), default=None,
-                   help="render resolution (default: the model 'default' config's)")
+    p.add_argument(
+        "--resolution",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        default=None,
+        help="render resolution (default: the model 'default' config's)",
+    )
     p.add_argument("--object-episodes", type=int, default=GenConfig.object_episodes)
     p.add_argument("--pose-episodes", type=int, default=GenConfig.pose_episodes)
     p.add_argument("--random-walk-steps", type=int, default=GenConfig.random_walk_steps)
@@ -440,21 +479,30 @@ def main(argv: list[str] | None = None) -> int:
         a.resolution = (m.height, m.width)
     if a.scenes < 1:
         p.error("--scenes must be >= 1")
-    cfg = GenConfig(split=a.split, height=a.resolution[0], width=a.resolution[1],
-                    object_episodes=a.object_episodes, pose_episodes=a.pose_episodes,
-                    random_walk_steps=a.random_walk_steps, max_episode_steps=a.max_episode_steps, seed=a.seed)
+    cfg = GenConfig(
+        split=a.split,
+        height=a.resolution[0],
+        width=a.resolution[1],
+        object_episodes=a.object_episodes,
+        pose_episodes=a.pose_episodes,
+        random_walk_steps=a.random_walk_steps,
+        max_episode_steps=a.max_episode_steps,
+        seed=a.seed,
+    )
     try:
         m = generate(cfg, a.scenes, a.out, workers=a.workers, start=a.start, progress=not a.no_progress)
     except DataGenerationError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     t = m["totals"]
-    print(f"{m['n_shards']} shards in {a.out}: {t['n_obj']} object episodes ({t['n_obj_frames']} frames), "
-          f"{t['n_pose']} pose episodes, {t['n_idm']} + {t['n_idm_expert']} (expert) IDM transitions, {t['n_tour']} tour frames, "
-          f"{t['bytes'] / 1e6:.1f} MB; {m['last_run_seconds']} s this run")
+    print(
+        f"{m['n_shards']} shards in {a.out}: {t['n_obj']} object episodes ({t['n_obj_frames']} frames), "
+        f"{t['n_pose']} pose episodes, {t['n_idm']} + {t['n_idm_expert']} (expert) IDM transitions, "
+        f"{t['n_tour']} tour frames, "
+        f"{t['bytes'] / 1e6:.1f} MB; {m['last_run_seconds']} s this run"
+    )
     return 0
 
 
 if __name__ == "__main__":
     sys.exit(main())
-

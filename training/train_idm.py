@@ -56,7 +56,9 @@ def augment(x0: torch.Tensor, x1: torch.Tensor, g: torch.Generator) -> tuple[tor
 
 
 @torch.no_grad()
-def evaluate(model: InverseDynamicsModel, f0: np.ndarray, f1: np.ndarray, y: np.ndarray, bs: int = 256) -> dict:
+def evaluate(
+    model: InverseDynamicsModel, f0: np.ndarray, f1: np.ndarray, y: np.ndarray, bs: int = 256
+) -> dict:
     """Accuracy overall and per action."""
     model.eval()
     h, w = model.config.height, model.config.width
@@ -72,8 +74,13 @@ def evaluate(model: InverseDynamicsModel, f0: np.ndarray, f1: np.ndarray, y: np.
     return out
 
 
-def train_idm(cfg: IDMTrainConfig, output: str | Path, val_data: str | Path | None = None,
-              max_shards: int | None = None, progress: bool = True) -> dict[str, Any]:
+def train_idm(
+    cfg: IDMTrainConfig,
+    output: str | Path,
+    val_data: str | Path | None = None,
+    max_shards: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Train and save ``output/idm`` (``save_pretrained``); returns metrics."""
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
@@ -96,11 +103,17 @@ def train_idm(cfg: IDMTrainConfig, output: str | Path, val_data: str | Path | No
         f0, f1, y = f0[ti], f1[ti], y[ti]
     counts = np.bincount(y, minlength=4).astype(np.float64)
     if (counts == 0).any():
-        print(f"warning: no training transitions for actions {np.nonzero(counts == 0)[0].tolist()}", file=sys.stderr)
+        print(
+            f"warning: no training transitions for actions {np.nonzero(counts == 0)[0].tolist()}",
+            file=sys.stderr,
+        )
     weights = 1.0 / np.maximum(counts, 1.0)
     p_sample = weights[y] / weights[y].sum()
-    model = InverseDynamicsModel(IDMConfig(height=cfg.height, width=cfg.width, base_channels=cfg.base_channels,
-                                           num_stages=cfg.num_stages))
+    model = InverseDynamicsModel(
+        IDMConfig(
+            height=cfg.height, width=cfg.width, base_channels=cfg.base_channels, num_stages=cfg.num_stages
+        )
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.max_steps, pct_start=0.1)
     writer = SummaryWriter(str(out / "tb_idm"))
@@ -123,9 +136,14 @@ def train_idm(cfg: IDMTrainConfig, output: str | Path, val_data: str | Path | No
         if (step + 1) % 50 == 0:
             writer.add_scalar("idm/loss", loss_ema, step + 1)
     bar.close()
-    metrics = {"train_transitions": int(len(y)), "train_counts": counts.astype(int).tolist(),
-               "final_loss": loss_ema, "seconds": round(time.time() - t0, 1),
-               "val": evaluate(model, v0, v1, vy), "steps": cfg.max_steps}
+    metrics = {
+        "train_transitions": int(len(y)),
+        "train_counts": counts.astype(int).tolist(),
+        "final_loss": loss_ema,
+        "seconds": round(time.time() - t0, 1),
+        "val": evaluate(model, v0, v1, vy),
+        "steps": cfg.max_steps,
+    }
     for k, v in metrics["val"].items():
         if isinstance(v, float):
             writer.add_scalar(f"idm_val/{k}", v, cfg.max_steps)
@@ -151,9 +169,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-threads", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
-    cfg = IDMTrainConfig(data_dir=a.data, height=a.resolution[0], width=a.resolution[1], max_steps=a.max_steps,
-                         batch_size=a.batch_size, base_channels=a.base_channels, seed=a.seed,
-                         num_threads=a.num_threads)
+    cfg = IDMTrainConfig(
+        data_dir=a.data,
+        height=a.resolution[0],
+        width=a.resolution[1],
+        max_steps=a.max_steps,
+        batch_size=a.batch_size,
+        base_channels=a.base_channels,
+        seed=a.seed,
+        num_threads=a.num_threads,
+    )
     try:
         m = train_idm(cfg, a.output, val_data=a.val_data, max_shards=a.max_shards, progress=not a.no_progress)
     except DataError as e:

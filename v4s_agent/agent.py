@@ -214,11 +214,18 @@ class V4SAgent:
         for i in idx:
             if i < self._tour_len:
                 frames.append(self._tour_frames[i])
-                pos.append(int(i))
+                pos.append(float(i))
             else:
                 frames.append(self._seen[i - self._tour_len])
-                pos.append(self._seen_pos[i - self._tour_len])
-        return np.stack(frames), np.asarray(pos, dtype=np.int64)
+                pos.append(float(self._seen_pos[i - self._tour_len]))
+        p = np.asarray(pos, dtype=np.float32)
+        span = max(self._tour_len - 1, 1)
+        if self.config.position_mode == "tour_range" and p.size and p.max() > span:
+            # the model only saw positions inside the tour during training: keep the order and relative
+            # spacing of memory frames but squeeze the whole memory (tour + seen) into the tour's range
+            total = self._tour_len + (self._seen_pos[-1] - self._tour_len + 1 if self._seen_pos else 0)
+            p = p * (span / max(total - 1, 1))
+        return np.stack(frames), p
 
     # ------------------------------------------------------------------ acting
     def camera_path(self) -> np.ndarray | None:
@@ -250,8 +257,10 @@ class V4SAgent:
     def should_stop(self, rgb: np.ndarray, plan: Plan | None) -> str | None:
         """The stop rule; returns the reason or ``None``.
 
-        Object task: the imagined goal box is confident and centred (SD <= ``stop_sd``) and the current
-        view already looks like the imagined goal view. Pose task: odometry says the goal pose is reached.
+        Object task: the imagined goal box is confident and centred (SD <= ``stop_sd``) and either the
+        current view already looks like the imagined goal view or, right after planning, the IDM reads
+        the first imagined transition as "no motion" (the model imagines having arrived).
+        Pose task: odometry (the env's agent pose, like a GPS+compass sensor) says the goal pose is reached.
         """
         cfg = self.config
         if self.steps < cfg.min_steps_before_stop:
@@ -270,6 +279,8 @@ class V4SAgent:
         sim = frame_similarity(rgb, plan.goal_frame)
         if sim >= cfg.stop_similarity:
             return f"goal box centred (SD {plan.box_sd:.3f}) and view matches imagined goal ({sim:.2f})"
+        if self.plan_step == 0 and len(plan.action_probs) and plan.action_probs[0, STOP] >= cfg.stop_idm_prob:
+            return f"goal box centred (SD {plan.box_sd:.3f}) and the imagined video stands still"
         return None
 
     def act(self, obs: dict[str, np.ndarray] | np.ndarray, info: dict[str, Any] | None = None) -> int:

@@ -12,6 +12,7 @@ from typing import Any
 CONTEXT_SAMPLING = ("stratified", "uniform", "contiguous")
 CROSSCHECK_MODES = ("off", "log", "override")
 CONTEXT_MODES = ("memory", "none")
+POSITION_MODES = ("tour_range", "source")
 
 
 @dataclass
@@ -26,12 +27,18 @@ class V4SAgentConfig:
             ``"uniform"`` (evenly spaced, deterministic) or ``"contiguous"`` (the last K frames).
         context_mode: ``"memory"`` (tour + seen frames) or ``"none"`` (no context: the planner is given
             pure-noise context, the "planner without context" baseline).
-        recent_context: how many of the most recently seen frames are always in the context.
+        recent_context: how many of the most recently seen frames are always in the context (the current
+            view is the target's first frame anyway).
+        position_mode: RoPE positions of memory frames: ``"tour_range"`` (tour + seen frames squeezed into
+            the tour's index range, where training put all context positions) or ``"source"`` (raw memory
+            index; seen frames lie past the tour).
         memory_every: add every n-th observation to the context memory.
         memory_max_seen: cap on seen frames kept in memory (oldest are dropped first).
         stop_sd: the imagined goal box must be at most this SD (normalised centre distance) to stop.
         stop_box_confidence: minimal confidence of the red box read back from the auxiliary frames.
         stop_similarity: minimal similarity in [0, 1] of the current view to the imagined goal view.
+        stop_idm_prob: ... or the IDM's STOP probability of the first imagined transition is at least this
+            (the model imagines standing still: it thinks the goal view is reached).
         min_steps_before_stop: never stop before this many steps (avoids stopping on a first bad plan).
         pose_stop_distance: pose task: stop when odometry says the goal pose is this close (metres).
         pose_stop_yaw_deg: pose task: ... and the heading error is below this (degrees).
@@ -47,15 +54,17 @@ class V4SAgentConfig:
     num_context_frames: int | None = None
     context_sampling: str = "stratified"
     context_mode: str = "memory"
-    recent_context: int = 1
+    recent_context: int = 0
+    position_mode: str = "tour_range"
     memory_every: int = 2
     memory_max_seen: int = 64
     stop_sd: float = 0.2
     stop_box_confidence: float = 0.3
     stop_similarity: float = 0.75
+    stop_idm_prob: float = 0.5
     min_steps_before_stop: int = 1
     pose_stop_distance: float = 0.3
-    pose_stop_yaw_deg: float = 20.0
+    pose_stop_yaw_deg: float = 7.5
     crosscheck: str = "log"
     cv_min_inliers: int = 12
     num_inference_steps: int | None = None
@@ -74,6 +83,8 @@ class V4SAgentConfig:
             )
         if self.context_mode not in CONTEXT_MODES:
             raise ValueError(f"context_mode must be one of {CONTEXT_MODES}. Got {self.context_mode!r}")
+        if self.position_mode not in POSITION_MODES:
+            raise ValueError(f"position_mode must be one of {POSITION_MODES}. Got {self.position_mode!r}")
         if self.crosscheck not in CROSSCHECK_MODES:
             raise ValueError(f"crosscheck must be one of {CROSSCHECK_MODES}. Got {self.crosscheck!r}")
         if self.recent_context < 0:
@@ -82,7 +93,7 @@ class V4SAgentConfig:
             raise ValueError(f"memory_every must be >= 1. Got {self.memory_every}")
         if self.memory_max_seen < 0:
             raise ValueError(f"memory_max_seen must be >= 0. Got {self.memory_max_seen}")
-        for name in ("stop_sd", "stop_box_confidence", "stop_similarity"):
+        for name in ("stop_sd", "stop_box_confidence", "stop_similarity", "stop_idm_prob"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]. Got {v}")

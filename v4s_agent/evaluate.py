@@ -376,7 +376,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma list of val_scenes, val_categories, outdoor, habitat (Habitat test assets)",
     )
     ap.add_argument("--sections", default="open,nav,closed", help="comma list of open, nav, closed")
-    ap.add_argument("--baselines", default="no_context,random,expert", help="comma list of baselines to run")
+    ap.add_argument(
+        "--baselines",
+        default="no_context,text_only,random,expert",
+        help="comma list of baselines / inference-time variants to run",
+    )
     ap.add_argument(
         "--detector", default=None, help="evaluator detector folder (default: shipped, else train)"
     )
@@ -385,7 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--steps", type=int, default=None, help="diffusion sampler steps per plan")
     ap.add_argument("--replan-every", type=int, default=None)
     ap.add_argument("--max-steps", type=int, default=100, help="closed-loop episode step limit")
-    ap.add_argument("--resolution", type=int, default=128)
+    ap.add_argument(
+        "--resolution", type=int, default=None, help="env frame size (default: the model's resolution)"
+    )
     ap.add_argument("--seed", type=int, default=1000, help="first held-out episode seed")
     ap.add_argument("--out", default="outputs/evaluate")
     ap.add_argument("--quick", action="store_true", help="tiny run for tests: 1 episode, val_scenes only")
@@ -411,7 +417,8 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> dict[str
     if args.quick:
         args.episodes = min(args.episodes, 1)
         args.splits = "val_scenes"
-        args.max_steps = min(args.max_steps, 12)
+        args.max_steps = min(args.max_steps, 6)
+        args.baselines = "no_context,random,expert"
     n_closed = args.closed_episodes if args.closed_episodes is not None else args.episodes
     sections = {s.strip() for s in args.sections.split(",") if s.strip()}
     baselines = {s.strip() for s in args.baselines.split(",") if s.strip()}
@@ -427,6 +434,8 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> dict[str
             raise ValueError(f"--ablation must be NAME=PATH with NAME in {ABLATIONS}. Got {a!r}")
         ablations[name] = path
     planner = _load_planner(args.checkpoint, args)  # fails fast on a bad checkpoint / backend
+    if args.resolution is None:  # render at the model's resolution: the training data's distribution
+        args.resolution = max(planner.height, planner.width)
     ab_planners: dict[str, Any] = {}
     not_run: list[str] = []
     for name in ABLATIONS:
@@ -487,6 +496,14 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> dict[str
                     rows["ours"] = open_loop_grounding(planner, eps, det)
                     if "no_context" in baselines:
                         rows["ours, no context"] = open_loop_grounding(planner, eps, det, use_context=False)
+                    if "text_only" in baselines:
+                        planner.cfg_mode = "text_only"  # inference-time switch on the same checkpoint
+                        try:
+                            rows["ours, text-only guidance (inference only)"] = open_loop_grounding(
+                                planner, eps, det
+                            )
+                        finally:
+                            planner.cfg_mode = None
                     for name, p in ab_planners.items():
                         rows[f"ablation: {name}"] = open_loop_grounding(p, eps, det)
                 except Exception as e:  # a split the env cannot serve (e.g. no semantics) is reported

@@ -52,7 +52,7 @@ class EvaluatorDetector(nn.Module):
         width: channels of the first stage.
     """
 
-    def __init__(self, categories: Sequence[str], input_size: int = 64, width: int = 24) -> None:
+    def __init__(self, categories: Sequence[str], input_size: int = 64, width: int = 16) -> None:
         super().__init__()
         self.categories = list(categories)
         self.input_size = int(input_size)
@@ -280,7 +280,7 @@ def train_detector(
     batch_size: int = 32,
     lr: float = 3e-3,
     input_size: int = 64,
-    width: int = 24,
+    width: int = 16,
     seed: int = 0,
 ) -> EvaluatorDetector:
     """Train on (uint8 (N,H,W,3) frames, int (N,H,W) category masks); class-balanced cross-entropy."""
@@ -377,12 +377,17 @@ def load_or_train(
 
 
 def train_and_save(
-    out_dir: str | Path, episodes: int = 60, epochs: int = 8, seed: int = 0, val_episodes: int | None = None
+    out_dir: str | Path,
+    episodes: int = 60,
+    epochs: int = 8,
+    seed: int = 0,
+    val_episodes: int | None = None,
+    width: int = 16,
 ) -> tuple[EvaluatorDetector, dict[str, Any]]:
     """Collect renders on train scenes, train, validate on held-out val scenes, save with validation.json."""
     t0 = time.time()
     imgs, masks, cats = collect_frames(episodes, scene=None, seed=seed)
-    det = train_detector(imgs, masks, cats, epochs=epochs, seed=seed)
+    det = train_detector(imgs, masks, cats, epochs=epochs, seed=seed, width=width)
     vi, vm, _ = collect_frames(val_episodes or max(2, episodes // 6), scene="val_scenes", seed=seed + 1)
     meta = {
         "trained_on": {
@@ -409,9 +414,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--episodes", type=int, default=60)
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--width", type=int, default=16, help="channels of the first stage")
     args = ap.parse_args(argv)
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    _, meta = train_and_save(args.out, args.episodes, args.epochs, args.seed)
+    _, meta = train_and_save(args.out, args.episodes, args.epochs, args.seed, width=args.width)
     print(json.dumps(meta, indent=2))
     return 0
 

@@ -42,7 +42,9 @@ class IDMConfig:
         if self.height < 8 or self.width < 8:
             raise ValueError(f"IDM input must be at least 8x8 pixels. Got {self.height}x{self.width}")
         if self.num_stages < 1 or self.base_channels < 1:
-            raise ValueError(f"num_stages and base_channels must be >= 1. Got {self.num_stages}, {self.base_channels}")
+            raise ValueError(
+                f"num_stages and base_channels must be >= 1. Got {self.num_stages}, {self.base_channels}"
+            )
 
 
 class InverseDynamicsModel(nn.Module):
@@ -72,8 +74,12 @@ class InverseDynamicsModel(nn.Module):
             ]
             c_in, c = c, c * 2
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(c_in * 4, 128), nn.SiLU(),
-                                  nn.Linear(128, config.num_actions))
+        self.head = nn.Sequential(
+            nn.Dropout(config.dropout),
+            nn.Linear(c_in * 4, 128),
+            nn.SiLU(),
+            nn.Linear(128, config.num_actions),
+        )
 
     def forward(self, frame_t: torch.Tensor, frame_t1: torch.Tensor) -> torch.Tensor:
         """Action logits for the transition ``frame_t -> frame_t1`` (both float (B,3,H,W) in [-1, 1])."""
@@ -106,7 +112,9 @@ class InverseDynamicsModel(nn.Module):
         d = Path(path)
         cfg_file, w_file = d / CONFIG_NAME, d / WEIGHTS_NAME
         if not cfg_file.is_file() or not w_file.is_file():
-            raise FileNotFoundError(f"{d} is not an inverse-dynamics checkpoint: need {CONFIG_NAME} and {WEIGHTS_NAME}")
+            raise FileNotFoundError(
+                f"{d} is not an inverse-dynamics checkpoint: need {CONFIG_NAME} and {WEIGHTS_NAME}"
+            )
         raw = json.loads(cfg_file.read_text())
         if raw.get("model_type", "v4s_idm") != "v4s_idm":
             raise ValueError(f"{cfg_file} describes a {raw.get('model_type')!r} model, not 'v4s_idm'")

@@ -317,7 +317,7 @@ class Video4SpatialPipeline(DiffusionPipeline):
         """
         return self.transformer(
             latents,
-            timesteps_per_token.to(latents.dtype),
+            timesteps_per_token.float(),  # kept fp32 (bf16 cannot resolve t in [0, 1000])
             text_emb.to(latents.dtype),
             frame_positions=positions,
             camera=camera,

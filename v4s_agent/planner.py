@@ -154,6 +154,8 @@ class VideoPlanner:
         cv_min_inliers: RANSAC inliers needed for a confident geometric estimate.
         seed: default seed of the diffusion noise when ``plan`` is not given one.
         backend: the backend name, for reports.
+        model_config: H, W, K, T, ... when the pipeline object does not carry them.
+        cfg_mode: guidance mode passed to the pipeline (``"joint"``, ``"text_only"``; ``None``: its default).
     """
 
     def __init__(
@@ -168,6 +170,7 @@ class VideoPlanner:
         seed: int = 0,
         backend: str = "torch",
         model_config: dict[str, Any] | None = None,
+        cfg_mode: str | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.idm = idm
@@ -178,6 +181,7 @@ class VideoPlanner:
         self.cv_min_inliers = cv_min_inliers
         self.seed = seed
         self.backend = backend
+        self.cfg_mode = cfg_mode
         self._calls = 0
         cfg = model_config or self._read_model_config(pipeline)
         self.height = int(cfg["height"])
@@ -264,7 +268,7 @@ class VideoPlanner:
         if n != self.num_context_frames:
             idx = sample_context_indices(n, self.num_context_frames, sampling, rng)
             frames, positions = frames[idx], positions[idx]
-        return _resize(frames, self.height, self.width), positions.astype(np.int64)
+        return _resize(frames, self.height, self.width), positions.astype(np.float32)
 
     def plan(
         self,
@@ -341,6 +345,8 @@ class VideoPlanner:
             kwargs["guidance_scale"] = self.guidance_scale
         if camera is not None:
             kwargs["camera"] = camera
+        if self.cfg_mode is not None:
+            kwargs["cfg_mode"] = self.cfg_mode
         if ctx is None:
             # no context: the joint-CFG null condition is pure noise in place of the context
             noise = np.random.default_rng(seed).integers(
@@ -444,9 +450,12 @@ def _default_device(backend: str) -> str:
 
 
 def _make_generator(seed: int, backend: str, device: str) -> Any:
-    if backend != "torch":
+    """A CPU ``torch.Generator`` for every backend (the runtimes accept it), so that the same seed gives
+    the same initial noise on PyTorch, ONNX Runtime and TensorRT; numpy when torch is absent."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - onnxruntime-only installs
         return np.random.default_rng(seed)
-    import torch
 
     return torch.Generator(device="cpu").manual_seed(int(seed))
 

@@ -315,7 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--replan-every", type=int, default=None)
     ap.add_argument("--steps", type=int, default=None, help="diffusion sampler steps per plan")
     ap.add_argument("--max-steps", type=int, default=None, help="episode step limit (default: the env's)")
-    ap.add_argument("--resolution", type=int, default=128)
+    ap.add_argument(
+        "--resolution", type=int, default=None, help="env frame size (default: the model's, else 128)"
+    )
     ap.add_argument("--no-video", action="store_true")
     ap.add_argument("--fps", type=int, default=6)
     return ap
@@ -349,7 +351,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         from .planner import VideoPlanner
 
         planner = VideoPlanner.from_pretrained(args.checkpoint, backend=args.backend, device=args.device)
-    res = (args.resolution, args.resolution)
+    r = args.resolution or (max(planner.height, planner.width) if planner is not None else 128)
+    res = (r, r)
     env = make_env(args.task, args.split, args.scene, resolution=res, max_steps=args.max_steps)
     policy = build_policy(args, env, planner)
     results: list[EpisodeResult] = []

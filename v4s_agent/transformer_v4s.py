@@ -184,7 +184,7 @@ class V4STransformer3DModel(WanTransformer3DModel):
 
     @classmethod
     def from_pretrained(cls, *args: Any, **kwargs: Any) -> V4STransformer3DModel:  # type: ignore[override]
-        """Load like diffusers; a Wan2.x checkpoint has no ``camera_embedder``: it is created fresh (no-op)."""
+        """Load like diffusers; a Wan2.x checkpoint lacks ``camera_embedder``: it is created fresh (no-op)."""
         model = super().from_pretrained(*args, **kwargs)
         emb = model.camera_embedder
         if emb is not None and any(p.is_meta for p in emb.parameters()):

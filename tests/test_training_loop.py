@@ -1,0 +1,202 @@
+"""Train loop: exact resume after a kill, atomic checkpoints, clear errors, 2-process CPU DDP (gloo)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from v4s_agent.training import train as train_mod
+from v4s_agent.training.config import TrainConfig, get_train_config
+from v4s_agent.training.generate_data import GenConfig, generate
+from v4s_agent.training.train import CheckpointError, latest_checkpoint, train
+
+TINY_GEN = GenConfig(
+    split="train",
+    height=32,
+    width=32,
+    object_episodes=3,
+    pose_episodes=1,
+    random_walk_steps=12,
+    max_episode_steps=80,
+)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.getbasetemp() / "v4s_tiny_train"  # shared with test_training_data (resumable)
+    generate(TINY_GEN, 2, out, workers=1, progress=False)
+    return out
+
+
+def tiny(data_dir: Path, **kw) -> TrainConfig:
+    return get_train_config("tiny").replace(data_dir=str(data_dir), num_threads=1, **kw)
+
+
+def weights(run: Path, step: int, name: str) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "checkpoints" / f"step_{step:08d}" / f"{name}.safetensors"))
+
+
+def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_kill_and_resume_equals_uninterrupted_run(data_dir: Path, tmp_path: Path) -> None:
+    cfg = tiny(data_dir)
+    full = train(cfg, tmp_path / "full", progress=False)
+    assert full["step"] == cfg.max_steps
+    # "killed" after step 4 (no checkpoint at 4): the last checkpoint is step 3, one step is redone
+    train(cfg, tmp_path / "cut", stop_after=4, progress=False)
+    assert latest_checkpoint(tmp_path / "cut").name == "step_00000003"
+    resumed = train(cfg, tmp_path / "cut", resume=True, progress=False)
+    assert resumed["weights_digest"] == full["weights_digest"]
+    for name in ("transformer", "ema"):
+        assert_same(
+            weights(tmp_path / "full", cfg.max_steps, name), weights(tmp_path / "cut", cfg.max_steps, name)
+        )
+    # the final EMA pipeline is a loadable save_pretrained folder
+    from v4s_agent.pipeline_v4s import Video4SpatialPipeline
+
+    pipe = Video4SpatialPipeline.from_pretrained(str(tmp_path / "cut" / "final" / "pipeline"))
+    ema = load_file(str(tmp_path / "cut" / "checkpoints" / f"step_{cfg.max_steps:08d}" / "ema.safetensors"))
+    for n, p in pipe.transformer.named_parameters():
+        assert torch.equal(p.detach().float(), ema[n])
+    run_cfg = json.loads((tmp_path / "cut" / "train_config.json").read_text())
+    assert run_cfg["resolved_model_config"]["name"] == "tiny"
+    assert TrainConfig.from_file(tmp_path / "cut" / "train_config.json").max_steps == cfg.max_steps
+    assert not list((tmp_path / "cut" / "checkpoints").glob(".tmp*"))
+    assert (tmp_path / "cut" / "metrics.jsonl").read_text().count("\n") == cfg.max_steps
+
+
+def test_checkpoint_from_another_config_is_refused(data_dir: Path, tmp_path: Path) -> None:
+    cfg = tiny(data_dir, max_steps=3)
+    train(cfg, tmp_path / "run", stop_after=3, progress=False)
+    other = cfg.replace(model_overrides={"num_layers": 3})
+    with pytest.raises(CheckpointError, match="num_layers"):
+        train(other, tmp_path / "run", resume=True, progress=False)
+    with pytest.raises(CheckpointError, match="batch_size"):
+        train(cfg.replace(batch_size=3), tmp_path / "run", resume=True, progress=False)
+    with pytest.raises(CheckpointError, match="--resume"):
+        train(cfg, tmp_path / "run", progress=False)
+
+
+def test_full_disk_gives_a_clear_error_and_keeps_old_checkpoints(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = tiny(data_dir, max_steps=6)
+    calls = {"n": 0}
+    import safetensors.torch as st
+
+    real = st.save_file
+
+    def full_disk(*a, **k):
+        calls["n"] += 1
+        if calls["n"] > 2:  # the first checkpoint (2 files) succeeds, the second hits ENOSPC
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*a, **k)
+
+    monkeypatch.setattr(st, "save_file", full_disk)
+    with pytest.raises(CheckpointError, match="disk full"):
+        train(cfg, tmp_path / "run", progress=False)
+    assert latest_checkpoint(tmp_path / "run").name == "step_00000003"
+    assert not list((tmp_path / "run" / "checkpoints").glob(".tmp*"))
+
+
+def test_missing_data_is_a_clear_error(tmp_path: Path) -> None:
+    from v4s_agent.training.dataset import DataError
+
+    with pytest.raises(DataError, match="not found"):
+        train(
+            get_train_config("tiny").replace(data_dir=str(tmp_path / "nothing")),
+            tmp_path / "r",
+            progress=False,
+        )
+
+
+# ------------------------------------------------------------------------------------------------ DDP
+
+
+def _ddp_worker(rank: int, world: int, port: int, data: str, out: str, res: str) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_WORLD_SIZE=str(world),
+        OMP_NUM_THREADS="1",
+    )
+    torch.set_num_threads(1)
+    writes: list[int] = []
+    real = train_mod.save_checkpoint
+
+    def spy(output, step, *a, **k):
+        writes.append(step)
+        return real(output, step, *a, **k)
+
+    train_mod.save_checkpoint = spy
+    cfg = get_train_config("tiny").replace(data_dir=data, max_steps=4, checkpoint_every=2)
+    s = train_mod.train(cfg, out, progress=False)
+    Path(res, f"rank{rank}.json").write_text(json.dumps({**s, "writes": writes}))
+
+
+def test_two_process_cpu_ddp(data_dir: Path, tmp_path: Path) -> None:
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    res = tmp_path / "res"
+    res.mkdir()
+    mp.spawn(_ddp_worker, args=(2, port, str(data_dir), str(tmp_path / "ddp"), str(res)), nprocs=2, join=True)
+    r0, r1 = (json.loads((res / f"rank{r}.json").read_text()) for r in range(2))
+    assert r0["world_size"] == r1["world_size"] == 2 and "MULTI_CPU" in r0["distributed_type"]
+    assert r0["weights_digest"] == r1["weights_digest"]  # DDP kept the ranks in sync
+    assert r0["writes"] == [2, 4] and r1["writes"] == []  # only rank 0 writes checkpoints
+    assert r0["samples_seen"] == 4 * 2 * 2
+    assert (tmp_path / "ddp" / "final" / "pipeline").is_dir()
+
+
+@pytest.mark.slow
+def test_sigkill_during_training_then_resume(data_dir: Path, tmp_path: Path) -> None:
+    """A real SIGKILL of the CLI at a random moment; the resumed run ends with the uninterrupted weights."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "v4s_agent.training.train",
+        "--config",
+        "tiny",
+        "--data",
+        str(data_dir),
+        "--max-steps",
+        "30",
+        "--checkpoint-every",
+        "5",
+        "--no-progress",
+        "--num-threads",
+        "1",
+    ]
+    subprocess.run([*cmd, "--output", str(tmp_path / "ref")], check=True, capture_output=True)
+    p = subprocess.Popen(
+        [*cmd, "--output", str(tmp_path / "k")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and latest_checkpoint(tmp_path / "k") is None:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    subprocess.run([*cmd, "--output", str(tmp_path / "k"), "--resume"], check=True, capture_output=True)
+    assert_same(weights(tmp_path / "ref", 30, "ema"), weights(tmp_path / "k", 30, "ema"))

@@ -1,0 +1,129 @@
+"""Package a training run as a shipped checkpoint folder: ``pipeline/`` (EMA weights, ``save_pretrained``,
+sharded under 16 MB per file) + ``idm/`` + the loss-curve PNG for the model card.
+
+    python -m v4s_agent.training.export --run runs/default --idm runs/idm/idm \
+        --out v4s_agent/checkpoints/default
+
+Why a separate step: the run directory holds optimiser state and several checkpoints (hundreds of MB);
+the package ships only what ``VideoPlanner.from_pretrained()`` loads, and checks its size budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+MAX_SHARD = "15MB"
+MAX_TOTAL_MB = 40.0
+
+
+def plot_loss_curve(metrics_file: str | Path, out_png: str | Path, title: str = "") -> dict[str, Any]:
+    """Training loss (raw and smoothed; trajectory vs box frames) against step, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    recs = [json.loads(x) for x in Path(metrics_file).read_text().splitlines() if x]
+    if not recs:
+        raise ValueError(f"{metrics_file} holds no records")
+    step = np.array([r["step"] for r in recs])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax = axes[0]
+    for key, lab in (("loss", "loss"), ("loss_traj", "trajectory frames"), ("loss_box", "red-box frames")):
+        y = np.array([r.get(key, np.nan) for r in recs], dtype=float)
+        k = max(1, len(y) // 30)
+        sm = np.convolve(np.nan_to_num(y, nan=np.nanmean(y)), np.ones(k) / k, mode="valid")
+        if key == "loss":
+            ax.plot(step, y, color="0.8", lw=0.8, label="loss (per log step)")
+        ax.plot(step[k - 1 :], sm, lw=1.6, label=f"{lab} (smoothed)")
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("flow-matching MSE")
+    ax.set_title(title or "training loss")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    ax = axes[1]
+    ax.plot(step, [r.get("lr", np.nan) for r in recs], label="learning rate")
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("lr")
+    ax2 = ax.twinx()
+    ax2.plot(
+        step, [r.get("samples_per_s", np.nan) for r in recs], color="tab:orange", lw=0.7, label="samples/s"
+    )
+    ax2.set_ylabel("samples/s")
+    ax.set_title("schedule and throughput")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    last = recs[-1]
+    tail = [r["loss"] for r in recs[-max(1, len(recs) // 20) :]]
+    return {
+        "steps": int(last["step"]),
+        "final_loss": float(np.mean(tail)),
+        "first_loss": float(recs[0]["loss"]),
+        "elapsed_s": float(last.get("elapsed_s", float("nan"))),
+    }
+
+
+def folder_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+
+
+def export(run: str | Path, out: str | Path, idm: str | Path | None = None) -> dict[str, Any]:
+    """Write ``out/pipeline`` (EMA), ``out/idm`` and ``out/loss_curve.png``; returns facts for the card."""
+    from v4s_agent.pipeline_v4s import Video4SpatialPipeline
+
+    from .train import export_checkpoint, latest_checkpoint
+
+    run, out = Path(run), Path(out)
+    ckpt = latest_checkpoint(run)
+    if ckpt is None:
+        raise FileNotFoundError(f"no checkpoint in {run}")
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / ".pipeline_tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    export_checkpoint(run, tmp, ckpt)
+    # re-save sharded (git-friendly files) and verify it loads
+    pipe = Video4SpatialPipeline.from_pretrained(str(tmp))
+    shutil.rmtree(out / "pipeline", ignore_errors=True)
+    pipe.save_pretrained(str(out / "pipeline"), max_shard_size=MAX_SHARD)
+    shutil.rmtree(tmp, ignore_errors=True)
+    Video4SpatialPipeline.from_pretrained(str(out / "pipeline"))
+    if idm is not None:
+        shutil.rmtree(out / "idm", ignore_errors=True)
+        shutil.copytree(idm, out / "idm")
+    facts = plot_loss_curve(run / "metrics.jsonl", out / "loss_curve.png", f"{run.name}: training loss")
+    facts.update(checkpoint=str(ckpt), size_mb=round(folder_mb(out), 2))
+    biggest = max((f.stat().st_size for f in out.rglob("*") if f.is_file()), default=0) / 1e6
+    facts["largest_file_mb"] = round(biggest, 2)
+    if facts["size_mb"] > MAX_TOTAL_MB:
+        print(f"warning: {out} is {facts['size_mb']} MB (> {MAX_TOTAL_MB} MB budget)", file=sys.stderr)
+    return facts
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point."""
+    p = argparse.ArgumentParser(description="Package a training run as a shipped checkpoint folder.")
+    p.add_argument("--run", required=True, help="training run directory")
+    p.add_argument(
+        "--out", required=True, help="checkpoint folder to write (pipeline/, idm/, loss_curve.png)"
+    )
+    p.add_argument("--idm", default=None, help="an inverse-dynamics model folder (train_idm's OUTPUT/idm)")
+    a = p.parse_args(argv)
+    try:
+        facts = export(a.run, a.out, a.idm)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(facts, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
