@@ -40,8 +40,12 @@ import torch
 def _plan_inputs(cfg: Any) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     ctx = rng.integers(0, 256, (cfg.num_context_frames, cfg.height, cfg.width, 3), dtype=np.uint8)
-    return {"context": ctx, "context_positions": np.arange(cfg.num_context_frames) * 5,
-            "observation": ctx[-1], "instruction": "go to the chair"}
+    return {
+        "context": ctx,
+        "context_positions": np.arange(cfg.num_context_frames) * 5,
+        "observation": ctx[-1],
+        "instruction": "go to the chair",
+    }
 
 
 def _time(fn: Any, sync: bool = False) -> tuple[float, float]:
@@ -54,8 +58,9 @@ def _time(fn: Any, sync: bool = False) -> tuple[float, float]:
     return time.perf_counter() - w0, time.process_time() - c0
 
 
-def run_variants(variants: dict[str, Any], inputs: dict[str, Any], repeats: int, warmup: int,
-                 sync: bool = False) -> dict[str, Any]:
+def run_variants(
+    variants: dict[str, Any], inputs: dict[str, Any], repeats: int, warmup: int, sync: bool = False
+) -> dict[str, Any]:
     """Round-robin timing of ``planner.plan`` for every variant; median wall / CPU seconds."""
     walls: dict[str, list[float]] = {k: [] for k in variants}
     cpus: dict[str, list[float]] = {k: [] for k in variants}
@@ -65,25 +70,39 @@ def run_variants(variants: dict[str, Any], inputs: dict[str, Any], repeats: int,
             if r >= warmup:
                 walls[name].append(w)
                 cpus[name].append(c)
-    return {k: {"wall_s_median": statistics.median(walls[k]), "wall_s_min": min(walls[k]),
-                "cpu_s_median": statistics.median(cpus[k]), "wall_s": walls[k]} for k in variants}
+    return {
+        k: {
+            "wall_s_median": statistics.median(walls[k]),
+            "wall_s_min": min(walls[k]),
+            "cpu_s_median": statistics.median(cpus[k]),
+            "wall_s": walls[k],
+        }
+        for k in variants
+    }
 
 
 def plan_parity(pipe: Any, backend: Any, cfg: Any) -> dict[str, float]:
     """Same torch noise through both pipelines: max |latents| error and max uint8 frame difference."""
     inp = _plan_inputs(cfg)
-    kw = {"context": inp["context"], "context_positions": inp["context_positions"],
-          "observation": inp["observation"], "prompt": inp["instruction"]}
+    kw = {
+        "context": inp["context"],
+        "context_positions": inp["context_positions"],
+        "observation": inp["observation"],
+        "prompt": inp["instruction"],
+    }
     ref = pipe(**kw, generator=torch.Generator().manual_seed(0))
     out = backend(**kw, generator=torch.Generator().manual_seed(0))
     ref_lat = ref.latents.detach().float().cpu().numpy()
     out_lat = out.latents.detach().float().cpu().numpy() if hasattr(out.latents, "detach") else out.latents
-    return {"latents_max_abs_err": float(np.abs(ref_lat - out_lat).max()),
-            "frames_max_abs_diff_uint8": int(np.abs(ref.frames.astype(int) - out.frames.astype(int)).max())}
+    return {
+        "latents_max_abs_err": float(np.abs(ref_lat - out_lat).max()),
+        "frames_max_abs_diff_uint8": int(np.abs(ref.frames.astype(int) - out.frames.astype(int)).max()),
+    }
 
 
 def cpu_bench(args: argparse.Namespace, pipe: Any, idm: Any, onnx_dir: Path) -> dict[str, Any]:
     from v4s_agent.export.runtime_ort import OrtIDM, OrtPlannerBackend
+
     from v4s_agent.planner import VideoPlanner
 
     torch.set_num_threads(args.threads)
@@ -94,12 +113,28 @@ def cpu_bench(args: argparse.Namespace, pipe: Any, idm: Any, onnx_dir: Path) -> 
     variants = {
         "torch": VideoPlanner(pipe, idm, backend="torch", model_config=mc, **common),
         "ort_baseline": VideoPlanner(
-            OrtPlannerBackend(onnx_dir, intra_op_threads=args.threads, optimization_level="none", fuse_cfg=False),
-            ort_idm, backend="onnxruntime", model_config=mc, **common),
-        "ort": VideoPlanner(OrtPlannerBackend(onnx_dir, intra_op_threads=args.threads), ort_idm,
-                            backend="onnxruntime", model_config=mc, **common),
-        "ort_iobinding": VideoPlanner(OrtPlannerBackend(onnx_dir, intra_op_threads=args.threads, use_iobinding=True),
-                                      ort_idm, backend="onnxruntime", model_config=mc, **common),
+            OrtPlannerBackend(
+                onnx_dir, intra_op_threads=args.threads, optimization_level="none", fuse_cfg=False
+            ),
+            ort_idm,
+            backend="onnxruntime",
+            model_config=mc,
+            **common,
+        ),
+        "ort": VideoPlanner(
+            OrtPlannerBackend(onnx_dir, intra_op_threads=args.threads),
+            ort_idm,
+            backend="onnxruntime",
+            model_config=mc,
+            **common,
+        ),
+        "ort_iobinding": VideoPlanner(
+            OrtPlannerBackend(onnx_dir, intra_op_threads=args.threads, use_iobinding=True),
+            ort_idm,
+            backend="onnxruntime",
+            model_config=mc,
+            **common,
+        ),
     }
     res = run_variants(variants, _plan_inputs(cfg), args.repeats, args.warmup)
     t = res["torch"]["wall_s_median"]
@@ -123,8 +158,13 @@ def gpu_bench(args: argparse.Namespace, pipe: Any, idm: Any, onnx_dir: Path) -> 
     common = {"crosscheck": "off", "num_inference_steps": args.steps, "device": "cuda"}
     pipe = pipe.to("cuda")
     idm = idm.to("cuda") if idm is not None else None
-    variants: dict[str, Any] = {"torch_eager": VideoPlanner(pipe, idm, backend="torch", model_config=mc, **common)}
-    for name, mode in (("torch_compile", "max-autotune-no-cudagraphs"), ("torch_cuda_graphs", "reduce-overhead")):
+    variants: dict[str, Any] = {
+        "torch_eager": VideoPlanner(pipe, idm, backend="torch", model_config=mc, **common)
+    }
+    for name, mode in (
+        ("torch_compile", "max-autotune-no-cudagraphs"),
+        ("torch_cuda_graphs", "reduce-overhead"),
+    ):
         p = copy.deepcopy(pipe)
         p.transformer.compile(mode=mode, dynamic=False)
         variants[name] = VideoPlanner(p, idm, backend="torch", model_config=mc, **common)
@@ -134,8 +174,9 @@ def gpu_bench(args: argparse.Namespace, pipe: Any, idm: Any, onnx_dir: Path) -> 
         if "CUDAExecutionProvider" in ort.get_available_providers():
             from v4s_agent.export.runtime_ort import OrtPlannerBackend
 
-            be = OrtPlannerBackend(onnx_dir, providers=["CUDAExecutionProvider", "CPUExecutionProvider"],
-                                   use_iobinding=True)
+            be = OrtPlannerBackend(
+                onnx_dir, providers=["CUDAExecutionProvider", "CPUExecutionProvider"], use_iobinding=True
+            )
             variants["ort_cuda"] = VideoPlanner(be, idm, backend="onnxruntime", model_config=mc, **common)
     except ImportError:
         pass
@@ -146,8 +187,9 @@ def gpu_bench(args: argparse.Namespace, pipe: Any, idm: Any, onnx_dir: Path) -> 
         trt_dir = Path(args.trt) if args.trt else onnx_dir.parent / "tensorrt"
         if not (trt_dir / "engines.json").is_file():
             build_engines(onnx_dir, trt_dir)
-        variants["tensorrt_fp16"] = VideoPlanner(TrtPlannerBackend(trt_dir), idm, backend="tensorrt",
-                                                 model_config=mc, **common)
+        variants["tensorrt_fp16"] = VideoPlanner(
+            TrtPlannerBackend(trt_dir), idm, backend="tensorrt", model_config=mc, **common
+        )
     except ImportError as err:
         print(f"TensorRT variant skipped: {err}")
     res = run_variants(variants, _plan_inputs(cfg), args.repeats, args.warmup, sync=True)
@@ -193,11 +235,27 @@ def main() -> None:
     result: dict[str, Any] = {
         "command": "python benchmarks/bench_export.py " + " ".join(os.sys.argv[1:]),
         "model": checkpoint or (f"random {config}" if config else "shipped checkpoint"),
-        "config": {k: getattr(cfg, k) for k in ("height", "width", "num_context_frames", "num_target_frames",
-                                                 "num_layers", "num_inference_steps", "guidance_scale")},
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "python": platform.python_version(), "torch": torch.__version__},
-        "threads": args.threads, "repeats": args.repeats, "device": args.device,
+        "config": {
+            k: getattr(cfg, k)
+            for k in (
+                "height",
+                "width",
+                "num_context_frames",
+                "num_target_frames",
+                "num_layers",
+                "num_inference_steps",
+                "guidance_scale",
+            )
+        },
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+        },
+        "threads": args.threads,
+        "repeats": args.repeats,
+        "device": args.device,
     }
     try:
         import onnxruntime as ort
@@ -205,11 +263,15 @@ def main() -> None:
         result["machine"]["onnxruntime"] = ort.__version__
     except ImportError:
         pass
-    result.update(cpu_bench(args, pipe, idm, onnx_dir) if args.device == "cpu" else gpu_bench(args, pipe, idm, onnx_dir))
+    result.update(
+        cpu_bench(args, pipe, idm, onnx_dir) if args.device == "cpu" else gpu_bench(args, pipe, idm, onnx_dir)
+    )
     print(f"\n{'variant':<18}{'wall s (median)':>16}{'wall s (min)':>14}{'cpu s':>10}{'speedup':>9}")
     for name, v in result["variants"].items():
         sp = v.get("speedup_vs_torch", v.get("speedup_vs_eager", float("nan")))
-        print(f"{name:<18}{v['wall_s_median']:>16.3f}{v['wall_s_min']:>14.3f}{v['cpu_s_median']:>10.3f}{sp:>8.2f}x")
+        print(
+            f"{name:<18}{v['wall_s_median']:>16.3f}{v['wall_s_min']:>14.3f}{v['cpu_s_median']:>10.3f}{sp:>8.2f}x"
+        )
     if "parity" in result:
         print("parity ORT vs PyTorch (same noise):", result["parity"])
     if args.out:

@@ -15,7 +15,7 @@ from scipy import ndimage
 
 from ..metrics import box_from_mask, sd_from_box
 from .actions import ACTION_NAMES, FORWARD_STEP_M, MOVE_FORWARD, STOP, TURN_ANGLE_DEG, TURN_LEFT, TURN_RIGHT
-from .expert import expert_action, heading_to
+from .expert import expert_action, heading_to, lookahead_point, turn_towards
 from .geometry import DEFAULT_CAMERA_PITCH_DEG, forward_xz, make_pose, wrap_angle
 from .navigation import NavGrid
 from .scenes import CATEGORIES, SPLITS, TRAIN, Scene, SceneError, load_gltf_scene, make_scene, split_scene
@@ -268,7 +268,7 @@ class V4SNavEnv(gym.Env):
             raise RuntimeError("call reset() first: the context belongs to the scene chosen at reset")
         return self._bundle.tour()
 
-    def _object_goal_field(self, category: str) -> tuple[np.ndarray, np.ndarray]:
+    def _object_goal_field(self, category: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Distance field to the viewpoints of ``category``: walkable cells within 0.9 m of an instance's
         footprint with a clear line of sight past walls."""
         b = self._bundle
@@ -311,7 +311,7 @@ class V4SNavEnv(gym.Env):
             good[rr[keep], cc[keep]] = True
             # 0.25 m steps cannot hit single cells: accept anything within 0.15 m of a good viewpoint
             mask |= ndimage.binary_dilation(good, iterations=1) & cand
-        fields = (g.distance_field(mask), g.distance_field(mask, safe=True))
+        fields = (g.distance_field(mask), g.distance_field(mask, safe=True), mask)
         b._goal_cache[category] = fields
         return fields
 
@@ -346,7 +346,7 @@ class V4SNavEnv(gym.Env):
             self.goal_category = usable[int(rng.integers(len(usable)))]
             self._goal_ids = np.array([o.instance_id for o in scene.objects_of(self.goal_category)], np.int32)
             self._goal_objs = scene.objects_of(self.goal_category)
-            self._field, self._safe_field = self._object_goal_field(self.goal_category)
+            self._field, self._safe_field, self._goal_mask = self._object_goal_field(self.goal_category)
             self.instruction = instruction_for(self.goal_category)
         else:
             self.goal_category = ""
@@ -380,6 +380,9 @@ class V4SNavEnv(gym.Env):
         self._done = False
         self._last_success = False
         self._final_heading = None
+        self._replans = 0
+        self._expert_visits: dict[tuple, int] = {}
+        self._excluded = np.zeros(g.shape, dtype=bool)
         self._episode_ready = True
         obs = self._observe()
         info = self._info(collided=False, stopped=False)
@@ -538,14 +541,28 @@ class V4SNavEnv(gym.Env):
         if not self._episode_ready:
             raise RuntimeError("expert_action() needs an episode: call reset() first")
         g = self._bundle.navgrid
-        if self.task == "object":
-            final_yaw = self._goal_heading()
-        else:
-            final_yaw = self._goal_yaw
+        state = (round(self._x, 2), round(self._z, 2), self._yaw_steps)
+        self._expert_visits[state] = self._expert_visits.get(state, 0) + 1
+        if self._expert_visits[state] > 3:
+            # cycling (the 0.25 m / 15 deg lattice cannot reach the remaining viewpoints): settle here
+            if self.task == "object" and self._near_goal_object():
+                return turn_towards(self.yaw, self._goal_heading()[0])
+            return STOP
+        final_yaw = self._goal_yaw if self.task == "pose" else self.yaw
+        if self.task == "object" and lookahead_point(g, self._safe_field, self._x, self._z) is None:
+            final_yaw, best_sd = self._goal_heading()
+            if best_sd >= SUCCESS_SD - 0.01 and self._replans < 3:
+                # this spot cannot centre the goal well enough (occlusion, too close): drop it and walk on
+                self._replans += 1
+                self._excluded |= g.point_mask(self._x, self._z, 0.35)
+                mask = self._goal_mask & ~self._excluded
+                if (mask & g.navigable).any():
+                    self._safe_field = g.distance_field(mask, safe=True)
+                    return self.expert_action()
         return expert_action(g, self._safe_field, self._x, self._z, self.yaw, final_yaw,
                              forward_result=lambda: self._try_forward()[:2])  # fmt: skip
 
-    def _goal_heading(self) -> float:
+    def _goal_heading(self) -> tuple[float, float]:
         """The 15-deg heading from which the nearest goal instance looks best centred (predicted from its
         3-D box, so the expert never dithers between two headings)."""
         o = min(self._goal_objs, key=lambda o: float(_footprint_distance(self._x, self._z, o)))
@@ -558,7 +575,7 @@ class V4SNavEnv(gym.Env):
         sd = np.where(facing, sd, np.inf)
         key = (round(self._x, 3), round(self._z, 3))
         if self._final_heading is not None and self._final_heading[0] == key:
-            return self._final_heading[1]
+            return self._final_heading[1], self._final_heading[2]
         best, best_sd = float(yaws[int(np.argmin(sd))]), np.inf
         r = self._bundle.renderer
         for j in np.argsort(sd)[:4]:
@@ -574,8 +591,8 @@ class V4SNavEnv(gym.Env):
                 box = box_from_mask(sem == gid, max(4, (h * w) // 2000))
                 if box is not None and sd_from_box(box, h, w) < best_sd:
                     best, best_sd = float(yaws[j]), sd_from_box(box, h, w)
-        self._final_heading = (key, float(wrap_angle(best)))
-        return self._final_heading[1]
+        self._final_heading = (key, float(wrap_angle(best)), float(best_sd))
+        return self._final_heading[1], self._final_heading[2]
 
     # ---------------------------------------------------------------------------------------- render
     def render(self):

@@ -58,7 +58,7 @@ def _onnx_dir_for(path: Path) -> Path:
     from .graphs import export_planner
 
     logger.warning("exporting %s to ONNX once (cached in %s)", ckpt, out)
-    export_planner(checkpoint=path, out_dir=out)
+    export_planner(checkpoint=ckpt if (ckpt / "pipeline").is_dir() else path, out_dir=out)
     return out
 
 

@@ -52,9 +52,14 @@ class ExportWanAttnProcessor:
     default model). Same arithmetic, stacked instead; SDPA is called directly. Used only while tracing.
     """
 
-    def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
-                 attention_mask: torch.Tensor | None = None,
-                 rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    def __call__(
+        self,
+        attn: Any,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         from diffusers.models.transformers.transformer_wan import _get_qkv_projections
 
         query, key, value = _get_qkv_projections(attn, hidden_states, encoder_hidden_states)
@@ -65,8 +70,12 @@ class ExportWanAttnProcessor:
         if rotary_emb is not None:
             query, key = _rope(query, *rotary_emb), _rope(key, *rotary_emb)
         out = torch.nn.functional.scaled_dot_product_attention(
-            query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2),
-            attn_mask=attention_mask, dropout_p=0.0, is_causal=False,
+            query.transpose(1, 2),
+            key.transpose(1, 2),
+            value.transpose(1, 2),
+            attn_mask=attention_mask,
+            dropout_p=0.0,
+            is_causal=False,
         )
         out = out.transpose(1, 2).flatten(2, 3).type_as(query)
         return attn.to_out[1](attn.to_out[0](out))
@@ -77,7 +86,11 @@ def export_friendly_attention(transformer: torch.nn.Module) -> Iterator[None]:
     """Swap in :class:`ExportWanAttnProcessor` (only on attention without I2V image keys), then restore."""
     saved = {}
     for name, mod in transformer.named_modules():
-        if hasattr(mod, "set_processor") and hasattr(mod, "processor") and getattr(mod, "add_k_proj", None) is None:
+        if (
+            hasattr(mod, "set_processor")
+            and hasattr(mod, "processor")
+            and getattr(mod, "add_k_proj", None) is None
+        ):
             saved[name] = mod.processor
             mod.set_processor(ExportWanAttnProcessor())
     try:
@@ -308,8 +321,8 @@ def build_specs(
             alt_inputs=alt,
             shape_ranges={n: tuple(r) for n, r in ranges.items()},
             atol=1e-3,
-            notes="pipeline.predict_velocity; CFG runs as one batch-2 call; camera zeros + mask zeros == no camera;"
-            " traced with ExportWanAttnProcessor (same maths as WanAttnProcessor)",
+            notes="pipeline.predict_velocity; CFG runs as one batch-2 call; camera zeros + mask zeros"
+            " == no camera; traced with ExportWanAttnProcessor (same maths as WanAttnProcessor)",
             export_context=lambda: export_friendly_attention(pipe.transformer),
         )
     )
@@ -411,7 +424,7 @@ def build_specs(
                 output_names=["video"],
                 dynamic_axes={"latents": {0: "batch"}},
                 atol=1e-3,
-                notes="Wan VAE decode of the target latents; its frame loop is unrolled, so frames are static",
+                notes="Wan VAE decode of the target latents; its frame loop is unrolled: frames are static",
             )
         )
     if components:

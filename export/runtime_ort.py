@@ -235,8 +235,10 @@ class OrtGraph:
                         continue
                     factor, sym = int(m.group(1) or 1), m.group(2)
                     if got % factor:
-                        raise ValueError(f"{self.name}: input {name!r} dim {i} ({want}) must be a multiple of "
-                                         f"{factor}, got shape {arr.shape}")
+                        raise ValueError(
+                            f"{self.name}: input {name!r} dim {i} ({want}) must be a multiple of "
+                            f"{factor}, got shape {arr.shape}"
+                        )
                     val = got // factor
                     if sym in symbols and symbols[sym][0] != val:
                         raise ValueError(
@@ -595,7 +597,9 @@ class PlannerRuntime:
             if do_cfg:
                 x_null = ops.cat([z_ctx, x[:, :, k:]], axis=2) if cfg_mode == "joint" else x
                 if fuse:
-                    v = self._run("denoiser", latents=ops.cat([x, x_null], 0), timesteps=tt, **pair)["velocity"]
+                    v = self._run("denoiser", latents=ops.cat([x, x_null], 0), timesteps=tt, **pair)[
+                        "velocity"
+                    ]
                     v_cond, v_null = v[:b], v[b:]
                 else:  # two batch-b calls (the benchmark's "unfused" variant)
                     v_cond = self._run("denoiser", latents=x, timesteps=tt, **cond)["velocity"]
@@ -699,7 +703,9 @@ class OrtPlannerBackend(PlannerRuntime):
         manifest = load_manifest(onnx_dir)
         root = Path(onnx_dir)
         graphs = {
-            name: OrtGraph(root / comp["file"], providers, intra_op_threads, use_iobinding, optimization_level)
+            name: OrtGraph(
+                root / comp["file"], providers, intra_op_threads, use_iobinding, optimization_level
+            )
             for name, comp in manifest["components"].items()
         }
         super().__init__(root, manifest, graphs, NumpyOps())

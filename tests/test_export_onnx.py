@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-
 from v4s_agent.export.runtime_ort import OrtGraph, OrtIDM, OrtPlannerBackend
 
 TOL_LATENTS = 1e-4  # stated tolerance: max abs error of the final latents, ORT vs PyTorch
@@ -24,6 +23,7 @@ TOL_FRAMES = 1  # uint8 levels (a value on a rounding boundary may flip)
 def ckpt(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A saved tiny checkpoint (pipeline/ + idm/) with a non-trivial camera embedder, and its export."""
     from v4s_agent.export.graphs import export_planner
+
     from v4s_agent.inverse_dynamics import IDMConfig, InverseDynamicsModel
     from v4s_agent.pipeline_v4s import Video4SpatialPipeline
 
@@ -35,7 +35,9 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             p.copy_(torch.randn(p.shape, generator=g) * 0.5)
     pipe.save_pretrained(root / "pipeline")
     torch.manual_seed(0)
-    InverseDynamicsModel(IDMConfig(height=16, width=16, base_channels=8, num_stages=2)).save_pretrained(root / "idm")
+    InverseDynamicsModel(IDMConfig(height=16, width=16, base_channels=8, num_stages=2)).save_pretrained(
+        root / "idm"
+    )
     result = export_planner(checkpoint=root, out_dir=root / "onnx")
     ref = Video4SpatialPipeline.from_pretrained(str(root / "pipeline"))
     ref.set_progress_bar_config(disable=True)
@@ -174,6 +176,7 @@ def test_sanitized_graphs_give_the_same_plan(ckpt: dict[str, Any], tmp_path: Pat
 
 def test_planner_uses_the_onnxruntime_backend(ckpt: dict[str, Any]) -> None:
     from v4s_agent.export import load_runtime_pipeline
+
     from v4s_agent.planner import VideoPlanner
 
     assert isinstance(load_runtime_pipeline(ckpt["root"] / "pipeline"), OrtPlannerBackend)
@@ -237,10 +240,23 @@ def test_mismatched_shapes_give_clear_errors(ckpt: dict[str, Any]) -> None:
 def test_cli(ckpt: dict[str, Any], tmp_path: Path) -> None:
     from v4s_agent.export.__main__ import main
 
-    assert main(["onnx", "--checkpoint", str(ckpt["root"]), "--out", str(tmp_path / "o"), "--components", "idm"]) == 0
+    assert (
+        main(["onnx", "--checkpoint", str(ckpt["root"]), "--out", str(tmp_path / "o"), "--components", "idm"])
+        == 0
+    )
     assert json.loads((tmp_path / "o" / "parity.json").read_text())["idm"]["ok"]
     with pytest.raises(ValueError, match="unknown components"):
-        main(["onnx", "--checkpoint", str(ckpt["root"]), "--out", str(tmp_path / "p"), "--components", "vae_decoder"])
+        main(
+            [
+                "onnx",
+                "--checkpoint",
+                str(ckpt["root"]),
+                "--out",
+                str(tmp_path / "p"),
+                "--components",
+                "vae_decoder",
+            ]
+        )
     try:
         import tensorrt  # noqa: F401
 
@@ -263,10 +279,15 @@ def test_sampling_loop_on_torch_tensors(ckpt: dict[str, Any]) -> None:
             self.graph = graph
 
         def __call__(self, **feeds: Any) -> dict[str, torch.Tensor]:
-            arrs = {k: (v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v)) for k, v in feeds.items()}
+            arrs = {
+                k: (v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v)) for k, v in feeds.items()
+            }
             return {k: torch.from_numpy(v) for k, v in self.graph(**arrs).items()}
 
-    graphs = {n: TorchIO(OrtGraph(ckpt["onnx"] / c["file"], intra_op_threads=1)) for n, c in manifest["components"].items()}
+    graphs = {
+        n: TorchIO(OrtGraph(ckpt["onnx"] / c["file"], intra_op_threads=1))
+        for n, c in manifest["components"].items()
+    }
     runtime = PlannerRuntime(ckpt["onnx"], manifest, graphs, TorchOps(torch.device("cpu")))
     pipe = ckpt["pipe"]
     inp = _inputs(pipe.v4s_config, seed=6)

@@ -34,7 +34,17 @@ _LAZY = {
     "InverseDynamicsModel": "v4s_agent.inverse_dynamics",
 }
 
-__all__ = ["ENV_ID", "__version__", *_LAZY]
+__all__ = [
+    "ENV_ID",
+    "InverseDynamicsModel",
+    "Plan",
+    "V4SAgent",
+    "V4SPipelineOutput",
+    "V4STransformer3DModel",
+    "VideoPlanner",
+    "Video4SpatialPipeline",
+    "__version__",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .agent import V4SAgent
