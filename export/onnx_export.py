@@ -12,14 +12,16 @@ The model-specific wrappers (what each graph computes) live in :mod:`v4s_agent.e
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
+import re
 import shutil
 import time
 import warnings
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,6 +85,20 @@ def _param_bytes(module: torch.nn.Module) -> int:
     )
 
 
+@contextmanager
+def _quiet_loggers() -> Iterator[None]:
+    """Silence the exporter's INFO chatter (onnx_ir passes, torchvision notices) while exporting."""
+    names = ("torch.onnx", "torch._dynamo", "torch.export", "onnx_ir", "onnxscript")
+    saved = {n: logging.getLogger(n).level for n in names}
+    for n in names:
+        logging.getLogger(n).setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for n, level in saved.items():
+            logging.getLogger(n).setLevel(level)
+
+
 def export_graph(spec: GraphSpec, out_dir: str | os.PathLike, opset: int = OPSET) -> Path:
     """Export ``spec`` to ``<out_dir>/<spec.name>/model.onnx`` and run ``onnx.checker`` on it.
 
@@ -106,7 +122,8 @@ def export_graph(spec: GraphSpec, out_dir: str | os.PathLike, opset: int = OPSET
     external = _param_bytes(module) > _TWO_GB
     t0 = time.perf_counter()
     ctx = spec.export_context() if spec.export_context is not None else nullcontext()
-    with warnings.catch_warnings(), torch.no_grad(), ctx:
+    log = io.StringIO()  # the exporter prints progress and optimiser notes; keep them for errors only
+    with warnings.catch_warnings(), torch.no_grad(), ctx, redirect_stdout(log), _quiet_loggers():
         warnings.simplefilter("ignore")
         try:
             program = torch.onnx.export(
@@ -122,18 +139,50 @@ def export_graph(spec: GraphSpec, out_dir: str | os.PathLike, opset: int = OPSET
                 verbose=False,
             )
         except Exception as err:  # the exporter raises many types; re-raise with the component named
+            tail = log.getvalue()[-2000:]
             raise ExportError(
-                f"torch.onnx.export (dynamo) failed for component {spec.name!r}: {err}"
+                f"torch.onnx.export (dynamo) failed for component {spec.name!r}: {err}\n{tail}"
             ) from err
     if program is None:  # pragma: no cover - torch < 2.5 returns None; we need the program to save
         raise ExportError("torch.onnx.export returned no ONNXProgram; torch >= 2.5 is required")
     program.save(str(path), external_data=external)
+    rename_dims(path, spec.dynamic_axes)
     logger.info("exported %s in %.1fs", spec.name, time.perf_counter() - t0)
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as err:
         raise ExportError(f"onnx.checker rejected {path}: {err}") from err
     return path
+
+
+def rename_dims(path: str | os.PathLike, dynamic_axes: dict[str, dict[int, str]]) -> dict[str, str]:
+    """Give the exporter's symbolic dims (``s15``, ``64*s22``) our labels (``batch``, ``64*frames``).
+
+    Why: readable input shapes for users and TensorRT profiles, and inputs that share a label must agree
+    (the runtimes check that). Only names change; external weight files are left where they are.
+    """
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    inputs = {vi.name: vi for vi in model.graph.input}
+    mapping: dict[str, str] = {}
+    for name, axes in dynamic_axes.items():
+        if name not in inputs:
+            continue
+        dims = inputs[name].type.tensor_type.shape.dim
+        for axis, label in axes.items():
+            sym = dims[axis].dim_param if axis < len(dims) else ""
+            if re.fullmatch(r"[A-Za-z_]\w*", sym or "") and sym not in mapping:
+                mapping[sym] = label
+    if not mapping:
+        return mapping
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, mapping)) + r")\b")
+    for vi in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
+        for d in vi.type.tensor_type.shape.dim:
+            if d.dim_param:
+                d.dim_param = pattern.sub(lambda m: mapping[m.group(1)], d.dim_param)
+    onnx.save(model, str(path))
+    return mapping
 
 
 def graph_io(path: str | os.PathLike) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -151,6 +152,16 @@ class TorchOps:
 # ---------------------------------------------------------------------------------------------------------
 
 
+def default_threads() -> int:
+    """``$V4S_ORT_THREADS``, else torch's thread count when torch is loaded (so ``--num-threads`` of the
+    rollout applies to ONNX Runtime too), else 0 (ONNX Runtime's default: one per physical core)."""
+    env = os.environ.get("V4S_ORT_THREADS")
+    if env:
+        return int(env)
+    torch = sys.modules.get("torch")
+    return int(torch.get_num_threads()) if torch is not None else 0
+
+
 def session_options(intra_op_threads: int | None = None, optimization_level: str = "all") -> Any:
     """CPU session options used by the backend and the benchmark (full graph optimisation, fixed threads)."""
     import onnxruntime as ort
@@ -166,7 +177,7 @@ def session_options(intra_op_threads: int | None = None, optimization_level: str
         raise ValueError(f"optimization_level must be one of {sorted(levels)}. Got {optimization_level!r}")
     so.graph_optimization_level = levels[optimization_level]
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.intra_op_num_threads = intra_op_threads if intra_op_threads is not None else (os.cpu_count() or 1)
+    so.intra_op_num_threads = default_threads() if intra_op_threads is None else int(intra_op_threads)
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
     return so

@@ -19,8 +19,10 @@ from v4s_agent.export.tensorrt_build import (
     require_tensorrt,
 )
 
-pytest.importorskip("polygraphy")
-pytest.importorskip("onnx_graphsurgeon")
+
+def _need_sanitizer() -> None:
+    pytest.importorskip("polygraphy")
+    pytest.importorskip("onnx_graphsurgeon")
 
 
 class _Tiny(torch.nn.Module):
@@ -54,6 +56,7 @@ def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_sanitize_only_runs_on_cpu(tiny_export: Path, tmp_path: Path) -> None:
+    _need_sanitizer()
     report = build_engines(tiny_export, tmp_path / "trt", sanitize_only=True)
     entry = report["components"]["tiny"]
     assert entry["nodes_after"] <= entry["nodes_before"]
@@ -65,6 +68,7 @@ def test_sanitize_only_runs_on_cpu(tiny_export: Path, tmp_path: Path) -> None:
 
 
 def test_fp16_conversion_keeps_float32_io(tiny_export: Path, tmp_path: Path) -> None:
+    _need_sanitizer()
     pytest.importorskip("onnxconverter_common")
     from v4s_agent.export.tensorrt_build import convert_fp16
 

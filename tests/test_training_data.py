@@ -142,3 +142,13 @@ def test_idm_transitions(data_dir: Path) -> None:
     f0, f1, y = load_idm_transitions(data_dir)
     assert f0.shape == f1.shape and f0.shape[0] == len(y) and f0.dtype == np.uint8
     assert set(np.unique(y).tolist()) <= {0, 1, 2, 3} and (y == 1).any()
+
+
+def test_stream_resume_with_dataloader_workers(data_dir: Path) -> None:
+    """Workers deliver batches round-robin; a resumed loader must continue the same batch sequence."""
+    m = get_model_config("tiny")
+    full = iter(make_dataloader(data_dir, m, batch_size=2, seed=1, num_workers=2))
+    batches = [next(full) for _ in range(6)]
+    resumed = iter(make_dataloader(data_dir, m, batch_size=2, seed=1, num_workers=2, start_batch=3))
+    for i in range(3):
+        assert torch.equal(next(resumed)["target"], batches[3 + i]["target"])

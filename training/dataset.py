@@ -269,8 +269,11 @@ class V4SShardDataset(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         w, n_w = (info.id, info.num_workers) if info is not None else (0, 1)
-        slot, n_slots = self.rank * n_w + w, self.world_size * n_w
-        done = max(0, math.ceil((self.start_batch - w) / n_w))  # batches this worker delivered before
+        # a resumed loader's round-robin starts at worker 0, but batch `start_batch` came from worker
+        # start_batch % n_w of the original run: worker w plays the original worker w_orig
+        w_orig = (w + self.start_batch) % n_w
+        slot, n_slots = self.rank * n_w + w_orig, self.world_size * n_w
+        done = max(0, math.ceil((self.start_batch - w_orig) / n_w))  # batches it delivered before
         skip = done * self.batch_size
         cache: OrderedDict[int, dict[str, np.ndarray]] = OrderedDict()
         for k, (epoch, si, kind, ep, g) in enumerate(self._stream(slot, n_slots)):

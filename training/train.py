@@ -719,6 +719,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Nam
         default=None,
         help="auto: bf16 on CUDA, fp32 on CPU; bf16 also speeds up CPUs with AVX512-BF16/AMX",
     )
+    p.add_argument(
+        "--model-override",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="documented training-side change of a model-config field, e.g. patch_size=[1,8,8]",
+    )
     p.add_argument("--stop-after", type=int, default=None, help="debug: exit after this step as if killed")
     p.add_argument(
         "--max-minutes",
@@ -743,6 +750,17 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Nam
         "mixed_precision": a.mixed_precision,
     }
     cfg = cfg.replace(**{k: v for k, v in over.items() if v is not None})
+    if a.model_override:
+        mo = dict(cfg.model_overrides)
+        for item in a.model_override:
+            key, sep, val = item.partition("=")
+            if not sep:
+                p.error(f"--model-override expects KEY=JSON. Got {item!r}")
+            try:
+                mo[key] = json.loads(val)
+            except json.JSONDecodeError:
+                mo[key] = val
+        cfg = cfg.replace(model_overrides=mo)
     return cfg, a
 
 

@@ -28,6 +28,7 @@ from .metrics import box_from_mask, sd_from_box
 
 logger = logging.getLogger(__name__)
 
+MIN_FRACTION = 0.01  # "the object is there": at least 1% of the frame (41 px at 64x64)
 DEFAULT_DETECTOR = Path(__file__).resolve().parent / "checkpoints" / "evaluator_detector"
 Box = tuple[float, float, float, float]
 
@@ -135,7 +136,7 @@ class EvaluatorDetector(nn.Module):
         return np.concatenate(out) if out else np.zeros((0, self.input_size, self.input_size), np.int64)
 
     def detect(
-        self, frames: np.ndarray, category: str, min_fraction: float = 0.004
+        self, frames: np.ndarray, category: str, min_fraction: float = MIN_FRACTION
     ) -> list[tuple[Box | None, float]]:
         """Goal boxes in each frame's own pixel coordinates, and the goal region's area fraction.
 
@@ -324,7 +325,7 @@ def train_detector(
 
 
 def validate_detector(
-    det: EvaluatorDetector, images: np.ndarray, masks: np.ndarray, min_fraction: float = 0.004
+    det: EvaluatorDetector, images: np.ndarray, masks: np.ndarray, min_fraction: float = MIN_FRACTION
 ) -> dict[str, float]:
     """Agreement with the exact semantic render, per (frame, present-or-absent category) pair.
 
@@ -415,8 +416,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--width", type=int, default=16, help="channels of the first stage")
+    ap.add_argument("--num-threads", type=int, default=1, help="torch threads (1: fastest on a busy CPU)")
     args = ap.parse_args(argv)
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    torch.set_num_threads(args.num_threads)
     _, meta = train_and_save(args.out, args.episodes, args.epochs, args.seed, width=args.width)
     print(json.dumps(meta, indent=2))
     return 0
