@@ -41,6 +41,11 @@ def _parser() -> argparse.ArgumentParser:
     o.add_argument("--opset", type=int, default=18)
     o.add_argument("--components", nargs="*", default=None, help="subset of components (default: all)")
     o.add_argument("--seed", type=int, default=0, help="seed of the example/parity inputs")
+    o.add_argument(
+        "--fp16-denoiser",
+        action="store_true",
+        help="also export denoiser_fp16 (fp16 weights, float32 I/O): TensorRT 11 builds fp16 engines from it",
+    )
     t = sub.add_parser("tensorrt", help="sanitise the ONNX graphs and build fp16 TensorRT engines")
     t.add_argument("--onnx", required=True, help="folder written by `python -m v4s_agent.export onnx`")
     t.add_argument("--out", required=True, help="output folder for engines")
@@ -61,15 +66,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.cmd == "onnx":
         from .graphs import export_planner
+        from .onnx_export import ExportError
 
-        result = export_planner(
-            checkpoint=args.checkpoint,
-            config=args.config,
-            out_dir=args.out,
-            opset=args.opset,
-            components=args.components,
-            seed=args.seed,
-        )
+        try:
+            result = export_planner(
+                checkpoint=args.checkpoint,
+                config=args.config,
+                out_dir=args.out,
+                opset=args.opset,
+                components=args.components,
+                seed=args.seed,
+                fp16_denoiser=args.fp16_denoiser,
+            )
+        except (FileNotFoundError, ExportError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         parity = {k: v["max_abs_err"] for k, v in result["parity"].items() if not k.startswith("_")}
         print(json.dumps({"out": args.out, "max_abs_err": parity}, indent=2))
         bad = [k for k, v in result["parity"].items() if not k.startswith("_") and not v["ok"]]
@@ -88,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sanitize_only=args.sanitize_only,
             workspace_gib=args.workspace_gib,
         )
-    except TensorRTUnavailableError as err:
+    except (TensorRTUnavailableError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(json.dumps(report, indent=2))

@@ -146,6 +146,50 @@ class DenoiserNoCameraGraph(torch.nn.Module):
         return self._pipe[0].predict_velocity(latents, timesteps, frame_positions, text_emb)
 
 
+def half_pipeline(pipe: Any) -> Any:
+    """A copy of the pipeline whose transformer is fp16 except diffusers' ``_keep_in_fp32_modules``."""
+    import copy
+
+    pipe16 = copy.deepcopy(pipe)
+    tr = pipe16.transformer.half()
+    keep = set(getattr(tr, "_keep_in_fp32_modules", None) or [])
+    for name, mod in tr.named_modules():
+        if keep & set(name.split(".")):
+            mod.float()
+    return pipe16
+
+
+class DenoiserFp16Graph(DenoiserGraph):
+    """:class:`DenoiserGraph` on an fp16 transformer with float32 inputs and output."""
+
+    def forward(
+        self,
+        latents: torch.Tensor,
+        timesteps: torch.Tensor,
+        frame_positions: torch.Tensor,
+        text_emb: torch.Tensor,
+        camera: torch.Tensor,
+        camera_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        v = self._pipe[0].predict_velocity(
+            latents.half(), timesteps, frame_positions, text_emb, camera, camera_mask
+        )
+        return v.float()
+
+
+class DenoiserNoCameraFp16Graph(DenoiserNoCameraGraph):
+    """:class:`DenoiserNoCameraGraph` on an fp16 transformer with float32 inputs and output."""
+
+    def forward(
+        self,
+        latents: torch.Tensor,
+        timesteps: torch.Tensor,
+        frame_positions: torch.Tensor,
+        text_emb: torch.Tensor,
+    ) -> torch.Tensor:
+        return self._pipe[0].predict_velocity(latents.half(), timesteps, frame_positions, text_emb).float()
+
+
 class TextEncoderGraph(torch.nn.Module):
     """MiniLM (BERT) last hidden state; ``return_dict`` outputs flattened to one tensor."""
 
@@ -269,12 +313,22 @@ def denoiser_inputs(
 
 
 def build_specs(
-    pipe: Any, idm: torch.nn.Module | None, seed: int = 0, components: list[str] | None = None
+    pipe: Any,
+    idm: torch.nn.Module | None,
+    seed: int = 0,
+    components: list[str] | None = None,
+    fp16_denoiser: bool = False,
 ) -> list[GraphSpec]:
-    """GraphSpecs of every component that exists for this pipeline (see the module docstring)."""
+    """GraphSpecs of every component that exists for this pipeline (see the module docstring).
+
+    ``fp16_denoiser`` adds ``denoiser_fp16``: the same step exported from an fp16 copy of the transformer
+    (float32 inputs/outputs, diffusers' fp32-kept modules stay fp32), which TensorRT 11 (strongly typed,
+    no ``BuilderFlag.FP16``) needs for an fp16 engine. Its parity is against the float32 PyTorch model.
+    """
     cfg = pipe.v4s_config
     k, tl = cfg.num_context_frames, cfg.num_latent_target_frames
     specs: list[GraphSpec] = []
+    fp16_denoiser = fp16_denoiser or bool(components and "denoiser_fp16" in components)
     pipe.transformer.eval()
 
     # denoiser: batch and frames (= context length) dynamic
@@ -326,6 +380,23 @@ def build_specs(
             export_context=lambda: export_friendly_attention(pipe.transformer),
         )
     )
+    if fp16_denoiser:
+        pipe16 = half_pipeline(pipe)
+        specs.append(
+            GraphSpec(
+                name="denoiser_fp16",
+                module=DenoiserFp16Graph(pipe16) if has_cam else DenoiserNoCameraFp16Graph(pipe16),
+                inputs=ex,
+                output_names=["velocity"],
+                dynamic_axes=dyn,
+                alt_inputs=alt,
+                shape_ranges=specs[-1].shape_ranges,
+                atol=5e-2,
+                reference=module,
+                notes="fp16 copy of the denoiser (float32 I/O) for TensorRT 11 strongly typed fp16 builds",
+                export_context=lambda: export_friendly_attention(pipe16.transformer),
+            )
+        )
 
     # text encoder (MiniLM)
     if cfg.text_encoder == "minilm":
@@ -486,11 +557,12 @@ def export_planner(
     seed: int = 0,
     pipe: Any = None,
     idm: torch.nn.Module | None = None,
+    fp16_denoiser: bool = False,
 ) -> dict[str, Any]:
     """Export the planner (``python -m v4s_agent.export onnx``); returns the manifest and parity report."""
     if pipe is None:
         pipe, idm = load_models(checkpoint, config, seed)
-    specs = build_specs(pipe, idm, seed=seed, components=components)
+    specs = build_specs(pipe, idm, seed=seed, components=components, fp16_denoiser=fp16_denoiser)
     return export_all(
         specs, out_dir, opset=opset, runtime_config=runtime_config(pipe), extra_files=_copy_tokenizer(pipe)
     )

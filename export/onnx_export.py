@@ -60,6 +60,8 @@ class GraphSpec:
         notes: free text copied into the manifest.
         export_context: a context manager active only while tracing (e.g. an export-friendly attention
             processor with the same maths); parity is measured against the module outside it.
+        reference: the PyTorch module parity is measured against (default ``module``); e.g. the float32
+            model for a graph exported from an fp16 copy.
     """
 
     name: str
@@ -72,6 +74,7 @@ class GraphSpec:
     atol: float = 1e-3
     notes: str = ""
     export_context: Callable[[], AbstractContextManager[Any]] | None = None
+    reference: torch.nn.Module | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -221,7 +224,7 @@ def parity(spec: GraphSpec, path: str | os.PathLike) -> dict[str, Any]:
         sets["alt_shapes"] = spec.alt_inputs
     for label, inputs in sets.items():
         with torch.no_grad():
-            ref = spec.module.eval()(**inputs)
+            ref = (spec.reference if spec.reference is not None else spec.module).eval()(**inputs)
         refs = list(ref) if isinstance(ref, (tuple, list)) else [ref]
         outs = sess.run(list(spec.output_names), {k: _to_numpy(v) for k, v in inputs.items()})
         errs = {}

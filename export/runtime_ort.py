@@ -87,6 +87,9 @@ def scheduler_config_for_runtime(scheduler: Any) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------------
 
 
+RUNTIME_COMPONENTS = ("denoiser", "text_encoder", "idm", "vae_encoder", "vae_decoder")
+
+
 class NumpyOps:
     """The handful of array operations the sampling loop uses, on numpy float32 arrays."""
 

@@ -5,8 +5,10 @@ Why these steps:
   parser handles poorly; polygraphy folds constants (ONNX Runtime evaluates them) and
   onnx-graphsurgeon removes dead nodes and sorts the graph. This part runs on CPU and is tested here.
 - **fp16**: TensorRT 10 builds weakly typed networks with ``BuilderFlag.FP16``. TensorRT 11 removed
-  that flag (every network is strongly typed), so there the graph itself is converted to fp16
-  (polygraphy's ``ConvertToFp16``, inputs/outputs kept float32) before a strongly typed build.
+  that flag (every network is strongly typed: precision comes from the graph), so there the
+  ``denoiser_fp16`` graph of the export (``--fp16-denoiser``: exported from an fp16 copy of the
+  transformer, float32 I/O) is built instead; onnxconverter-common's float16 pass produced graphs with
+  type conflicts on this model, so the fp16 graph comes from PyTorch itself.
 - **optimisation profiles** for every dynamic input, from the shape ranges in ``manifest.json``.
 - **timing cache** shared by all engines of a build and written back, so rebuilding is fast.
 
@@ -79,7 +81,7 @@ def require_sanitizer() -> tuple[ModuleType, ModuleType]:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# CPU part: sanitise and fp16 conversion (tested on CPU)
+# CPU part: sanitise (tested on CPU)
 # ---------------------------------------------------------------------------------------------------------
 
 
@@ -152,16 +154,6 @@ def sanitize_onnx(src: str | os.PathLike, dst: str | os.PathLike) -> dict[str, i
     return {"nodes_before": before, "nodes_after": len(model.graph.node), "float64_demoted": demoted}
 
 
-def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
-    """fp16 weights/activations with float32 inputs and outputs, for strongly typed builds (TensorRT 11)."""
-    import onnx
-
-    pg_onnx, _ = require_sanitizer()
-    model = pg_onnx.convert_to_fp16(onnx.load(str(src)))
-    _save(model, Path(dst))
-    return Path(dst)
-
-
 # ---------------------------------------------------------------------------------------------------------
 # GPU part: build engines (not run here)
 # ---------------------------------------------------------------------------------------------------------
@@ -204,8 +196,6 @@ def build_engine(
     flags = 0
     if not weak_fp16 and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    if fp16 and not weak_fp16:  # TensorRT 11: precision lives in the graph
-        onnx_path = convert_fp16(onnx_path, onnx_path.with_name("model_fp16.onnx"))
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, trt_logger)
     if not parser.parse_from_file(str(onnx_path)):
@@ -255,16 +245,29 @@ def build_engines(
         trt_version = None
     src, out = Path(onnx_dir), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    names = components or list(manifest["components"])
+    names = components or [n for n in manifest["components"] if not n.endswith("_fp16")]
     unknown = sorted(set(names) - set(manifest["components"]))
     if unknown:
         raise ValueError(f"unknown components {unknown}; the export has {sorted(manifest['components'])}")
     report: dict[str, Any] = {"tensorrt": trt_version, "fp16": fp16, "components": {}}
+    strongly_typed = not sanitize_only and not hasattr(trt.BuilderFlag, "FP16")  # TensorRT 11
     for name in names:
-        comp = manifest["components"][name]
+        source = name
+        if fp16 and strongly_typed:
+            if f"{name}_fp16" in manifest["components"]:
+                source = f"{name}_fp16"  # precision comes from the graph on TensorRT 11
+            elif not name.endswith("_fp16"):
+                logger.warning(
+                    "TensorRT %s has no BuilderFlag.FP16 and the export has no %s_fp16 graph: %s is built in "
+                    "float32 (export with `--fp16-denoiser` for an fp16 denoiser)",
+                    trt_version,
+                    name,
+                    name,
+                )
+        comp = manifest["components"][source]
         sanitized = out / name / MODEL_FILE
         stats = sanitize_onnx(src / comp["file"], sanitized)
-        entry: dict[str, Any] = {"sanitized": f"{name}/{MODEL_FILE}", **stats}
+        entry: dict[str, Any] = {"source": source, "sanitized": f"{name}/{MODEL_FILE}", **stats}
         if not sanitize_only:
             profiles = profile_shapes(comp)
             build_engine(
@@ -278,7 +281,11 @@ def build_engines(
             entry.update(engine=f"{name}/{ENGINE_FILE}", profiles=profiles)
         report["components"][name] = entry
         logger.info("%s: %s", name, entry)
-    shutil.copy(src / MANIFEST, out / MANIFEST)
+    built = {
+        name: {**manifest["components"][entry["source"]], "file": entry["sanitized"]}
+        for name, entry in report["components"].items()
+    }
+    (out / MANIFEST).write_text(json.dumps({**manifest, "components": built}, indent=2))
     for rel in manifest.get("files", {}).get("copy", []):
         s, d = src / rel, out / rel
         if s.is_dir():

@@ -67,19 +67,6 @@ def test_sanitize_only_runs_on_cpu(tiny_export: Path, tmp_path: Path) -> None:
     np.testing.assert_allclose(a, b, atol=1e-6)  # sanitised graph computes the same, dynamic axes kept
 
 
-def test_fp16_conversion_keeps_float32_io(tiny_export: Path, tmp_path: Path) -> None:
-    _need_sanitizer()
-    pytest.importorskip("onnxconverter_common")
-    from v4s_agent.export.tensorrt_build import convert_fp16
-
-    dst = convert_fp16(tiny_export / "tiny" / "model.onnx", tmp_path / "fp16.onnx")
-    x = np.random.default_rng(1).standard_normal((1, 5, 8)).astype(np.float32)
-    ref = ort.InferenceSession(str(tiny_export / "tiny" / "model.onnx")).run(None, {"x": x})[0]
-    out = ort.InferenceSession(str(dst)).run(None, {"x": x})[0]
-    assert out.dtype == np.float32
-    assert np.abs(out - ref).max() < 2e-2
-
-
 def test_profile_shapes_from_manifest(tiny_export: Path) -> None:
     comp = json.loads((tiny_export / "manifest.json").read_text())["components"]["tiny"]
     assert profile_shapes(comp) == {"x": ([1, 1, 8], [2, 5, 8], [2, 64, 8])}

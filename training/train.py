@@ -351,6 +351,11 @@ def train(
     output = Path(output)
     if cfg.num_threads > 0 and not torch.cuda.is_available():
         torch.set_num_threads(cfg.num_threads)
+    from accelerate.state import AcceleratorState
+
+    # a second train() in one process (benchmarks, notebooks) may use another mixed precision: accelerate
+    # keeps it in a singleton, so reset that (the distributed PartialState is kept)
+    AcceleratorState._reset_state(reset_partial_state=False)
     # cpu=True without CUDA: accelerate only sets up gloo DDP under torchrun when told it runs on CPU
     accelerator = Accelerator(
         gradient_accumulation_steps=cfg.grad_accum_steps,

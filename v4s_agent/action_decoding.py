@@ -73,7 +73,7 @@ def estimate_motion(
     if scale != 1.0:
         g0 = cv2.resize(g0, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
         g1 = cv2.resize(g1, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
-    p0 = cv2.goodFeaturesToTrack(g0, maxCorners=300, qualityLevel=0.005, minDistance=4)
+    p0 = cv2.goodFeaturesToTrack(g0, maxCorners=150, qualityLevel=0.005, minDistance=4)
     none = CVMotion(0.0, 1.0, 0, 0, None)
     if p0 is None or len(p0) < 4:
         return none

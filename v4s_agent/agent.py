@@ -148,6 +148,7 @@ class V4SAgent:
             planner.guidance_scale = self.config.guidance_scale
         planner.crosscheck = self.config.crosscheck
         planner.cv_min_inliers = self.config.cv_min_inliers
+        planner.crosscheck_steps = self.config.replan_every
         self.last_plan: Plan | None = None
         self.plan_step = 0  # index of the next action in last_plan
         self._queue: deque[int] = deque()

@@ -16,6 +16,7 @@ Writes ``metrics.json``, ``results.md`` and plots (matplotlib) into ``--out`` (a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from .metrics import psnr, sd_from_box, ssim
+from .planner import _resize
 from .rollout import AtomicDir, ExpertAgent, RandomAgent, make_env, run_episode, set_threads, summarize
 
 logger = logging.getLogger(__name__)
@@ -143,13 +145,27 @@ def _detector_sd(det: Any, frame: np.ndarray, category: str | None) -> float:
     return sd_from_box(box, frame.shape[0], frame.shape[1])
 
 
+@contextlib.contextmanager
+def _no_crosscheck(planner: Any) -> Any:
+    """Open loop scores frames, not actions: skip the OpenCV cross-check (about 0.2 s per transition)."""
+    old = planner.crosscheck
+    planner.crosscheck = "off"
+    try:
+        yield planner
+    finally:
+        planner.crosscheck = old
+
+
 def open_loop_grounding(
     planner: Any, eps: Sequence[Episode], det: Any, use_context: bool = True
 ) -> dict[str, Any]:
     """Generate each episode's clip and score its last trajectory frame with the detector."""
     sds, own_sds, lat = [], [], []
     for ep in eps:
-        plan = planner.plan(ep.context if use_context else None, ep.frames[0], ep.instruction, seed=ep.seed)
+        with _no_crosscheck(planner):
+            plan = planner.plan(
+                ep.context if use_context else None, ep.frames[0], ep.instruction, seed=ep.seed
+            )
         sds.append(_detector_sd(det, plan.trajectory[-1], ep.category))
         own_sds.append(plan.box_sd)
         lat.append(plan.latency_ms)
@@ -171,10 +187,10 @@ def open_loop_navigation(planner: Any, eps: Sequence[Episode], use_context: bool
     ps, ss, lat = [], [], []
     for ep in eps:
         cam = _relative_camera(ep.poses, planner.num_target_frames)
-        plan = planner.plan(
-            ep.context if use_context else None, ep.frames[0], ep.instruction, camera=cam, seed=ep.seed
-        )
-        from .planner import _resize
+        with _no_crosscheck(planner):
+            plan = planner.plan(
+                ep.context if use_context else None, ep.frames[0], ep.instruction, camera=cam, seed=ep.seed
+            )
 
         gt = _resize(ep.frames[1:], planner.height, planner.width)
         gen = plan.trajectory[1 : 1 + len(gt)]
@@ -394,6 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--seed", type=int, default=1000, help="first held-out episode seed")
     ap.add_argument("--out", default="outputs/evaluate")
+    ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the PyTorch planner")
     ap.add_argument(
         "--num-threads",
         type=int,
@@ -407,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _load_planner(path: str | None, args: argparse.Namespace) -> Any:
     from .planner import VideoPlanner
 
-    kw: dict[str, Any] = {}
+    kw: dict[str, Any] = {"bf16": args.bf16}
     if args.steps is not None:
         kw["num_inference_steps"] = args.steps
     return VideoPlanner.from_pretrained(path, backend=args.backend, device=args.device, **kw)

@@ -156,6 +156,7 @@ class VideoPlanner:
         backend: the backend name, for reports.
         model_config: H, W, K, T, ... when the pipeline object does not carry them.
         cfg_mode: guidance mode passed to the pipeline (``"joint"``, ``"text_only"``; ``None``: its default).
+        bf16: run the PyTorch pipeline under bfloat16 autocast (faster on CPUs with AVX512-BF16 and on GPUs).
     """
 
     def __init__(
@@ -171,6 +172,7 @@ class VideoPlanner:
         backend: str = "torch",
         model_config: dict[str, Any] | None = None,
         cfg_mode: str | None = None,
+        bf16: bool = False,
     ) -> None:
         self.pipeline = pipeline
         self.idm = idm
@@ -182,6 +184,8 @@ class VideoPlanner:
         self.seed = seed
         self.backend = backend
         self.cfg_mode = cfg_mode
+        self.bf16 = bf16
+        self.crosscheck_steps: int | None = None  # cross-check only the transitions that get executed
         self._calls = 0
         cfg = model_config or self._read_model_config(pipeline)
         self.height = int(cfg["height"])
@@ -357,7 +361,8 @@ class VideoPlanner:
         kwargs["context"], kwargs["context_positions"] = ctx, pos
         kwargs["generator"] = _make_generator(seed, self.backend, self.device)
         try:
-            out = self.pipeline(**kwargs)
+            with self._autocast():
+                out = self.pipeline(**kwargs)
         except TypeError as e:
             if "drop_context" not in kwargs or "drop_context" not in str(e):
                 raise
@@ -379,6 +384,16 @@ class VideoPlanner:
         box = tuple(float(v) for v in box) if box is not None else None
         return frames, box  # type: ignore[return-value]
 
+    def _autocast(self) -> Any:
+        """bfloat16 autocast for the torch backend when ``bf16`` (a no-op context otherwise)."""
+        import contextlib
+
+        if not self.bf16 or self.backend != "torch":
+            return contextlib.nullcontext()
+        import torch
+
+        return torch.autocast("cuda" if str(self.device).startswith("cuda") else "cpu", dtype=torch.bfloat16)
+
     @staticmethod
     def read_goal_box(aux_frames: np.ndarray) -> tuple[Box | None, float]:
         """The most confident red box over the auxiliary frames (``(None, 0)`` when none)."""
@@ -396,8 +411,9 @@ class VideoPlanner:
         n = len(trajectory) - 1
         motions: list[CVMotion] = []
         if self.crosscheck != "off" or self.idm is None:
+            m = n if self.idm is None or self.crosscheck_steps is None else min(n, self.crosscheck_steps)
             motions = [
-                estimate_motion(trajectory[i], trajectory[i + 1], self.cv_min_inliers) for i in range(n)
+                estimate_motion(trajectory[i], trajectory[i + 1], self.cv_min_inliers) for i in range(m)
             ]
         if self.idm is not None:
             probs = idm_probs(self.idm, trajectory, self.device)

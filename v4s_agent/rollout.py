@@ -314,11 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--agent", choices=("v4s", "random", "expert"), default="v4s")
     ap.add_argument("--replan-every", type=int, default=None)
     ap.add_argument("--steps", type=int, default=None, help="diffusion sampler steps per plan")
-    ap.add_argument("--max-steps", type=int, default=None, help="episode step limit (default: the env's)")
+    ap.add_argument("--max-steps", type=int, default=150, help="episode step limit (default 150)")
     ap.add_argument(
         "--resolution", type=int, default=None, help="env frame size (default: the model's, else 128)"
     )
     ap.add_argument("--no-video", action="store_true")
+    ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the PyTorch planner")
     ap.add_argument(
         "--num-threads",
         type=int,
@@ -369,7 +370,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.agent == "v4s":
         from .planner import VideoPlanner
 
-        planner = VideoPlanner.from_pretrained(args.checkpoint, backend=args.backend, device=args.device)
+        planner = VideoPlanner.from_pretrained(
+            args.checkpoint, backend=args.backend, device=args.device, bf16=args.bf16
+        )
     r = args.resolution or (max(planner.height, planner.width) if planner is not None else 128)
     res = (r, r)
     env = make_env(args.task, args.split, args.scene, resolution=res, max_steps=args.max_steps)
