@@ -24,10 +24,12 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where it is used: the runtimes read manifests without it
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +111,7 @@ def export_graph(spec: GraphSpec, out_dir: str | os.PathLike, opset: int = OPSET
     keyed by name and stays correct if the order of inputs changes.
     """
     import onnx
+    import torch
 
     if opset < 18:
         raise ExportError(f"opset must be >= 18 for the dynamo exporter, got {opset}")
@@ -216,6 +219,7 @@ def _to_numpy(x: torch.Tensor) -> np.ndarray:
 def parity(spec: GraphSpec, path: str | os.PathLike) -> dict[str, Any]:
     """Max abs error of ONNX Runtime vs PyTorch on ``spec.inputs`` (and ``spec.alt_inputs``)."""
     import onnxruntime as ort
+    import torch
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     report: dict[str, Any] = {}
@@ -267,6 +271,8 @@ def export_all(
     TensorRT backends, so that they need no torch model and no checkpoint to run. ``extra_files`` may
     write more files (e.g. the tokenizer) and returns what to record about them.
     """
+    import torch
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     manifest: dict[str, Any] = {"opset": opset, "torch": torch.__version__, "components": {}}

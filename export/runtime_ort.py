@@ -5,9 +5,11 @@ The loop (flow-matching Euler scheduler in numpy, joint classifier-free guidance
 box frames, VAE decode) is written once in :class:`PlannerRuntime` over a tiny array-ops shim, so the
 TensorRT backend (:mod:`v4s_agent.export.runtime_trt`) runs the very same loop on torch CUDA tensors.
 
-Speed (CPU): sessions use ``ORT_ENABLE_ALL`` graph optimisation and a fixed intra-op thread count,
-the conditional and unconditional CFG branches go through the denoiser as ONE batch-2 call, and the
-denoiser's inputs that do not change between steps are bound once with IOBinding.
+Speed (CPU): sessions use ``ORT_ENABLE_ALL`` graph optimisation and a fixed intra-op thread count, the
+conditional and unconditional CFG branches go through the denoiser as ONE batch-2 call, and the inputs
+that do not change between steps are built once. IOBinding is optional (no gain on the CPU provider,
+where inputs are already zero-copy; it is meant for device providers). This module does not import torch
+unless a ``torch.Generator`` or torch tensors are handed in.
 """
 
 from __future__ import annotations
