@@ -135,16 +135,26 @@ class EvaluatorDetector(nn.Module):
             out.append(self(x[i : i + batch_size]).argmax(1).numpy())
         return np.concatenate(out) if out else np.zeros((0, self.input_size, self.input_size), np.int64)
 
+    @torch.no_grad()
+    def probs(self, frames: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """uint8 (N, H, W, 3) -> class probabilities float (N, C+1, S, S)."""
+        x = self._prep(frames)
+        out = [torch.softmax(self(x[i : i + batch_size]), 1).numpy() for i in range(0, len(x), batch_size)]
+        return (
+            np.concatenate(out)
+            if out
+            else np.zeros((0, len(self.categories) + 1, self.input_size, self.input_size))
+        )
+
     def detect(
-        self, frames: np.ndarray, category: str, min_fraction: float = MIN_FRACTION
+        self, frames: np.ndarray, category: str, min_fraction: float = MIN_FRACTION, threshold: float = 0.2
     ) -> list[tuple[Box | None, float]]:
         """Goal boxes in each frame's own pixel coordinates, and the goal region's area fraction.
 
-        The box is the tight box of the largest connected region predicted as ``category``; ``None``
-        (not visible) when that region covers less than ``min_fraction`` of the frame.
+        The box is the tight box of all pixels whose ``category`` probability exceeds ``threshold``;
+        ``None`` (not visible) when they cover less than ``min_fraction`` of the frame. (Chosen over
+        "largest argmax component" on 24 rendered goal frames: |SD error| 0.07 vs 0.11, see README.)
         """
-        import cv2
-
         frames = np.asarray(frames)
         if frames.ndim == 3:
             frames = frames[None]
@@ -154,18 +164,13 @@ class EvaluatorDetector(nn.Module):
         h, w = frames.shape[1:3]
         s = self.input_size
         res: list[tuple[Box | None, float]] = []
-        for seg in self.segment(frames):
-            m = (seg == cls_id).astype(np.uint8)
-            n, lab, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
-            if n <= 1:
-                res.append((None, 0.0))
-                continue
-            j = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-            frac = float(stats[j, cv2.CC_STAT_AREA]) / (s * s)
+        for p in self.probs(frames):
+            m = p[cls_id] > threshold
+            frac = float(m.mean())
             if frac < min_fraction:
                 res.append((None, frac))
                 continue
-            x0, y0, x1, y1 = box_from_mask(lab == j)  # type: ignore[misc]
+            x0, y0, x1, y1 = box_from_mask(m)  # type: ignore[misc]
             res.append(((x0 * w / s, y0 * h / s, x1 * w / s, y1 * h / s), frac))
         return res
 
