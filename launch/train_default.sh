@@ -15,9 +15,11 @@ python -m v4s_agent.training.generate_data --split train --scenes 120 --out "$DA
 python -m v4s_agent.training.generate_data --split val_scenes --scenes 6 --out "$DATA/val_scenes" --workers 2
 python -m v4s_agent.training.generate_data --split val_categories --scenes 6 --out "$DATA/val_categories" --workers 2
 
-# --resume continues after a kill; the default preset is batch 4, 3000 steps, bf16 autocast, 1 thread
+# --resume continues after a kill; the default preset is batch 4, bf16 autocast, 1 thread. The shipped run
+# used the documented patch-size override (see docs/README_training.md "LEAD") and a 54 min budget.
 python -m v4s_agent.training.train --config default --output "$RUN" --data "$DATA/train" \
-  --val-data "$DATA/val_scenes" --max-minutes "${MAX_MINUTES:-60}" --resume
+  --val-data "$DATA/val_scenes" --model-override "patch_size=[1,8,8]" --max-steps 2200 \
+  --max-minutes "${MAX_MINUTES:-54}" --resume
 
 python -m v4s_agent.training.train_idm --data "$DATA/train" --val-data "$DATA/val_scenes" --output "$IDM" \
   --max-steps 1500 --batch-size 32 --max-shards 60 --num-threads 1

@@ -255,46 +255,54 @@ def markdown_report(m: dict[str, Any]) -> str:
             f"{_fmt(v.get('if_precision'))}, recall {_fmt(v.get('if_recall'))}, "
             f"|SD error| {_fmt(v.get('sd_abs_error'))}.\n"
         )
-    lines.append("## Open loop: object grounding (evaluator detector on the last imagined frame)\n")
-    lines.append("| split | row | SD ↓ | IF ↑ | IF(SD<0.2) ↑ | IF(SD<0.1) ↑ | n |")
-    lines.append("|---|---|---|---|---|---|---|")
-    for split, rows in m.get("open_loop", {}).items():
-        for row, r in rows.items():
-            if "error" in r:
-                lines.append(f"| {split} | {row} | not run: {r['error']} | | | | |")
-                continue
-            lines.append(
-                f"| {split} | {row} | {_fmt(r['SD'])} | {_fmt(r['IF'])} | {_fmt(r['IF(SD<0.2)'])} | "
-                f"{_fmt(r['IF(SD<0.1)'])} | {r['n']} |"
-            )
-    lines.append(
-        f"| paper (real scans, 416×256, Wan2.2-5B scale) | ours | {PAPER['SD']} | – | "
-        f"{PAPER['IF(SD<0.2)']} | {PAPER['IF(SD<0.1)']} | – |\n"
-    )
-    lines.append("## Open loop: navigation (imagined vs rendered along the same path)\n")
-    lines.append("| split | row | PSNR ↑ | SSIM ↑ | n |\n|---|---|---|---|---|")
-    for split, rows in m.get("navigation", {}).items():
-        for row, r in rows.items():
-            if "error" in r:
-                lines.append(f"| {split} | {row} | not run: {r['error']} | | |")
-                continue
-            lines.append(f"| {split} | {row} | {_fmt(r['PSNR'], 2)} | {_fmt(r['SSIM'])} | {r['n']} |")
-    lines.append(
-        f"| paper (real scans) | ours | {PAPER['nav_PSNR']} | – (LPIPS {PAPER['nav_LPIPS']}) | – |\n"
-    )
-    lines.append("## Closed loop\n")
-    lines.append("| split | agent | success ↑ | SPL ↑ | final SD ↓ | collisions/ep | plan latency ms | n |")
-    lines.append("|---|---|---|---|---|---|---|---|")
-    for split, rows in m.get("closed_loop", {}).items():
-        for row, r in rows.items():
-            if "error" in r:
-                lines.append(f"| {split} | {row} | not run: {r['error']} | | | | | |")
-                continue
-            lines.append(
-                f"| {split} | {row} | {_fmt(r['success_rate'])} | {_fmt(r['spl'])} | "
-                f"{_fmt(r['mean_final_sd'])} | {_fmt(r['collisions_per_episode'], 2)} | "
-                f"{_fmt(r['plan_latency_ms'], 0)} | {r['episodes']} |"
-            )
+    if m.get("open_loop"):
+        lines.append("## Open loop: object grounding (evaluator detector on the last imagined frame)\n")
+        lines.append("| split | row | SD ↓ | IF ↑ | IF(SD<0.2) ↑ | IF(SD<0.1) ↑ | n |")
+        lines.append("|---|---|---|---|---|---|---|")
+        for split, rows in m["open_loop"].items():
+            for row, r in rows.items():
+                if "error" in r:
+                    lines.append(f"| {split} | {row} | not run: {r['error']} | | | | |")
+                    continue
+                for name, rr in ((row, r), ("ground truth (exact semantic render)", r.get("exact_semantic"))):
+                    if rr is None:
+                        continue
+                    lines.append(
+                        f"| {split} | {name} | {_fmt(rr['SD'])} | {_fmt(rr['IF'])} | "
+                        f"{_fmt(rr['IF(SD<0.2)'])} | {_fmt(rr['IF(SD<0.1)'])} | {rr['n']} |"
+                    )
+        lines.append(
+            f"| paper (real scans, 416×256, Wan2.2-5B scale) | ours | {PAPER['SD']} | – | "
+            f"{PAPER['IF(SD<0.2)']} | {PAPER['IF(SD<0.1)']} | – |\n"
+        )
+    if m.get("navigation"):
+        lines.append("## Open loop: navigation (imagined vs rendered along the same path)\n")
+        lines.append("| split | row | PSNR ↑ | SSIM ↑ | n |\n|---|---|---|---|---|")
+        for split, rows in m["navigation"].items():
+            for row, r in rows.items():
+                if "error" in r:
+                    lines.append(f"| {split} | {row} | not run: {r['error']} | | |")
+                    continue
+                lines.append(f"| {split} | {row} | {_fmt(r['PSNR'], 2)} | {_fmt(r['SSIM'])} | {r['n']} |")
+        lines.append(
+            f"| paper (real scans) | ours | {PAPER['nav_PSNR']} | – (LPIPS {PAPER['nav_LPIPS']}) | – |\n"
+        )
+    if m.get("closed_loop"):
+        lines.append("## Closed loop\n")
+        lines.append(
+            "| split | agent | success ↑ | SPL ↑ | final SD ↓ | collisions/ep | plan latency ms | n |"
+        )
+        lines.append("|---|---|---|---|---|---|---|---|")
+        for split, rows in m["closed_loop"].items():
+            for row, r in rows.items():
+                if "error" in r:
+                    lines.append(f"| {split} | {row} | not run: {r['error']} | | | | | |")
+                    continue
+                lines.append(
+                    f"| {split} | {row} | {_fmt(r['success_rate'])} | {_fmt(r['spl'])} | "
+                    f"{_fmt(r['mean_final_sd'])} | {_fmt(r['collisions_per_episode'], 2)} | "
+                    f"{_fmt(r['plan_latency_ms'], 0)} | {r['episodes']} |"
+                )
     if m.get("not_run"):
         lines.append("\n## Rows not run\n")
         lines.extend(f"- {x}" for x in m["not_run"])
