@@ -228,7 +228,11 @@ def _tiny() -> ModelConfig:
 
 
 def _default() -> ModelConfig:
-    return ModelConfig(name="default")
+    # 1x8x8 patches (192 values = the width's order): the 1x16x16 patch of the first draft put 768 pixel
+    # values through a 256-wide token, and its velocity prediction could not remove per-pixel noise
+    # (training loss plateaued at ~0.70, samples stayed noise; see docs/README_training.md). The shipped
+    # checkpoint was trained with this patch size.
+    return ModelConfig(name="default", patch_size=(1, 8, 8))
 
 
 def _paper() -> ModelConfig:
