@@ -118,6 +118,17 @@ def test_bad_checkpoint_and_backend(tmp_path, tiny_ckpt):
 @pytest.mark.skipif(not (DEFAULT_CHECKPOINT / "pipeline").is_dir(), reason="shipped checkpoint not present")
 def test_shipped_default_checkpoint_plans():
     """The real default checkpoint: loads with no argument and plans once on the default scene."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # 2 OpenMP threads on a busy 2-core CPU are ~9x slower
+    try:
+        _plan_with_default()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _plan_with_default():
     planner = VideoPlanner.from_pretrained(device="cpu")
     env = V4SNavEnv()
     obs, info = env.reset(seed=0)
