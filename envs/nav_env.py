@@ -327,6 +327,11 @@ class V4SNavEnv(gym.Env):
         if self.task == "object":
             cats = [options.get("goal_category") or self.goal_category_fixed] if (
                 options.get("goal_category") or self.goal_category_fixed) else scene.categories  # fmt: skip
+            if not cats:
+                raise ValueError(
+                    "task='object' needs goal objects, but this scene has no annotated objects; pass an "
+                    "annotation file (annotation=...), place one with place_object_file(), or use task='pose'"
+                )
             if cats[0] not in CATEGORIES and cats[0] not in scene.categories:
                 raise ValueError(f"unknown goal category {cats[0]!r}; known: {', '.join(CATEGORIES)}")
             usable = []

@@ -339,3 +339,18 @@ def test_async_vector_env():
     names = venv.get_attr("instruction")
     assert all(isinstance(n, str) and n for n in names)
     venv.close()
+
+
+def test_object_task_on_unannotated_glb_is_a_clear_error():
+    """A GLB with no annotated objects cannot host an object goal: say so instead of an IndexError."""
+    import os
+
+    import pytest
+    import v4s_agent.envs as envs_pkg
+    from v4s_agent.envs import V4SNavEnv
+
+    glb = os.path.join(os.path.dirname(envs_pkg.__file__), "assets", "habitat_test_assets", "simple_room.glb")
+    env = V4SNavEnv(task="object", scene=glb)
+    with pytest.raises(ValueError, match="no annotated objects"):
+        env.reset(seed=0)
+    env.close()
