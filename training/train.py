@@ -475,6 +475,25 @@ def train(
     logs: dict[str, float] = {}
     last_loss = float("nan")
     step = start_step
+
+    def checkpoint_now(at_step: int) -> None:
+        """Atomic checkpoint of the current state (reads the loop's counters at call time)."""
+        _checkpoint(
+            accelerator,
+            output,
+            at_step,
+            unwrapped,
+            ema,
+            optimizer,
+            scheduler,
+            cfg,
+            mcfg,
+            world,
+            samples_seen,
+            elapsed_before + time.time() - t_start,
+            manifest,
+        )
+
     try:
         while step < cfg.max_steps:
             for micro in range(cfg.grad_accum_steps):
@@ -524,21 +543,7 @@ def train(
                 if sample_batch is not None and cfg.sample_every > 0 and step % cfg.sample_every == 0:
                     _log_samples(writer, output, pipe, ema, sample_batch, cfg, step)
             if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
-                _checkpoint(
-                    accelerator,
-                    output,
-                    step,
-                    unwrapped,
-                    ema,
-                    optimizer,
-                    scheduler,
-                    cfg,
-                    mcfg,
-                    world,
-                    samples_seen,
-                    elapsed_before + time.time() - t_start,
-                    manifest,
-                )
+                checkpoint_now(step)
             if stop_after is not None and step >= stop_after:
                 break
             out_of_time = max_minutes is not None and (time.time() - t_start) > 60.0 * max_minutes
@@ -547,21 +552,7 @@ def train(
                 out_of_time = bool(accelerator.reduce(flag, reduction="sum").item() > 0)
             if out_of_time:
                 if step % cfg.checkpoint_every != 0:
-                    _checkpoint(
-                        accelerator,
-                        output,
-                        step,
-                        unwrapped,
-                        ema,
-                        optimizer,
-                        scheduler,
-                        cfg,
-                        mcfg,
-                        world,
-                        samples_seen,
-                        elapsed_before + time.time() - t_start,
-                        manifest,
-                    )
+                    checkpoint_now(step)
                 if is_main:
                     print(
                         f"time budget of {max_minutes} min reached at step {step}: finishing", file=sys.stderr

@@ -31,7 +31,16 @@ import numpy as np
 
 from .metrics import psnr, sd_from_box, ssim
 from .planner import _resize
-from .rollout import AtomicDir, ExpertAgent, RandomAgent, make_env, run_episode, set_threads, summarize
+from .rollout import (
+    AtomicDir,
+    ExpertAgent,
+    RandomAgent,
+    json_default,
+    make_env,
+    run_episode,
+    set_threads,
+    summarize,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -592,7 +601,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> dict[str
         bar.close()
         m["wall_s"] = round(time.time() - t0, 1)
         m["plots"] = make_plots(m, tmp)
-        (tmp / "metrics.json").write_text(json.dumps(m, indent=2, default=_json_default))
+        (tmp / "metrics.json").write_text(json.dumps(m, indent=2, default=json_default))
         (tmp / "results.md").write_text(markdown_report(m))
     return m
 
@@ -616,13 +625,6 @@ def _closed_loop_factories(
         f["oracle expert"] = lambda env: ExpertAgent(env)
     return f
 
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

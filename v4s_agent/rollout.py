@@ -409,11 +409,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "videos": [] if args.no_video else [f"episode_{i:03d}.mp4" for i in range(len(results))],
             }
         )
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=json_default))
     return summary
 
 
-def _json_default(o: Any) -> Any:
+def json_default(o: Any) -> Any:
+    """``json.dumps`` fallback for numpy scalars/arrays (summaries hold numpy values)."""
     if isinstance(o, np.generic):
         return o.item()
     if isinstance(o, np.ndarray):
