@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from training_helpers import TINY_GEN, tiny_data
 from v4s_agent.training.dataset import (
     DataError,
     V4SShardDataset,
@@ -20,23 +21,6 @@ from v4s_agent.training.dataset import (
 from v4s_agent.training.generate_data import DataGenerationError, GenConfig, generate, shard_name
 
 from v4s_agent.configs import get_model_config
-
-TINY_GEN = GenConfig(
-    split="train",
-    height=32,
-    width=32,
-    object_episodes=3,
-    pose_episodes=1,
-    random_walk_steps=12,
-    max_episode_steps=80,
-)
-
-
-def tiny_data(base: Path) -> Path:
-    """Two small scenes from the real env (resumable, so every test module shares one folder)."""
-    out = base / "v4s_tiny_train"
-    generate(TINY_GEN, 2, out, workers=1, progress=False)
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -8,21 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from training_helpers import TINY_GEN
 from v4s_agent.training.config import IDMTrainConfig
-from v4s_agent.training.generate_data import GenConfig, generate
+from v4s_agent.training.generate_data import generate
 from v4s_agent.training.train_idm import train_idm
 
 from v4s_agent.inverse_dynamics import IDMConfig, InverseDynamicsModel
-
-TINY_GEN = GenConfig(
-    split="train",
-    height=32,
-    width=32,
-    object_episodes=3,
-    pose_episodes=1,
-    random_walk_steps=12,
-    max_episode_steps=80,
-)
 
 
 def test_forward_shape_and_input_checks() -> None:

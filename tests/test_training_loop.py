@@ -14,27 +14,15 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from training_helpers import tiny_data
 from v4s_agent.training import train as train_mod
 from v4s_agent.training.config import TrainConfig, get_train_config
-from v4s_agent.training.generate_data import GenConfig, generate
 from v4s_agent.training.train import CheckpointError, latest_checkpoint, train
-
-TINY_GEN = GenConfig(
-    split="train",
-    height=32,
-    width=32,
-    object_episodes=3,
-    pose_episodes=1,
-    random_walk_steps=12,
-    max_episode_steps=80,
-)
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.getbasetemp() / "v4s_tiny_train"  # shared with test_training_data (resumable)
-    generate(TINY_GEN, 2, out, workers=1, progress=False)
-    return out
+    return tiny_data(tmp_path_factory.getbasetemp())  # shared with test_training_data (resumable)
 
 
 def tiny(data_dir: Path, **kw) -> TrainConfig:

@@ -1,0 +1,24 @@
+"""Shared tiny data settings for the training tests: two small scenes from the real env."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from v4s_agent.training.generate_data import GenConfig, generate
+
+TINY_GEN = GenConfig(
+    split="train",
+    height=32,
+    width=32,
+    object_episodes=3,
+    pose_episodes=1,
+    random_walk_steps=12,
+    max_episode_steps=80,
+)
+
+
+def tiny_data(base: Path) -> Path:
+    """Generate (resumably, so every test module shares one folder) the tiny train shards under ``base``."""
+    out = base / "v4s_tiny_train"
+    generate(TINY_GEN, 2, out, workers=1, progress=False)
+    return out
