@@ -25,6 +25,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -110,19 +111,9 @@ class _TrainComponents:
                 cache[p] = (emb[i].detach(), mask[i].detach())
         return (torch.stack([cache[p][0] for p in prompts]), torch.stack([cache[p][1] for p in prompts]))
 
-    # Copied from v4s_agent.pipeline_v4s.Video4SpatialPipeline.predict_velocity (transformer -> _model)
-    def predict_velocity(
-        self, latents, timesteps_per_token, positions, text_emb, camera=None, camera_mask=None
-    ):
-        return self._model(
-            latents,
-            timesteps_per_token.to(latents.dtype),
-            text_emb.to(latents.dtype),
-            frame_positions=positions,
-            camera=camera,
-            camera_mask=camera_mask,
-            return_dict=False,
-        )[0]
+    def predict_velocity(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """The pipeline's own denoiser step, run through the wrapped (DDP/FSDP) transformer."""
+        return type(self._pipe).predict_velocity(SimpleNamespace(transformer=self._model), *args, **kwargs)
 
 
 def resolve_mixed_precision(mode: str) -> str:
