@@ -103,7 +103,7 @@ def plan_parity(pipe: Any, backend: Any, cfg: Any) -> dict[str, float]:
 def cpu_bench(args: argparse.Namespace, pipe: Any, idm: Any, onnx_dir: Path) -> dict[str, Any]:
     from v4s_agent.export.runtime_ort import OrtIDM, OrtPlannerBackend
 
-    from v4s_agent.planner import VideoPlanner
+    from v4s_agent.agent.planner import VideoPlanner
 
     torch.set_num_threads(args.threads)
     cfg = pipe.v4s_config
@@ -149,7 +149,7 @@ def gpu_bench(args: argparse.Namespace, pipe: Any, idm: Any, onnx_dir: Path) -> 
     when installed. NOT run on the development machines (no GPU there)."""
     import copy
 
-    from v4s_agent.planner import VideoPlanner
+    from v4s_agent.agent.planner import VideoPlanner
 
     if not torch.cuda.is_available():
         raise SystemExit("--device cuda needs a CUDA GPU and a CUDA build of torch")

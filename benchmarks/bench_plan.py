@@ -24,7 +24,7 @@ import time
 import numpy as np
 import torch
 
-from v4s_agent.pipeline_v4s import Video4SpatialPipeline
+from v4s_agent.model.pipeline_v4s import Video4SpatialPipeline
 
 
 def bench(pipe: Video4SpatialPipeline, repeats: int, guidance_scale: float | None, steps: int | None) -> dict:

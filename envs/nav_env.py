@@ -13,10 +13,10 @@ import numpy as np
 from gymnasium import spaces
 from scipy import ndimage
 
-from ..metrics import box_from_mask, sd_from_box
 from .actions import ACTION_NAMES, FORWARD_STEP_M, MOVE_FORWARD, STOP, TURN_ANGLE_DEG, TURN_LEFT, TURN_RIGHT
 from .expert import expert_action, heading_to, lookahead_point, turn_towards
 from .geometry import DEFAULT_CAMERA_PITCH_DEG, forward_xz, make_pose, wrap_angle
+from .goal_metrics import box_from_mask, sd_from_box
 from .navigation import NavGrid
 from .scenes import CATEGORIES, SPLITS, TRAIN, Scene, SceneError, load_gltf_scene, make_scene, split_scene
 from .tour import make_tour

@@ -7,7 +7,7 @@ Components (``<out>/<component>/model.onnx``):
   (context length) are dynamic; the sampler calls it once per step with the CFG pair as a batch of 2.
 - ``text_encoder``: all-MiniLM-L6-v2 token ids + mask -> per-token embeddings (dynamic batch/length);
   the runtime tokenises with the ``tokenizers`` library from the copied ``tokenizer/tokenizer.json`` and
-  zero-pads to ``max_text_len`` like :class:`v4s_agent.text_encoder.MiniLMTextEncoder`.
+  zero-pads to ``max_text_len`` like :class:`v4s_agent.model.text_encoder.MiniLMTextEncoder`.
 - ``idm``: the inverse-dynamics CNN, frame pair -> action logits (dynamic batch).
 - ``vae_encoder`` / ``vae_decoder``: only for ``latent_space="wan_vae"``. The shipped ``default`` config
   works in **pixel space** (identity autoencoder: encode is ``x``, decode is ``clamp(x, -1, 1)``), so no
@@ -253,8 +253,8 @@ def load_models(
     checkpoint: str | os.PathLike | None = None, config: str | None = None, seed: int = 0
 ) -> tuple[Any, torch.nn.Module | None]:
     """``(pipeline, idm)`` from a checkpoint folder (default: the shipped one) or a random config."""
-    from v4s_agent.inverse_dynamics import IDMConfig, InverseDynamicsModel
-    from v4s_agent.pipeline_v4s import Video4SpatialPipeline
+    from v4s_agent.agent.inverse_dynamics import IDMConfig, InverseDynamicsModel
+    from v4s_agent.model.pipeline_v4s import Video4SpatialPipeline
 
     if config is not None:
         pipe = Video4SpatialPipeline.from_config_name(config, seed=seed)
@@ -400,7 +400,7 @@ def build_specs(
 
     # text encoder (MiniLM)
     if cfg.text_encoder == "minilm":
-        from v4s_agent.text_encoder import get_minilm_encoder
+        from v4s_agent.model.text_encoder import get_minilm_encoder
 
         enc = get_minilm_encoder(cfg.max_text_len)
         tok = enc.tokenizer(

@@ -490,7 +490,7 @@ class PlannerRuntime:
         equals the PyTorch pipeline's). The context length K may differ from the config's (the denoiser
         graph has a dynamic frame axis).
         """
-        from v4s_agent.bbox import read_red_box
+        from v4s_agent.model.bbox import read_red_box
 
         ops, mc = self.ops, self.mc
         steps = int(num_inference_steps or mc["num_inference_steps"])
@@ -731,7 +731,7 @@ class OrtPlannerBackend(PlannerRuntime):
 class OrtIDM:
     """The exported inverse-dynamics graph as a drop-in for ``InverseDynamicsModel.__call__`` on tensors.
 
-    Why: ``v4s_agent.action_decoding.idm_probs`` calls ``idm(frame_t, frame_t1)`` with torch tensors; this
+    Why: ``agent.action_decoding.idm_probs`` calls ``idm(frame_t, frame_t1)`` with torch tensors; this
     object answers with torch logits computed by ONNX Runtime, so the whole plan can run on ORT.
     """
 

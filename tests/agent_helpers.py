@@ -11,8 +11,8 @@ from pathlib import Path
 
 def make_tiny_checkpoint(path: Path, seed: int = 0) -> Path:
     """``path/pipeline`` (tiny random Video4SpatialPipeline) + ``path/idm`` (tiny random IDM)."""
-    from v4s_agent.inverse_dynamics import IDMConfig, InverseDynamicsModel
-    from v4s_agent.pipeline_v4s import Video4SpatialPipeline
+    from v4s_agent.agent.inverse_dynamics import IDMConfig, InverseDynamicsModel
+    from v4s_agent.model.pipeline_v4s import Video4SpatialPipeline
 
     pipe = Video4SpatialPipeline.from_config_name("tiny", seed=seed)
     pipe.save_pretrained(str(path / "pipeline"))
@@ -24,7 +24,7 @@ def make_tiny_checkpoint(path: Path, seed: int = 0) -> Path:
 
 def make_tiny_detector(path: Path, seed: int = 0) -> Path:
     """A barely trained evaluator detector (2 short episodes, 1 epoch) saved to ``path``."""
-    from v4s_agent.evaluator_detector import collect_frames, train_detector
+    from v4s_agent.evaluation.evaluator_detector import collect_frames, train_detector
 
     imgs, masks, cats = collect_frames(2, seed=seed, max_steps=12, every=3)
     det = train_detector(imgs, masks, cats, epochs=1, width=8, input_size=32, seed=seed)

@@ -8,7 +8,7 @@ from agent_helpers import make_tiny_checkpoint
 from v4s_agent.envs import V4SNavEnv, actions
 
 import v4s_agent
-from v4s_agent.planner import DEFAULT_CHECKPOINT, BackendUnavailableError, CheckpointError, VideoPlanner
+from v4s_agent.agent.planner import DEFAULT_CHECKPOINT, BackendUnavailableError, CheckpointError, VideoPlanner
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from v4s_agent.action_decoding import (
+from v4s_agent.agent.action_decoding import (
     MOVE_FORWARD,
     STOP,
     TURN_LEFT,
@@ -16,11 +16,11 @@ from v4s_agent.action_decoding import (
     decode_actions,
     estimate_motion,
 )
-from v4s_agent.agent import _yaw, discrete_path, frame_similarity, relative_camera
-from v4s_agent.configuration_v4s import V4SAgentConfig
-from v4s_agent.evaluate import grounding_scores
-from v4s_agent.planner import sample_context_indices
-from v4s_agent.rollout import AtomicDir
+from v4s_agent.agent.agent import _yaw, discrete_path, frame_similarity, relative_camera
+from v4s_agent.agent.configuration_agent import V4SAgentConfig
+from v4s_agent.agent.planner import sample_context_indices
+from v4s_agent.evaluation.evaluate import grounding_scores
+from v4s_agent.evaluation.rollout import AtomicDir
 
 
 def _canvas(seed: int = 0) -> np.ndarray:
@@ -78,7 +78,7 @@ def test_decode_actions_never_stop():
 
 
 def test_discrete_path_reaches_goal():
-    from v4s_agent.agent import _pose
+    from v4s_agent.agent.agent import _pose
 
     start, goal = _pose(0, 0, 0.0), _pose(-1.0, -1.0, math.radians(90))
     poses, actions = discrete_path(start, goal, 30)
@@ -119,7 +119,7 @@ def test_lerobot_style_policy(tmp_path):
     from agent_helpers import make_tiny_checkpoint
     from v4s_agent.envs import V4SNavEnv
 
-    from v4s_agent.modeling_v4s import V4SPolicy
+    from v4s_agent.agent.modeling_agent import V4SPolicy
 
     policy = V4SPolicy.from_pretrained(make_tiny_checkpoint(tmp_path), device="cpu")
     env = V4SNavEnv(resolution=(32, 32))

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from agent_helpers import make_tiny_checkpoint, make_tiny_detector
 
-from v4s_agent.evaluate import main
-from v4s_agent.evaluator_detector import EvaluatorDetector, category_mask
+from v4s_agent.evaluation.evaluate import main
+from v4s_agent.evaluation.evaluator_detector import EvaluatorDetector, category_mask
 
 
 @pytest.fixture(scope="module")

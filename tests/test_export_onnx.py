@@ -24,8 +24,8 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A saved tiny checkpoint (pipeline/ + idm/) with a non-trivial camera embedder, and its export."""
     from v4s_agent.export.graphs import export_planner
 
-    from v4s_agent.inverse_dynamics import IDMConfig, InverseDynamicsModel
-    from v4s_agent.pipeline_v4s import Video4SpatialPipeline
+    from v4s_agent.agent.inverse_dynamics import IDMConfig, InverseDynamicsModel
+    from v4s_agent.model.pipeline_v4s import Video4SpatialPipeline
 
     root = tmp_path_factory.mktemp("ckpt")
     pipe = Video4SpatialPipeline.from_config_name("tiny", seed=0)
@@ -140,7 +140,7 @@ def test_explicit_noise_and_numpy_generator(ckpt: dict[str, Any]) -> None:
 
 
 def test_text_encoder_and_idm_match_pytorch(ckpt: dict[str, Any]) -> None:
-    from v4s_agent.inverse_dynamics import InverseDynamicsModel
+    from v4s_agent.agent.inverse_dynamics import InverseDynamicsModel
 
     pipe = ckpt["pipe"]
     prompts = ["go to the chair", "", "find the red guitar next to the big window in the living room now"]
@@ -178,7 +178,7 @@ def test_sanitized_graphs_give_the_same_plan(ckpt: dict[str, Any], tmp_path: Pat
 def test_planner_uses_the_onnxruntime_backend(ckpt: dict[str, Any]) -> None:
     from v4s_agent.export import load_runtime_pipeline
 
-    from v4s_agent.planner import VideoPlanner
+    from v4s_agent.agent.planner import VideoPlanner
 
     assert isinstance(load_runtime_pipeline(ckpt["root"] / "pipeline"), OrtPlannerBackend)
     planner = VideoPlanner.from_pretrained(ckpt["root"], backend="onnxruntime", crosscheck="off")

@@ -19,9 +19,9 @@ def test_wan_vae_graphs_and_plan(tmp_path: Path) -> None:
     from v4s_agent.export.graphs import export_planner
     from v4s_agent.export.runtime_ort import OrtPlannerBackend
 
-    from v4s_agent.configs import get_model_config
-    from v4s_agent.pipeline_v4s import Video4SpatialPipeline
-    from v4s_agent.transformer_v4s import V4STransformer3DModel
+    from v4s_agent.model.configuration_model import get_model_config
+    from v4s_agent.model.pipeline_v4s import Video4SpatialPipeline
+    from v4s_agent.model.transformer_v4s import V4STransformer3DModel
 
     cfg = get_model_config(
         "tiny",

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from v4s_agent.bbox import draw_red_box, read_red_box
-from v4s_agent.losses import flow_matching_loss
-from v4s_agent.pipeline_v4s import Video4SpatialPipeline
+from v4s_agent.model.bbox import draw_red_box, read_red_box
+from v4s_agent.model.losses import flow_matching_loss
+from v4s_agent.model.pipeline_v4s import Video4SpatialPipeline
 
 
 def _scene(h: int = 64, w: int = 64, seed: int = 0) -> np.ndarray:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from v4s_agent.configs import get_model_config
-from v4s_agent.pipeline_v4s import Video4SpatialPipeline, build_pipeline
+from v4s_agent.model.configuration_model import get_model_config
+from v4s_agent.model.pipeline_v4s import Video4SpatialPipeline, build_pipeline
 
 
 def _tiny_tokenizer():
@@ -117,7 +117,7 @@ def test_loads_wan_weights_and_samples(wan_folder):
 
 
 def test_paper_loss_runs(wan_folder):
-    from v4s_agent.losses import flow_matching_loss
+    from v4s_agent.model.losses import flow_matching_loss
 
     pipe = build_pipeline(_cfg(wan_folder))
     b = 1

@@ -9,7 +9,7 @@ import pytest
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from v4s_agent.pipeline_v4s import ModelInputError, Video4SpatialPipeline
+from v4s_agent.model.pipeline_v4s import ModelInputError, Video4SpatialPipeline
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import torch
 from diffusers import WanTransformer3DModel
 from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed
 
-from v4s_agent.configs import ModelConfig, get_model_config
-from v4s_agent.transformer_v4s import V4STransformer3DModel, WanFramePosRotaryEmbed
+from v4s_agent.model.configuration_model import ModelConfig, get_model_config
+from v4s_agent.model.transformer_v4s import V4STransformer3DModel, WanFramePosRotaryEmbed
 
 
 def _tiny_model(seed: int = 0) -> V4STransformer3DModel:

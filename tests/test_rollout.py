@@ -9,7 +9,7 @@ import sys
 import pytest
 from agent_helpers import make_tiny_checkpoint
 
-from v4s_agent.rollout import main
+from v4s_agent.evaluation.rollout import main
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def test_rollout_bad_input(tmp_path, tiny_ckpt, args, msg):
             pytest.skip("tensorrt is installed here")
         except ImportError:
             pass
-    p = subprocess.run([sys.executable, "-m", "v4s_agent.rollout", *args, "--out", str(out)],
+    p = subprocess.run([sys.executable, "-m", "v4s_agent.evaluation.rollout", *args, "--out", str(out)],
                        capture_output=True, text=True, timeout=300)  # fmt: skip
     assert p.returncode != 0
     assert msg in p.stderr and "Traceback" not in p.stderr

@@ -20,7 +20,7 @@ from v4s_agent.training.dataset import (
 )
 from v4s_agent.training.generate_data import DataGenerationError, GenConfig, generate, shard_name
 
-from v4s_agent.configs import get_model_config
+from v4s_agent.model.configuration_model import get_model_config
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from v4s_agent.training.config import IDMTrainConfig
 from v4s_agent.training.generate_data import generate
 from v4s_agent.training.train_idm import train_idm
 
-from v4s_agent.inverse_dynamics import IDMConfig, InverseDynamicsModel
+from v4s_agent.agent.inverse_dynamics import IDMConfig, InverseDynamicsModel
 
 
 def test_forward_shape_and_input_checks() -> None:
@@ -61,7 +61,7 @@ def test_short_training_run_on_env_transitions(
     model = InverseDynamicsModel.from_pretrained(tmp_path / "idm")
     assert (model.config.height, model.config.width) == (32, 32)
     # the agent's reader of the IDM (action_decoding.idm_probs) accepts it
-    from v4s_agent.action_decoding import idm_probs
+    from v4s_agent.agent.action_decoding import idm_probs
 
     frames = np.random.default_rng(0).integers(0, 255, (3, 64, 64, 3), dtype=np.uint8)
     p = idm_probs(model, frames)

@@ -53,7 +53,7 @@ def test_kill_and_resume_equals_uninterrupted_run(data_dir: Path, tmp_path: Path
             weights(tmp_path / "full", cfg.max_steps, name), weights(tmp_path / "cut", cfg.max_steps, name)
         )
     # the final EMA pipeline is a loadable save_pretrained folder
-    from v4s_agent.pipeline_v4s import Video4SpatialPipeline
+    from v4s_agent.model.pipeline_v4s import Video4SpatialPipeline
 
     pipe = Video4SpatialPipeline.from_pretrained(str(tmp_path / "cut" / "final" / "pipeline"))
     ema = load_file(str(tmp_path / "cut" / "checkpoints" / f"step_{cfg.max_steps:08d}" / "ema.safetensors"))

@@ -23,7 +23,7 @@ class TrainConfig:
 
     Args:
         name: preset name the config came from (informational).
-        model_config: name passed to ``v4s_agent.configs.get_model_config``.
+        model_config: name passed to ``v4s_agent.model.configuration_model.get_model_config``.
         model_overrides: fields of the model config replaced for this run (documented deviations only).
         data_dir: folder written by ``generate_data`` (train split).
         seed: global seed; every step's randomness is derived from (seed, rank, step) for exact resume.

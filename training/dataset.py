@@ -140,7 +140,7 @@ def build_sample(
     """One training sample (unbatched) from episode ``ep`` of kind ``obj`` | ``pose`` of a shard."""
     from v4s_agent.envs.geometry import encode_relative_pose
 
-    from v4s_agent.bbox import draw_red_box
+    from v4s_agent.model.bbox import draw_red_box
 
     H, W, K, T, nb = (
         mcfg.height,

@@ -77,7 +77,7 @@ def folder_mb(path: Path) -> float:
 
 def export(run: str | Path, out: str | Path, idm: str | Path | None = None) -> dict[str, Any]:
     """Write ``out/pipeline`` (EMA), ``out/idm`` and ``out/loss_curve.png``; returns facts for the card."""
-    from v4s_agent.pipeline_v4s import Video4SpatialPipeline
+    from v4s_agent.model.pipeline_v4s import Video4SpatialPipeline
 
     from .train import export_checkpoint, latest_checkpoint
 

@@ -178,7 +178,7 @@ def generate_scene(cfg: GenConfig, scene_index: int) -> tuple[dict[str, np.ndarr
     from v4s_agent.envs.geometry import encode_relative_pose
     from v4s_agent.envs.scenes import split_scene
 
-    from v4s_agent.bbox import draw_red_box
+    from v4s_agent.model.bbox import draw_red_box
 
     rng = np.random.default_rng(scene_seed(cfg.seed, scene_index))
     scene = split_scene(cfg.split, scene_index)
@@ -407,6 +407,27 @@ def generate(
     return manifest
 
 
+def goal_visibility_stats(out: Path, shards: list[dict[str, Any]]) -> dict[str, Any]:
+    """How many object episodes start with the goal out of view: those are the ones that need the context
+    (the model cannot see where to go from the first frame alone)."""
+    start_out, end_in, n = 0, 0, 0
+    for s in shards:
+        with np.load(out / s["file"]) as z:
+            boxes, off = z["obj_boxes"], z["obj_offsets"]
+        for e in range(len(off) - 1):
+            if off[e + 1] <= off[e]:
+                continue
+            n += 1
+            start_out += int(np.isnan(boxes[off[e]]).any())
+            end_in += int(not np.isnan(boxes[off[e + 1] - 1]).any())
+    return {
+        "obj_episodes": n,
+        "obj_start_goal_out_of_view": start_out,
+        "obj_start_goal_out_of_view_frac": round(start_out / n, 4) if n else None,
+        "obj_end_goal_in_view": end_in,
+    }
+
+
 def write_manifest(out: Path, cfg: GenConfig, indices: list[int]) -> dict[str, Any]:
     """Collect the per-shard summaries into ``manifest.json`` (counts, seed, version)."""
     shards = []
@@ -433,6 +454,7 @@ def write_manifest(out: Path, cfg: GenConfig, indices: list[int]) -> dict[str, A
         )
     }
     manifest = {
+        "episode_stats": goal_visibility_stats(out, shards),
         "version": GENERATOR_VERSION,
         "generator_seed": cfg.seed,
         "config": asdict(cfg),
@@ -473,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     if a.resolution is None:
-        from v4s_agent.configs import get_model_config
+        from v4s_agent.model.configuration_model import get_model_config
 
         m = get_model_config("default")
         a.resolution = (m.height, m.width)

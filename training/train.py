@@ -113,7 +113,12 @@ class _TrainComponents:
 
     def predict_velocity(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         """The pipeline's own denoiser step, run through the wrapped (DDP/FSDP) transformer."""
-        return type(self._pipe).predict_velocity(SimpleNamespace(transformer=self._model), *args, **kwargs)
+        view = SimpleNamespace(
+            transformer=self._model,
+            v4s_config=self._pipe.v4s_config,
+            sample_to_velocity=self._pipe.sample_to_velocity,
+        )
+        return type(self._pipe).predict_velocity(view, *args, **kwargs)
 
 
 def resolve_mixed_precision(mode: str) -> str:
@@ -328,14 +333,15 @@ def train(
     """Train (or resume) one run; returns a summary dict.
 
     ``stop_after`` exits after that step as if killed (tests); ``max_minutes`` ends the run early but
-    properly (checkpoint + final EMA pipeline) when this process has trained that long.
+    properly (checkpoint + final EMA pipeline) when this process has trained that long (time spent on
+    sample videos and the held-out probe does not count, so candidates compare at equal training time).
     """
     from accelerate import Accelerator
     from accelerate.utils import DistributedType
 
-    from v4s_agent.configs import get_model_config
-    from v4s_agent.losses import flow_matching_loss
-    from v4s_agent.pipeline_v4s import build_pipeline
+    from v4s_agent.model.configuration_model import get_model_config
+    from v4s_agent.model.losses import flow_matching_loss
+    from v4s_agent.model.pipeline_v4s import build_pipeline
 
     from .dataset import load_manifest, make_dataloader
 
@@ -452,6 +458,14 @@ def train(
     sample_batch = None
     if is_main and (cfg.sample_every > 0 or stop_after is None):
         sample_batch = _fixed_sample_batch(cfg, mcfg, p_drop)
+    probe = None
+    if is_main and cfg.sample_every > 0 and cfg.val_data_dir:
+        from .val_probe import probe_batch
+
+        try:
+            probe = probe_batch(cfg.val_data_dir, mcfg, seed=cfg.seed + 777)
+        except (ValueError, OSError) as e:
+            print(f"warning: no held-out probe ({e})", file=sys.stderr)
 
     from tqdm import tqdm
 
@@ -463,6 +477,7 @@ def train(
         dynamic_ncols=True,
     )
     t_start, t_log, n_log = time.time(), time.time(), 0
+    t_eval = 0.0  # seconds spent on sample videos and the held-out probe (not training: off the budget)
     logs: dict[str, float] = {}
     last_loss = float("nan")
     step = start_step
@@ -531,13 +546,18 @@ def train(
                     with open(output / METRICS, "a") as f:
                         f.write(json.dumps(rec) + "\n")
                     t_log, n_log = now, 0
+                t0 = time.time()
                 if sample_batch is not None and cfg.sample_every > 0 and step % cfg.sample_every == 0:
                     _log_samples(writer, output, pipe, ema, sample_batch, cfg, step)
+                if probe is not None and step % cfg.sample_every == 0:
+                    _log_probe(writer, output, pipe, ema, probe, cfg, step)
+                t_eval += time.time() - t0
+                t_log += time.time() - t0
             if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
                 checkpoint_now(step)
             if stop_after is not None and step >= stop_after:
                 break
-            out_of_time = max_minutes is not None and (time.time() - t_start) > 60.0 * max_minutes
+            out_of_time = max_minutes is not None and (time.time() - t_start - t_eval) > 60.0 * max_minutes
             if world > 1:  # every rank must leave the loop at the same step
                 flag = torch.tensor([float(out_of_time)], device=accelerator.device)
                 out_of_time = bool(accelerator.reduce(flag, reduction="sum").item() > 0)
@@ -566,6 +586,8 @@ def train(
     if finished and is_main:
         if sample_batch is not None:
             _log_samples(writer, output, pipe, ema, sample_batch, cfg, step)
+        if probe is not None and step % cfg.sample_every != 0:
+            _log_probe(writer, output, pipe, ema, probe, cfg, step)
         export_ema_pipeline(pipe, ema, output / "final" / "pipeline")
         (output / "final" / "summary.json").write_text(json.dumps(summary, indent=1))
     if writer is not None:
@@ -643,6 +665,45 @@ def _log_samples(writer, output: Path, pipe, ema, batch, cfg: TrainConfig, step:
         imageio.mimsave(output / "samples" / f"step_{step:08d}_{i}.gif", list(strip), duration=0.25, loop=0)
 
 
+class ema_weights:  # noqa: N801  (a context manager used like a function)
+    """Swap the EMA weights into the pipeline's transformer (eval mode) and back on exit."""
+
+    def __init__(self, pipe: Any, ema: dict[str, torch.Tensor]) -> None:
+        self.tr, self.ema = pipe.transformer, ema
+
+    def __enter__(self) -> None:
+        self.backup = {n: p.detach().clone() for n, p in self.tr.named_parameters()}
+        self.was_training = self.tr.training
+        with torch.no_grad():
+            for n, p in self.tr.named_parameters():
+                p.copy_(self.ema[n].to(p.dtype))
+        self.tr.eval()
+
+    def __exit__(self, *exc: Any) -> None:
+        with torch.no_grad():
+            for n, p in self.tr.named_parameters():
+                p.copy_(self.backup[n])
+        self.tr.train(self.was_training)
+
+
+def _log_probe(writer, output: Path, pipe, ema, probe, cfg: TrainConfig, step: int) -> None:
+    """Held-out diagnostics (``val_probe``) with the EMA weights -> TensorBoard ``val/*`` + metrics.jsonl."""
+    from .val_probe import run_probe
+
+    t0 = time.time()
+    with ema_weights(pipe, ema):
+        vals = run_probe(pipe, probe, cfg.sample_steps, cfg.guidance_scale, seed=cfg.seed)
+    for k, v in vals.items():
+        writer.add_scalar(f"val/{k}", v, step)
+    rec = {
+        "step": step,
+        "probe_seconds": round(time.time() - t0, 2),
+        **{f"val/{k}": v for k, v in vals.items()},
+    }
+    with open(output / METRICS, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+
+
 def export_ema_pipeline(pipe: Any, ema: dict[str, torch.Tensor], out: str | Path) -> Path:
     """``save_pretrained`` of the pipeline with the EMA weights (the shipped format)."""
     tr = pipe.transformer
@@ -664,8 +725,8 @@ def export_checkpoint(run_dir: str | Path, out: str | Path, ckpt: str | Path | N
     """Rebuild the pipeline from a run's checkpoint and save its EMA weights with ``save_pretrained``."""
     from safetensors.torch import load_file
 
-    from v4s_agent.configs import ModelConfig
-    from v4s_agent.pipeline_v4s import build_pipeline
+    from v4s_agent.model.configuration_model import ModelConfig
+    from v4s_agent.model.pipeline_v4s import build_pipeline
 
     run_dir = Path(run_dir)
     c = Path(ckpt) if ckpt else latest_checkpoint(run_dir)

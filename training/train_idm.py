@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from v4s_agent.inverse_dynamics import IDMConfig, InverseDynamicsModel
+from v4s_agent.agent.inverse_dynamics import IDMConfig, InverseDynamicsModel
 
 from .config import IDMTrainConfig
 from .dataset import DataError, load_idm_transitions

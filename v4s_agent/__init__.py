@@ -7,6 +7,9 @@ diffusers) load lazily on first attribute access so that ``import v4s_agent`` st
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.util
+import sys
 from typing import TYPE_CHECKING, Any
 
 import gymnasium
@@ -25,14 +28,55 @@ if ENV_ID not in gymnasium.registry:
 
 # public name -> module that defines it (imported on first use)
 _LAZY = {
-    "Video4SpatialPipeline": "v4s_agent.pipeline_v4s",
-    "V4SPipelineOutput": "v4s_agent.pipeline_output",
-    "V4STransformer3DModel": "v4s_agent.transformer_v4s",
-    "VideoPlanner": "v4s_agent.planner",
-    "Plan": "v4s_agent.planner",
-    "V4SAgent": "v4s_agent.agent",
-    "InverseDynamicsModel": "v4s_agent.inverse_dynamics",
+    "Video4SpatialPipeline": "v4s_agent.model.pipeline_v4s",
+    "V4SPipelineOutput": "v4s_agent.model.pipeline_output",
+    "V4STransformer3DModel": "v4s_agent.model.transformer_v4s",
+    "VideoPlanner": "v4s_agent.agent.planner",
+    "Plan": "v4s_agent.agent.planner",
+    "V4SAgent": "v4s_agent.agent.agent",
+    "InverseDynamicsModel": "v4s_agent.agent.inverse_dynamics",
 }
+
+# Modules that moved into model/, agent/ and evaluation/ (issue 9), by their old names. Checkpoints saved
+# before the move name their classes by module (``model_index.json``: "v4s_agent.transformer_v4s"), and
+# users may have imported them; both keep working through this alias, which hands out the new module.
+_MOVED = {
+    "v4s_agent.configs": "v4s_agent.model.configuration_model",
+    "v4s_agent.transformer_v4s": "v4s_agent.model.transformer_v4s",
+    "v4s_agent.pipeline_v4s": "v4s_agent.model.pipeline_v4s",
+    "v4s_agent.pipeline_output": "v4s_agent.model.pipeline_output",
+    "v4s_agent.losses": "v4s_agent.model.losses",
+    "v4s_agent.text_encoder": "v4s_agent.model.text_encoder",
+    "v4s_agent.bbox": "v4s_agent.model.bbox",
+    "v4s_agent.planner": "v4s_agent.agent.planner",
+    "v4s_agent.configuration_v4s": "v4s_agent.agent.configuration_agent",
+    "v4s_agent.modeling_v4s": "v4s_agent.agent.modeling_agent",
+    "v4s_agent.inverse_dynamics": "v4s_agent.agent.inverse_dynamics",
+    "v4s_agent.action_decoding": "v4s_agent.agent.action_decoding",
+    "v4s_agent.evaluator_detector": "v4s_agent.evaluation.evaluator_detector",
+    "v4s_agent.metrics": "v4s_agent.evaluation.metrics",
+}
+
+
+class _MovedModuleAlias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Resolve an old module name to the moved module itself (same object, its own ``__spec__`` kept)."""
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname not in _MOVED:
+            return None
+        return importlib.util.spec_from_loader(fullname, self)
+
+    def create_module(self, spec: Any) -> Any:
+        module = importlib.import_module(_MOVED[spec.name])
+        self._spec = module.__spec__  # importlib overwrites __spec__ with the alias's; put it back below
+        return module
+
+    def exec_module(self, module: Any) -> None:
+        module.__spec__ = self._spec
+
+
+if not any(isinstance(f, _MovedModuleAlias) for f in sys.meta_path):
+    sys.meta_path.append(_MovedModuleAlias())
 
 __all__ = [
     "ENV_ID",
@@ -47,12 +91,12 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .agent import V4SAgent
-    from .inverse_dynamics import InverseDynamicsModel
-    from .pipeline_output import V4SPipelineOutput
-    from .pipeline_v4s import Video4SpatialPipeline
-    from .planner import Plan, VideoPlanner
-    from .transformer_v4s import V4STransformer3DModel
+    from .agent.agent import V4SAgent
+    from .agent.inverse_dynamics import InverseDynamicsModel
+    from .agent.planner import Plan, VideoPlanner
+    from .model.pipeline_output import V4SPipelineOutput
+    from .model.pipeline_v4s import Video4SpatialPipeline
+    from .model.transformer_v4s import V4STransformer3DModel
 
 
 def __getattr__(name: str) -> Any:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .action_decoding import MOVE_FORWARD, STOP, TURN_LEFT, TURN_RIGHT
-from .configuration_v4s import V4SAgentConfig
+from .configuration_agent import V4SAgentConfig
 from .planner import Plan, VideoPlanner, sample_context_indices
 
 logger = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ frames rendered by the environment, labelled with its exact semantic masks (inst
 At evaluation time the goal category's largest predicted region gives the box (-> SD) and its presence
 (-> IF). Its own accuracy against the exact semantic render is measured and reported beside the scores.
 
-``python -m v4s_agent.evaluator_detector --out DIR`` trains one (a few CPU minutes).
+``python -m v4s_agent.evaluation.evaluator_detector --out DIR`` trains one (a few CPU minutes).
 """
 
 from __future__ import annotations
@@ -204,8 +204,8 @@ SCENE_KINDS = ("indoor", "indoor", "indoor_val_categories", "park", "street")
 def detector_scene(i: int, seed: int = 0) -> Any:
     """The ``i``-th detector-training scene: indoor (all indoor categories, held-out ones included) and
     outdoor, from seeds no evaluation split uses, so the evaluator never trained on an evaluated scene."""
-    from .envs.categories import INDOOR_CATEGORIES
-    from .envs.scenes import VAL_CATEGORIES, make_scene
+    from ..envs.categories import INDOOR_CATEGORIES
+    from ..envs.scenes import VAL_CATEGORIES, make_scene
 
     kind = SCENE_KINDS[i % len(SCENE_KINDS)]
     s = DETECTOR_SEED_OFFSET + seed * 100_000 + i
@@ -232,8 +232,8 @@ def collect_frames(
     argument (e.g. a split name, for validation). Why expert episodes: they end looking at the goal from
     up close, so positives of every size occur, and the random detours add off-goal views.
     """
-    from .envs import V4SNavEnv
-    from .envs.scenes import CATEGORIES
+    from ..envs import V4SNavEnv
+    from ..envs.scenes import CATEGORIES
 
     categories = list(categories or CATEGORIES)
     rng = np.random.default_rng(seed)

@@ -6,7 +6,9 @@ the pipeline's own pieces (``encode_video``, ``frame_positions``, ``token_timest
 ``predict_velocity``) and the training engineer calls only :func:`flow_matching_loss`.
 
 Convention (diffusers' ``FlowMatchEulerDiscreteScheduler``): ``x_s = (1 - s) x0 + s * noise``,
-timestep ``= 1000 s``, the model predicts the velocity ``noise - x0``.
+timestep ``= 1000 s``, the loss is on the velocity ``noise - x0``. With ``prediction_type="sample"`` the
+transformer outputs ``x0`` and ``predict_velocity`` turns it into ``(x_s - x0_hat) / max(s, sigma_min)``:
+the JiT loss (a velocity loss computed from an x-prediction, i.e. an x-loss weighted by ``1 / s^2``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 import torch
 
-from .configs import ModelConfig
+from .configuration_model import ModelConfig
 
 BATCH_KEYS = (
     "context",
@@ -33,10 +35,20 @@ def sample_sigmas(
     shift: float,
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
+    mean: float = 0.0,
+    std: float = 1.0,
 ) -> torch.Tensor:
-    """Per-sample noise levels: logit-normal (SD3) then the same time shift the sampler uses."""
-    u = torch.sigmoid(torch.randn(batch_size, generator=generator, device=device))
+    """Per-sample noise levels: logit-normal ``sigmoid(N(mean, std))`` (SD3), then a time shift."""
+    u = torch.sigmoid(mean + std * torch.randn(batch_size, generator=generator, device=device))
     return (shift * u / (1 + (shift - 1) * u)).clamp(1e-4, 1.0)
+
+
+def train_sigmas(
+    cfg: ModelConfig, batch_size: int, generator: torch.Generator | None = None, device: Any = "cpu"
+) -> torch.Tensor:
+    """The training noise levels of ``cfg`` (``train_sigma_*``; shift defaults to the sampler's)."""
+    shift = cfg.flow_shift if cfg.train_sigma_shift is None else cfg.train_sigma_shift
+    return sample_sigmas(batch_size, shift, generator, device, cfg.train_sigma_mean, cfg.train_sigma_std)
 
 
 def _components(pipe_or_components: Any, cfg: ModelConfig | None) -> Any:
@@ -121,7 +133,7 @@ def flow_matching_loss(
             z = torch.randn(ctx_lat.shape, generator=generator, device=device, dtype=dtype)
             ctx_lat = torch.where(drop.view(b, 1, 1, 1, 1), z, ctx_lat)
 
-    sigma = sample_sigmas(b, cfg.flow_shift, generator, device).to(dtype)
+    sigma = train_sigmas(cfg, b, generator, device).to(dtype)
     noise = torch.randn(x0.shape, generator=generator, device=device, dtype=dtype)
     s = sigma.view(b, 1, 1, 1, 1)
     noisy = (1 - s) * x0 + s * noise
@@ -139,6 +151,8 @@ def flow_matching_loss(
 
     pred = pipe.predict_velocity(latents, tt, positions, text_emb, cam, cam_mask)
     v_target = noise - x0
+    if cfg.prediction_type == "sample":  # the same sigma clamp as the prediction's conversion (JiT)
+        v_target = (noisy - x0) / s.clamp_min(cfg.sigma_min)
     err = (pred[:, :, k + 1 :].float() - v_target[:, :, 1:].float()) ** 2  # (B, C, T'-1, h, w)
     loss = err.mean()
     nb = -(-cfg.num_box_frames // cfg.temporal_factor) if cfg.num_box_frames else 0
@@ -153,4 +167,4 @@ def flow_matching_loss(
     return loss, logs
 
 
-__all__ = ["flow_matching_loss", "sample_sigmas", "check_batch", "BATCH_KEYS"]
+__all__ = ["flow_matching_loss", "sample_sigmas", "train_sigmas", "check_batch", "BATCH_KEYS"]

@@ -12,7 +12,7 @@ Why this shape: it follows diffusers' ``WanPipeline`` (same ``__call__`` argumen
 * joint classifier-free guidance ``s(x, 0, z_ctx) + w * (s(x, g, ctx) - s(x, 0, z_ctx))`` with pure-noise
   context ``z_ctx`` and the null (all-zero) instruction; ``cfg_mode="text_only"`` keeps the context;
 * the last ``num_box_frames`` target frames show the goal marked with a red box, read back by
-  :func:`v4s_agent.bbox.read_red_box`.
+  :func:`v4s_agent.model.bbox.read_red_box`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
 from diffusers.utils import logging, replace_example_docstring
 from diffusers.utils.torch_utils import randn_tensor
 
-from .configs import ModelConfig, get_model_config
+from .configuration_model import ModelConfig, get_model_config
 from .pipeline_output import V4SPipelineOutput
 from .text_encoder import encode_umt5, get_minilm_encoder
 from .transformer_v4s import V4STransformer3DModel
@@ -315,7 +315,7 @@ class Video4SpatialPipeline(DiffusionPipeline):
             text_emb: ``(B, L, text_dim)`` instruction embeddings (zeros = null).
             camera: ``(B, K + T', 12)`` or ``None``; camera_mask: ``(B, K + T')`` or ``None``.
         """
-        return self.transformer(
+        out = self.transformer(
             latents,
             timesteps_per_token.float(),  # kept fp32 (bf16 cannot resolve t in [0, 1000])
             text_emb.to(latents.dtype),
@@ -324,6 +324,39 @@ class Video4SpatialPipeline(DiffusionPipeline):
             camera_mask=camera_mask,
             return_dict=False,
         )[0]
+        if self.v4s_config.prediction_type == "sample":
+            out = self.sample_to_velocity(latents, out, timesteps_per_token)
+        return out
+
+    def token_sigma_map(self, timesteps_per_token: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        """Per-token timesteps ``(B, F * tokens)`` -> ``sigma`` on the latent grid ``(B, 1, F, h, w)``.
+
+        Tokens run frame-major, then patch row, then patch column (the transformer's patch order), so a
+        reshape and a broadcast put every token's sigma on its ``p_h x p_w`` pixels (traceable, no gather).
+        """
+        b, _, f, h, w = latents.shape
+        _, p_h, p_w = self.v4s_config.patch_size
+        hp, wp = h // p_h, w // p_w
+        sig = (timesteps_per_token.float() / 1000.0).reshape(b, 1, f, hp, 1, wp, 1)
+        return sig.expand(b, 1, f, hp, p_h, wp, p_w).reshape(b, 1, f, h, w)
+
+    def sample_to_velocity(
+        self, latents: torch.Tensor, sample: torch.Tensor, timesteps_per_token: torch.Tensor
+    ) -> torch.Tensor:
+        """x-prediction -> velocity: ``v = (x_t - x0_hat) / max(sigma, sigma_min)`` (exact where
+        ``sigma >= sigma_min``, since ``x_t = (1 - sigma) x0 + sigma noise`` and ``v = noise - x0``)."""
+        sig = self.token_sigma_map(timesteps_per_token, latents).clamp_min(self.v4s_config.sigma_min)
+        return ((latents.float() - sample.float()) / sig).to(sample.dtype)
+
+    def velocity_to_sample(
+        self, latents: torch.Tensor, velocity: torch.Tensor, timesteps_per_token: torch.Tensor
+    ) -> torch.Tensor:
+        """The one-step clean estimate ``x0_hat = x_t - sigma v`` (the inverse of :meth:`sample_to_velocity`
+        for either prediction type; used for the per-sigma denoising diagnostics)."""
+        sig = self.token_sigma_map(timesteps_per_token, latents)
+        if self.v4s_config.prediction_type == "sample":
+            sig = sig.clamp_min(self.v4s_config.sigma_min)
+        return (latents.float() - sig * velocity.float()).to(velocity.dtype)
 
     # ------------------------------------------------------------------------------------------------
     # input checks

@@ -17,7 +17,7 @@ POSITION_MODES = ("tour_range", "source")
 
 @dataclass
 class V4SAgentConfig:
-    """Configuration of :class:`v4s_agent.agent.V4SAgent`.
+    """Configuration of :class:`v4s_agent.agent.agent.V4SAgent`.
 
     Args:
         replan_every: receding horizon; execute this many actions of a plan, then re-plan.

@@ -1,4 +1,4 @@
-"""Output dataclass of :class:`v4s_agent.pipeline_v4s.Video4SpatialPipeline` (diffusers' ``BaseOutput``)."""
+"""Output dataclass of :class:`.pipeline_v4s.Video4SpatialPipeline` (diffusers' ``BaseOutput``)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """``python -m v4s_agent.evaluate``: open-loop and closed-loop evaluation, baselines and ablations.
 
 Open loop (as the paper measures): on held-out episodes the planner imagines the clip that ends at the
-goal; an independent detector (:mod:`v4s_agent.evaluator_detector`, trained on rendered frames with the
+goal; an independent detector (:mod:`.evaluator_detector`, trained on rendered frames with the
 env's semantic masks, never the model's red box) scores its last trajectory frame: SD, IF, IF(SD<0.2),
 IF(SD<0.1). Rows: ours, ours without context, ablation checkpoints, and ground truth (the rendered
 expert clip, by the same detector and by the exact semantic render). Navigation: PSNR/SSIM of imagined
@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from .metrics import psnr, sd_from_box, ssim
-from .planner import _resize
+from ..agent.planner import _resize
+from .metrics import mean_interval, psnr, sd_from_box, ssim, wilson_interval
 from .rollout import (
     AtomicDir,
     ExpertAgent,
@@ -48,6 +48,7 @@ HABITAT_ASSETS = Path(__file__).resolve().parents[2] / "shared" / "assets" / "ha
 ABLATIONS = ("no_aux_box", "contiguous_rope", "text_only_guidance")
 PAPER = {"SD": 0.1099, "IF(SD<0.2)": 0.6486, "IF(SD<0.1)": 0.4941, "nav_PSNR": 14.27, "nav_LPIPS": 0.4674}
 TARGETS = {"success_rate": 0.8, "spl": 0.6, "IF(SD<0.2)": 0.65, "SD": 0.11}
+SHEET_EPISODES = 4  # episodes per row drawn in the sample sheets
 
 
 @dataclass
@@ -121,7 +122,7 @@ def collect_episodes(
 
 
 def _relative_camera(poses: np.ndarray, n_target: int) -> np.ndarray:
-    from .agent import relative_camera
+    from ..agent.agent import relative_camera
 
     cam = relative_camera(poses)
     if len(cam) < n_target:
@@ -138,12 +139,21 @@ def grounding_scores(sds: Sequence[float]) -> dict[str, float]:
     a = np.asarray(sds, dtype=np.float64)
     found = ~np.isnan(a)
     n = max(len(a), 1)
+    k20 = int((found & (np.nan_to_num(a, nan=9) < 0.2)).sum())
+    k10 = int((found & (np.nan_to_num(a, nan=9) < 0.1)).sum())
     return {
         "SD": float(a[found].mean()) if found.any() else float("nan"),
         "IF": float(found.sum() / n),
-        "IF(SD<0.2)": float((found & (np.nan_to_num(a, nan=9) < 0.2)).sum() / n),
-        "IF(SD<0.1)": float((found & (np.nan_to_num(a, nan=9) < 0.1)).sum() / n),
+        "IF(SD<0.2)": k20 / n,
+        "IF(SD<0.1)": k10 / n,
         "n": int(len(a)),
+        "ci95": {
+            "SD": mean_interval(a[found].tolist()),
+            "IF": wilson_interval(int(found.sum()), len(a)),
+            "IF(SD<0.2)": wilson_interval(k20, len(a)),
+            "IF(SD<0.1)": wilson_interval(k10, len(a)),
+        },
+        "per_episode_sd": [None if math.isnan(x) else float(x) for x in a],
     }
 
 
@@ -165,22 +175,57 @@ def _no_crosscheck(planner: Any) -> Any:
         planner.crosscheck = old
 
 
+def _scene_key(ep: Episode) -> bytes:
+    """Identity of an episode's scene: its context tour (the same scene gives the same tour)."""
+    import hashlib
+
+    return hashlib.sha1(np.ascontiguousarray(ep.context["frames"][:4]).tobytes()).digest()
+
+
+def wrong_contexts(eps: Sequence[Episode]) -> list[dict[str, np.ndarray] | None]:
+    """For every episode, the context of the next episode from **another** scene (``None`` if none)."""
+    keys = [_scene_key(e) for e in eps]
+    out: list[dict[str, np.ndarray] | None] = []
+    for i, k in enumerate(keys):
+        js = [j for j in [*range(i + 1, len(eps)), *range(i)] if keys[j] != k]
+        out.append(eps[js[0]].context if js else None)
+    return out
+
+
+def _context_for(ep: Episode, i: int, context: str, wrong: list | None) -> dict[str, np.ndarray] | None:
+    if context == "none":
+        return None
+    if context == "wrong":
+        if wrong is None or wrong[i] is None:
+            raise ValueError("a wrong-scene context needs episodes from at least two scenes")
+        return wrong[i]
+    return ep.context
+
+
 def open_loop_grounding(
-    planner: Any, eps: Sequence[Episode], det: Any, use_context: bool = True
+    planner: Any, eps: Sequence[Episode], det: Any, use_context: bool = True, context: str | None = None
 ) -> dict[str, Any]:
-    """Generate each episode's clip and score its last trajectory frame with the detector."""
-    sds, own_sds, lat = [], [], []
-    for ep in eps:
+    """Generate each episode's clip and score its last trajectory frame with the detector.
+
+    ``context``: ``"true"`` (default), ``"none"`` or ``"wrong"`` (another held-out scene's tour).
+    """
+    context = context or ("true" if use_context else "none")
+    wrong = wrong_contexts(eps) if context == "wrong" else None
+    sds, own_sds, lat, sheet = [], [], [], []
+    for i, ep in enumerate(eps):
         with _no_crosscheck(planner):
             plan = planner.plan(
-                ep.context if use_context else None, ep.frames[0], ep.instruction, seed=ep.seed
+                _context_for(ep, i, context, wrong), ep.frames[0], ep.instruction, seed=ep.seed
             )
+        if i < SHEET_EPISODES:
+            sheet.append((plan.frames, _resize(ep.frames, planner.height, planner.width)))
         sds.append(_detector_sd(det, plan.trajectory[-1], ep.category))
         own_sds.append(plan.box_sd)
         lat.append(plan.latency_ms)
     out = grounding_scores(sds)
     out["own_red_box"] = grounding_scores(own_sds)  # for reference only: NOT the evaluation
     out["plan_latency_ms"] = float(np.mean(lat)) if lat else None
+    out["_sheet"] = sheet
     return out
 
 
@@ -191,18 +236,24 @@ def ground_truth_grounding(eps: Sequence[Episode], det: Any) -> dict[str, Any]:
     return out
 
 
-def open_loop_navigation(planner: Any, eps: Sequence[Episode], use_context: bool = True) -> dict[str, Any]:
+def open_loop_navigation(
+    planner: Any, eps: Sequence[Episode], use_context: bool = True, context: str | None = None
+) -> dict[str, Any]:
     """PSNR/SSIM of imagined trajectory frames vs frames rendered along the same camera path."""
-    ps, ss, lat = [], [], []
-    for ep in eps:
+    context = context or ("true" if use_context else "none")
+    wrong = wrong_contexts(eps) if context == "wrong" else None
+    ps, ss, lat, sheet = [], [], [], []
+    for i, ep in enumerate(eps):
         cam = _relative_camera(ep.poses, planner.num_target_frames)
         with _no_crosscheck(planner):
             plan = planner.plan(
-                ep.context if use_context else None, ep.frames[0], ep.instruction, camera=cam, seed=ep.seed
+                _context_for(ep, i, context, wrong), ep.frames[0], ep.instruction, camera=cam, seed=ep.seed
             )
 
         gt = _resize(ep.frames[1:], planner.height, planner.width)
         gen = plan.trajectory[1 : 1 + len(gt)]
+        if i < SHEET_EPISODES:
+            sheet.append((plan.frames, _resize(ep.frames, planner.height, planner.width)))
         ps.append(psnr(gen, gt[: len(gen)]))
         ss.append(ssim(gen, gt[: len(gen)]))
         lat.append(plan.latency_ms)
@@ -210,6 +261,9 @@ def open_loop_navigation(planner: Any, eps: Sequence[Episode], use_context: bool
         "PSNR": float(np.mean(ps)) if ps else float("nan"),
         "SSIM": float(np.mean(ss)) if ss else float("nan"),
         "n": len(ps),
+        "ci95": {"PSNR": mean_interval(ps), "SSIM": mean_interval(ss)},
+        "per_episode_psnr": [float(x) for x in ps],
+        "_sheet": sheet,
         "plan_latency_ms": float(np.mean(lat)) if lat else None,
     }
 
@@ -250,6 +304,13 @@ def _fmt(v: Any, nd: int = 3) -> str:
     return str(v)
 
 
+def _fmt_ci(v: Any, ci: Sequence[float] | None, nd: int = 3) -> str:
+    """``value [lo, hi]`` (95 % interval) or just the value when there is no interval."""
+    if ci is None or any(c is None or math.isnan(c) for c in ci):
+        return _fmt(v, nd)
+    return f"{_fmt(v, nd)} [{ci[0]:.{nd}f}, {ci[1]:.{nd}f}]"
+
+
 def markdown_report(m: dict[str, Any]) -> str:
     """The results tables (ours beside the paper's, labelled)."""
     lines = [
@@ -276,9 +337,12 @@ def markdown_report(m: dict[str, Any]) -> str:
                 for name, rr in ((row, r), ("ground truth (exact semantic render)", r.get("exact_semantic"))):
                     if rr is None:
                         continue
+                    ci = rr.get("ci95", {})
                     lines.append(
-                        f"| {split} | {name} | {_fmt(rr['SD'])} | {_fmt(rr['IF'])} | "
-                        f"{_fmt(rr['IF(SD<0.2)'])} | {_fmt(rr['IF(SD<0.1)'])} | {rr['n']} |"
+                        f"| {split} | {name} | {_fmt_ci(rr['SD'], ci.get('SD'))} | "
+                        f"{_fmt_ci(rr['IF'], ci.get('IF'))} | "
+                        f"{_fmt_ci(rr['IF(SD<0.2)'], ci.get('IF(SD<0.2)'))} | "
+                        f"{_fmt_ci(rr['IF(SD<0.1)'], ci.get('IF(SD<0.1)'))} | {rr['n']} |"
                     )
         lines.append(
             f"| paper (real scans, 416×256, Wan2.2-5B scale) | ours | {PAPER['SD']} | – | "
@@ -292,7 +356,11 @@ def markdown_report(m: dict[str, Any]) -> str:
                 if "error" in r:
                     lines.append(f"| {split} | {row} | not run: {r['error']} | | |")
                     continue
-                lines.append(f"| {split} | {row} | {_fmt(r['PSNR'], 2)} | {_fmt(r['SSIM'])} | {r['n']} |")
+                ci = r.get("ci95", {})
+                lines.append(
+                    f"| {split} | {row} | {_fmt_ci(r['PSNR'], ci.get('PSNR'), 2)} | "
+                    f"{_fmt_ci(r['SSIM'], ci.get('SSIM'))} | {r['n']} |"
+                )
         lines.append(
             f"| paper (real scans) | ours | {PAPER['nav_PSNR']} | – (LPIPS {PAPER['nav_LPIPS']}) | – |\n"
         )
@@ -321,6 +389,45 @@ def markdown_report(m: dict[str, Any]) -> str:
         "model. They are shown side by side for orientation, not as a like-for-like comparison.\n"
     )
     return "\n".join(lines)
+
+
+def sample_sheet(pairs: Sequence[tuple[np.ndarray, np.ndarray]], pad: int = 2) -> np.ndarray:
+    """One PNG-ready uint8 image: per episode, the imagined frames above the real ones (white gaps)."""
+    rows = []
+    for gen, real in pairs:
+        t = max(len(gen), len(real))
+        h, w = gen.shape[1:3]
+        blank = np.full((h, w, 3), 255, np.uint8)
+
+        def strip(frames: np.ndarray, t: int = t, blank: np.ndarray = blank) -> np.ndarray:
+            cells = [frames[i] if i < len(frames) else blank for i in range(t)]
+            gap = np.full((blank.shape[0], pad, 3), 255, np.uint8)
+            return np.concatenate([c for f in cells for c in (f, gap)][:-1], axis=1)
+
+        rows += [strip(gen), np.full((pad, strip(gen).shape[1], 3), 255, np.uint8), strip(real)]
+        rows.append(np.full((3 * pad, rows[-1].shape[1], 3), 255, np.uint8))
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    return np.concatenate(rows[:-1], axis=0)
+
+
+def write_sheets(m: dict[str, Any], out: Path) -> list[str]:
+    """``samples_<section>_<split>_<row>.png`` for every open-loop row; pops the frames out of ``m``."""
+    import re
+
+    import imageio.v2 as imageio
+
+    files = []
+    for section in ("open_loop", "navigation"):
+        for split, rows in m.get(section, {}).items():
+            for row, r in rows.items():
+                pairs = r.pop("_sheet", None) if isinstance(r, dict) else None
+                if not pairs:
+                    continue
+                name = re.sub(r"[^a-z0-9]+", "_", f"samples_{section}_{split}_{row}".lower()).strip("_")
+                imageio.imwrite(out / f"{name}.png", sample_sheet(pairs))
+                files.append(f"{name}.png")
+    return files
 
 
 def make_plots(m: dict[str, Any], out: Path) -> list[str]:
@@ -411,7 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--sections", default="open,nav,closed", help="comma list of open, nav, closed")
     ap.add_argument(
         "--baselines",
-        default="no_context,text_only,random,expert",
+        default="no_context,wrong_context,text_only,random,expert",
         help="comma list of baselines / inference-time variants to run",
     )
     ap.add_argument(
@@ -439,7 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load_planner(path: str | None, args: argparse.Namespace) -> Any:
-    from .planner import VideoPlanner
+    from ..agent.planner import VideoPlanner
 
     kw: dict[str, Any] = {"bf16": args.bf16}
     if args.steps is not None:
@@ -451,8 +558,8 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> dict[str
     """The evaluation (raises on bad input before anything is written)."""
     from tqdm.auto import tqdm
 
+    from ..agent.planner import BackendUnavailableError, CheckpointError
     from .evaluator_detector import load_or_train
-    from .planner import BackendUnavailableError, CheckpointError
 
     if args.quick:
         args.episodes = min(args.episodes, 1)
@@ -540,7 +647,11 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> dict[str
                     rows["ground truth (rendered expert)"] = ground_truth_grounding(eps, det)
                     rows["ours"] = open_loop_grounding(planner, eps, det)
                     if "no_context" in baselines:
-                        rows["ours, no context"] = open_loop_grounding(planner, eps, det, use_context=False)
+                        rows["ours, no context"] = open_loop_grounding(planner, eps, det, context="none")
+                    if "wrong_context" in baselines:
+                        rows["ours, another scene's context"] = open_loop_grounding(
+                            planner, eps, det, context="wrong"
+                        )
                     if "text_only" in baselines:
                         planner.cfg_mode = "text_only"  # inference-time switch on the same checkpoint
                         try:
@@ -569,7 +680,11 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> dict[str
                     )
                     rows["ours"] = open_loop_navigation(planner, eps)
                     if "no_context" in baselines:
-                        rows["ours, no context"] = open_loop_navigation(planner, eps, use_context=False)
+                        rows["ours, no context"] = open_loop_navigation(planner, eps, context="none")
+                    if "wrong_context" in baselines:
+                        rows["ours, another scene's context"] = open_loop_navigation(
+                            planner, eps, context="wrong"
+                        )
                     for name, p in ab_planners.items():
                         rows[f"ablation: {name}"] = open_loop_navigation(p, eps)
                 except Exception as e:
@@ -600,6 +715,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> dict[str
                 bar.update(1)
         bar.close()
         m["wall_s"] = round(time.time() - t0, 1)
+        m["sample_sheets"] = write_sheets(m, tmp)
         m["plots"] = make_plots(m, tmp)
         (tmp / "metrics.json").write_text(json.dumps(m, indent=2, default=json_default))
         (tmp / "results.md").write_text(markdown_report(m))
@@ -609,7 +725,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> dict[str
 def _closed_loop_factories(
     planner: Any, ab: dict[str, Any], baselines: set[str], args: argparse.Namespace
 ) -> dict:
-    from .agent import V4SAgent
+    from ..agent.agent import V4SAgent
 
     kw: dict[str, Any] = {"seed": args.seed}
     if args.replan_every is not None:
@@ -626,12 +742,11 @@ def _closed_loop_factories(
     return f
 
 
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: exit 0 on success, 2 on bad input (nothing written)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    from .planner import BackendUnavailableError, CheckpointError
+    from ..agent.planner import BackendUnavailableError, CheckpointError
 
     try:
         m = run(args, argv)

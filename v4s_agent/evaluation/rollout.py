@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .action_decoding import STOP
+from ..agent.action_decoding import STOP
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def validate_scene_args(scene: str | None, split: str | None) -> None:
         if p.suffix.lower() not in SCENE_SUFFIXES:
             raise ValueError(f"scene must be a GLB/glTF file ({', '.join(SCENE_SUFFIXES)}). Got {scene}")
     if split is not None:
-        from .envs.scenes import SPLITS
+        from ..envs.scenes import SPLITS
 
         known = sorted(SPLITS)
         if split not in SPLITS:
@@ -95,7 +95,7 @@ def make_env(
     max_steps: int | None = None,
 ) -> Any:
     """A ``V4SNav-v0`` env (a scene file wins over a split); ``max_steps`` adds a time limit."""
-    from .envs import V4SNavEnv
+    from ..envs import V4SNavEnv
 
     kwargs: dict[str, Any] = {"task": task, "resolution": tuple(resolution), "obs_keys": tuple(obs_keys)}
     if scene is not None:
@@ -348,7 +348,7 @@ def build_policy(args: argparse.Namespace, env: Any, planner: Any = None) -> Any
         return RandomAgent(seed=args.seed)
     if args.agent == "expert":
         return ExpertAgent(env)
-    from .agent import V4SAgent
+    from ..agent.agent import V4SAgent
 
     kw: dict[str, Any] = {"seed": args.seed}
     if args.replan_every is not None:
@@ -368,7 +368,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     set_threads(args.num_threads)
     planner = None
     if args.agent == "v4s":
-        from .planner import VideoPlanner
+        from ..agent.planner import VideoPlanner
 
         planner = VideoPlanner.from_pretrained(
             args.checkpoint, backend=args.backend, device=args.device, bf16=args.bf16
@@ -426,7 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; exit 0 on success, 2 on bad input (clear message, nothing written)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    from .planner import BackendUnavailableError, CheckpointError
+    from ..agent.planner import BackendUnavailableError, CheckpointError
 
     try:
         summary = run(args)

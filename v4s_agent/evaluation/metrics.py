@@ -1,7 +1,6 @@
-"""Metrics shared by the env, the evaluator and the agent (numpy only, so env workers stay light).
+"""Image metrics of the evaluation (PSNR, SSIM), beside the task's SD metric re-exported from the env.
 
-SD follows the Video4Spatial paper: the distance of the goal's box centre from the frame centre. We
-normalise it by the frame's half-diagonal, so SD = 0 is centred and SD = 1 is a corner.
+SD and the goal box are defined with the task in :mod:`v4s_agent.envs.goal_metrics`.
 """
 
 from __future__ import annotations
@@ -11,29 +10,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-Box = tuple[float, float, float, float]
+from ..envs.goal_metrics import Box, box_from_mask, sd_from_box
 
-
-def sd_from_box(box: Sequence[float] | None, height: int, width: int) -> float:
-    """Normalised centre distance of ``box`` = (x0, y0, x1, y1) in pixels; ``nan`` when there is no box."""
-    if box is None:
-        return float("nan")
-    if height <= 0 or width <= 0:
-        raise ValueError(f"frame size must be positive, got {height}x{width}")
-    x0, y0, x1, y1 = (float(v) for v in box)
-    cx, cy = 0.5 * (x0 + x1), 0.5 * (y0 + y1)
-    return math.hypot(cx - 0.5 * width, cy - 0.5 * height) / (0.5 * math.hypot(height, width))
-
-
-def box_from_mask(mask: np.ndarray, min_pixels: int = 1) -> Box | None:
-    """Tight pixel box (x0, y0, x1, y1) of a boolean mask, exclusive max; ``None`` if too few pixels."""
-    mask = np.asarray(mask, dtype=bool)
-    if mask.ndim != 2:
-        raise ValueError(f"mask must be 2-D, got shape {mask.shape}")
-    if int(mask.sum()) < min_pixels:
-        return None
-    ys, xs = np.nonzero(mask)
-    return float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)
+__all__ = ["Box", "box_from_mask", "mean_interval", "psnr", "sd_from_box", "ssim", "wilson_interval"]
 
 
 def psnr(pred: np.ndarray, target: np.ndarray, data_range: float = 255.0) -> float:
@@ -73,3 +52,23 @@ def ssim(pred: np.ndarray, target: np.ndarray, data_range: float = 255.0) -> flo
             den = (mu_a**2 + mu_b**2 + c1) * (saa + sbb + c2)
             vals.append(float(np.mean(num / den)))
     return float(np.mean(vals))
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a rate (sane at 0/n and n/n, unlike the normal approximation)."""
+    if n <= 0:
+        return (float("nan"), float("nan"))
+    p = successes / n
+    den = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def mean_interval(values: Sequence[float], z: float = 1.96) -> tuple[float, float]:
+    """95 % normal interval of a mean (``mean ± z·sd/√n``); ``nan`` values are dropped."""
+    a = np.asarray([v for v in values if not math.isnan(v)], dtype=np.float64)
+    if len(a) < 2:
+        return (float("nan"), float("nan"))
+    half = z * float(a.std(ddof=1)) / math.sqrt(len(a))
+    return (float(a.mean()) - half, float(a.mean()) + half)

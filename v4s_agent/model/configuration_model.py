@@ -17,6 +17,7 @@ from typing import Any
 POSITION_MODES = ("source", "contiguous")
 CFG_MODES = ("joint", "text_only")
 LATENT_SPACES = ("pixel", "wan_vae")
+PREDICTION_TYPES = ("velocity", "sample")
 TEXT_ENCODERS = ("minilm", "umt5")
 CAMERA_DIM = 12
 MINILM_DIM = 384
@@ -58,7 +59,16 @@ class ModelConfig:
             pipeline; the loss itself follows the batch's ``drop_context`` / empty instruction).
         guidance_scale: default sampling guidance scale.
         num_inference_steps: default sampler steps.
-        flow_shift: ``FlowMatchEulerDiscreteScheduler`` shift.
+        flow_shift: ``FlowMatchEulerDiscreteScheduler`` shift (the sampler's noise levels).
+        prediction_type: what the transformer outputs: ``"velocity"`` (``noise - x0``) or ``"sample"``
+            (the clean ``x0``; x-prediction as in Li & He 2025 "Back to Basics", JiT). Either way the
+            pipeline's ``predict_velocity`` returns a velocity, so the sampler, the loss, the ONNX graph
+            and the runtimes do not change: ``v = (x_t - x0_hat) / max(sigma, sigma_min)``.
+        sigma_min: the clamp of ``sigma`` in that conversion (JiT clamps ``1 - t`` at 0.05).
+        train_sigma_mean, train_sigma_std: training noise levels are ``sigmoid(N(mean, std))``, then shifted
+            by ``train_sigma_shift``.
+        train_sigma_shift: time shift applied to the training noise levels; ``None`` = ``flow_shift``
+            (what the first checkpoints were trained with).
         rope_max_seq_len: length of the precomputed RoPE tables (spatial axes).
         pretrained_path: local diffusers-format Wan folder (``transformer/``, ``vae/``, ``text_encoder/``,
             ``tokenizer/``) loaded by the ``paper`` config; never downloaded.
@@ -91,6 +101,11 @@ class ModelConfig:
     guidance_scale: float = 2.0
     num_inference_steps: int = 8
     flow_shift: float = 3.0
+    prediction_type: str = "velocity"
+    sigma_min: float = 0.05
+    train_sigma_mean: float = 0.0
+    train_sigma_std: float = 1.0
+    train_sigma_shift: float | None = None
     rope_max_seq_len: int = 1024
     pretrained_path: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -114,6 +129,7 @@ class ModelConfig:
             ("cfg_mode", CFG_MODES),
             ("latent_space", LATENT_SPACES),
             ("text_encoder", TEXT_ENCODERS),
+            ("prediction_type", PREDICTION_TYPES),
         ):
             if getattr(self, k) not in allowed:
                 raise ValueError(f"{k} must be one of {allowed}. Got {getattr(self, k)!r}")
@@ -129,6 +145,12 @@ class ModelConfig:
             raise ValueError(f"num_inference_steps must be >= 1. Got {self.num_inference_steps}")
         if self.position_scale <= 0:
             raise ValueError(f"position_scale must be > 0. Got {self.position_scale}")
+        if not 0.0 < self.sigma_min < 1.0:
+            raise ValueError(f"sigma_min must be in (0, 1). Got {self.sigma_min}")
+        if self.train_sigma_std <= 0:
+            raise ValueError(f"train_sigma_std must be > 0. Got {self.train_sigma_std}")
+        if self.train_sigma_shift is not None and self.train_sigma_shift <= 0:
+            raise ValueError(f"train_sigma_shift must be > 0 or None. Got {self.train_sigma_shift}")
         p_t, p_h, p_w = self.patch_size
         sh, sw = self.spatial_factor * p_h, self.spatial_factor * p_w
         if self.height % sh or self.width % sw:

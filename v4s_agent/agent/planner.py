@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from ..envs.goal_metrics import sd_from_box
 from .action_decoding import CVMotion, decode_actions, estimate_motion, idm_probs
-from .metrics import sd_from_box
 
 logger = logging.getLogger(__name__)
 
@@ -397,7 +397,7 @@ class VideoPlanner:
     @staticmethod
     def read_goal_box(aux_frames: np.ndarray) -> tuple[Box | None, float]:
         """The most confident red box over the auxiliary frames (``(None, 0)`` when none)."""
-        from .bbox import read_red_box
+        from ..model.bbox import read_red_box
 
         best: tuple[Box | None, float] = (None, 0.0)
         for f in aux_frames:
@@ -503,7 +503,7 @@ def load_pipeline(pipe_dir: Path, backend: str = "torch", device: str = "cpu") -
         raise CheckpointError(f"pipeline folder not found: {pipe_dir}")
     try:
         if backend == "torch":
-            from .pipeline_v4s import Video4SpatialPipeline
+            from ..model.pipeline_v4s import Video4SpatialPipeline
 
             if not (pipe_dir / "model_index.json").is_file():
                 raise CheckpointError(f"{pipe_dir} is not a pipeline folder (no model_index.json)")
@@ -517,7 +517,7 @@ def load_pipeline(pipe_dir: Path, backend: str = "torch", device: str = "cpu") -
             if hasattr(pipe, "set_progress_bar_config"):
                 pipe.set_progress_bar_config(disable=True)
             return pipe
-        from . import export as _export  # noqa: F401  (v4s_agent.export: ONNX / TensorRT runtimes)
+        from .. import export as _export  # noqa: F401  (v4s_agent.export: ONNX / TensorRT runtimes)
 
         return _load_exported(pipe_dir, backend, device)
     except (CheckpointError, BackendUnavailableError):
@@ -531,8 +531,8 @@ def _load_components(pipe_dir: Path) -> Any:
     our transformer class (a diffusers loader limitation for components outside diffusers)."""
     from diffusers import FlowMatchEulerDiscreteScheduler
 
-    from .pipeline_v4s import Video4SpatialPipeline
-    from .transformer_v4s import V4STransformer3DModel
+    from ..model.pipeline_v4s import Video4SpatialPipeline
+    from ..model.transformer_v4s import V4STransformer3DModel
 
     cfg = json.loads((pipe_dir / "model_index.json").read_text())["model_config"]
     transformer = V4STransformer3DModel.from_pretrained(str(pipe_dir / "transformer"))
@@ -542,7 +542,7 @@ def _load_components(pipe_dir: Path) -> Any:
 
 def _load_exported(pipe_dir: Path, backend: str, device: str) -> Any:
     """Build an ONNX Runtime / TensorRT pipeline via ``v4s_agent.export`` (issue 6's runtime)."""
-    from . import export
+    from .. import export
 
     loader = getattr(export, "load_runtime_pipeline", None)
     if loader is None:

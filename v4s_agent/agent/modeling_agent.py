@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .agent import V4SAgent
-from .configuration_v4s import V4SAgentConfig
+from .configuration_agent import V4SAgentConfig
 from .planner import VideoPlanner
 
 
@@ -89,6 +89,6 @@ class V4SPolicy:
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         """Training loss on a batch of docs/INTERFACES.md (the flow-matching objective of the pipeline)."""
-        from .losses import flow_matching_loss
+        from ..model.losses import flow_matching_loss
 
         return flow_matching_loss(self.planner.pipeline, batch)
