@@ -165,3 +165,14 @@ def test_every_cli_answers_help() -> None:
 def test_readme_points_at_new_paths(folder: str) -> None:
     readme = (ROOT / "README.md").read_text()
     assert f"v4s_agent/{folder}/" in readme
+
+
+def test_moved_modules_still_find_their_files() -> None:
+    """Paths computed from ``__file__`` moved with their modules: the shipped folders must resolve."""
+    from v4s_agent.agent.planner import DEFAULT_CHECKPOINT
+    from v4s_agent.evaluation.evaluate import HABITAT_ASSETS
+    from v4s_agent.evaluation.evaluator_detector import DEFAULT_DETECTOR
+
+    assert (DEFAULT_CHECKPOINT / "pipeline" / "model_index.json").is_file(), DEFAULT_CHECKPOINT
+    assert (DEFAULT_DETECTOR / "model.safetensors").is_file(), DEFAULT_DETECTOR
+    assert HABITAT_ASSETS.parent.name == "assets" and HABITAT_ASSETS.parents[2] == ROOT.parent, HABITAT_ASSETS

@@ -97,6 +97,8 @@ def run_probe(
         v = pipe.predict_velocity(lat, tt, pos, text, cam, cam_mask)
         x0_hat = pipe.velocity_to_sample(lat, v, tt)[:, :, k + 1 :]
         out[f"x0_mse@{s:g}"] = float(((x0_hat.float().clamp(-1, 1) - x0[:, :, 1:].float()) ** 2).mean())
+    # one held-out loss comparable across prediction types and training sigma distributions
+    out["x0_mse_mean"] = float(np.mean([out[f"x0_mse@{s:g}"] for s in PROBE_SIGMAS]))
 
     # 2. sampled videos with the true, no, and another scene's context
     obs = ((tgt[:, :, 0].permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).byte().cpu().numpy()

@@ -33,4 +33,4 @@ for ((i = 0; i < ${#CANDS[@]}; i += 2)); do
   if ((i + 1 < ${#CANDS[@]})); then evaluate "${CANDS[i + 1]}" & fi
   wait
 done
-$PY scripts/compare_table.py "${CANDS[@]}"
+$PY launch/compare/table.py "${CANDS[@]}"

@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 Box = tuple[float, float, float, float]
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "default"
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "default"
 
 
 class CheckpointError(ValueError):

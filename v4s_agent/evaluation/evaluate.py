@@ -44,7 +44,7 @@ from .rollout import (
 
 logger = logging.getLogger(__name__)
 
-HABITAT_ASSETS = Path(__file__).resolve().parents[2] / "shared" / "assets" / "habitat_test_assets"
+HABITAT_ASSETS = Path(__file__).resolve().parents[3] / "shared" / "assets" / "habitat_test_assets"
 ABLATIONS = ("no_aux_box", "contiguous_rope", "text_only_guidance")
 PAPER = {"SD": 0.1099, "IF(SD<0.2)": 0.6486, "IF(SD<0.1)": 0.4941, "nav_PSNR": 14.27, "nav_LPIPS": 0.4674}
 TARGETS = {"success_rate": 0.8, "spl": 0.6, "IF(SD<0.2)": 0.65, "SD": 0.11}

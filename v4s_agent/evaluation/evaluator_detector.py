@@ -29,7 +29,7 @@ from .metrics import box_from_mask, sd_from_box
 logger = logging.getLogger(__name__)
 
 MIN_FRACTION = 0.01  # "the object is there": at least 1% of the frame (41 px at 64x64)
-DEFAULT_DETECTOR = Path(__file__).resolve().parent / "checkpoints" / "evaluator_detector"
+DEFAULT_DETECTOR = Path(__file__).resolve().parents[1] / "checkpoints" / "evaluator_detector"
 Box = tuple[float, float, float, float]
 
 
