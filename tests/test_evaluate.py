@@ -44,9 +44,16 @@ def test_evaluate_quick(tmp_path, assets):
     for row in ("ground truth (rendered expert)", "ours", "ours, no context", "ablation: no_aux_box"):
         assert {"SD", "IF", "IF(SD<0.2)", "IF(SD<0.1)"} <= set(ol[row])
     assert {"PSNR", "SSIM"} <= set(m["navigation"]["val_scenes"]["ours"])
+    assert set(ol["ours"]["ci95"]) == {"SD", "IF", "IF(SD<0.2)", "IF(SD<0.1)"}
+    wrong = ol["ours, another scene's context"]  # 1 episode = 1 scene: a clear error, not a crash
+    assert "SD" in wrong or "two scenes" in wrong["error"]
     cl = m["closed_loop"]["val_scenes"]
-    for row in ("ours", "random", "oracle expert"):
-        assert {"success_rate", "spl", "mean_final_sd", "collisions_per_episode"} <= set(cl[row])
+    rows = ("ours", "ours, no context", "ours, another scene's context", "random", "oracle expert")
+    for row in (*rows, "frontier exploration + detector (non-generative)"):
+        assert {"success_rate", "spl", "mean_final_sd", "collisions_per_episode"} <= set(cl[row]), cl[row]
+        lo, hi = cl[row]["ci95"]["success_rate"]
+        assert 0.0 <= lo <= cl[row]["success_rate"] <= hi <= 1.0
+    assert any(p.startswith("samples_open_loop_val_scenes_ours") for p in m["sample_sheets"])
     assert any("contiguous_rope" in x for x in m["not_run"])
     assert (out / "results.md").read_text().count("|") > 20
     assert (out / "open_loop.png").is_file() and (out / "closed_loop.png").is_file()
@@ -58,3 +65,31 @@ def test_evaluate_bad_ablation_arg(tmp_path, assets):
         main(["--quick", "--checkpoint", str(ckpt), "--ablation", "bogus", "--out", str(tmp_path / "e")]) == 2
     )
     assert not (tmp_path / "e").exists()
+
+
+def test_closed_loop_rows_do_not_depend_on_workers():
+    """Episodes are split by seed: 2 worker processes give the same per-episode results as 1."""
+    from v4s_agent.evaluation.closed_loop import RowSpec, run_rows
+
+    specs = [RowSpec("random", "random", agent_kwargs={"seed": 3}), RowSpec("oracle expert", "expert")]
+    env_kw = {"task": "object", "resolution": (32, 32), "max_steps": 8}
+    one = run_rows(specs, env_kw, [0, 1, 2], workers=1)
+    two = run_rows(specs, env_kw, [0, 1, 2], workers=2)
+    def strip(res: dict) -> str:  # as JSON, so that nan == nan
+        return json.dumps([{k: v for k, v in e.items() if "latency" not in k} for e in res], sort_keys=True)
+
+    for row in ("random", "oracle expert"):
+        assert strip(one[row]["per_episode"]) == strip(two[row]["per_episode"])
+        assert [e["seed"] for e in one[row]["per_episode"]] == [0, 1, 2]
+
+
+def test_wilson_interval_and_mean_interval():
+    from v4s_agent.evaluation.metrics import mean_interval, wilson_interval
+
+    lo, hi = wilson_interval(0, 30)
+    assert lo == 0.0 and 0.10 < hi < 0.12  # the rule of three, roughly
+    lo, hi = wilson_interval(24, 30)
+    assert lo < 0.8 < hi and hi - lo < 0.3
+    lo, hi = mean_interval([1.0, 2.0, 3.0, float("nan")])
+    assert lo < 2.0 < hi
+    assert np.isnan(mean_interval([1.0])[0])

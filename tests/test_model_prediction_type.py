@@ -170,3 +170,45 @@ def test_training_sigmas_follow_the_config():
     assert float((s_old < 0.35).float().mean()) < 0.08  # the mismatch issue 10 measured (4.3 %)
     assert float((s_new < 0.35).float().mean()) > 0.25
     assert float(s_new.median()) == pytest.approx(0.5, abs=0.02)
+
+
+def test_observation_anchor_starts_by_copying_the_observation():
+    """``sample_anchor="observation"``: an untrained model's clean estimate of every target frame is the
+    observation (zero-initialised output layer), so sampling starts from "stay here", not noise."""
+    p = Video4SpatialPipeline.from_config_name(
+        "tiny", seed=0, prediction_type="sample", sample_anchor="observation"
+    )
+    p.set_progress_bar_config(disable=True)
+    rng = np.random.default_rng(0)
+    obs = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    out = p(context=rng.integers(0, 256, (2, 16, 16, 3), dtype=np.uint8), observation=obs,
+            prompt="go to the chair", generator=torch.Generator().manual_seed(0))  # fmt: skip
+    frames = out.frames[0].astype(int)
+    diff = np.abs(frames - obs[None].astype(int))  # every frame ~ the observation (+ sampler residue)
+    assert diff.mean() < 1.0 and diff.max() <= 6
+    with pytest.raises(ValueError, match="sample_anchor"):
+        get_model_config("tiny", sample_anchor="observation")  # needs x-prediction
+
+
+def test_blend_anchor_is_identity_at_low_noise_and_observation_at_high():
+    p = Video4SpatialPipeline.from_config_name(
+        "tiny", seed=0, prediction_type="sample", sample_anchor="blend"
+    )
+    cfg = p.v4s_config
+    x0, noise, _ = _grid(p)
+    k = cfg.num_context_frames
+    n_tok = x0.shape[2] * cfg.tokens_per_frame
+    b = x0.shape[0]
+    text = torch.zeros(b, cfg.max_text_len, cfg.text_dim)
+    pos = torch.arange(x0.shape[2]).float().expand(b, -1)
+    for s, want in ((0.05, None), (1.0, "obs")):
+        xt = (1 - s) * x0 + s * noise
+        xt[:, :, : k + 1] = x0[:, :, : k + 1]
+        tt = torch.full((b, n_tok), 1000.0 * s)
+        v = p.predict_velocity(xt, tt, pos, text)
+        x0_hat = p.velocity_to_sample(xt, v, tt)
+        expect = xt if want is None else x0[:, :, k : k + 1].expand_as(xt)
+        mix = (1 - s) * xt + s * x0[:, :, k : k + 1]
+        torch.testing.assert_close(x0_hat[:, :, k + 1 :], mix[:, :, k + 1 :], atol=1e-4, rtol=1e-4)
+        if want is None:
+            assert float(((x0_hat - expect)[:, :, k + 1 :] ** 2).mean()) < 0.01

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import imageio.v2 as imageio
 import pytest
 from agent_helpers import make_tiny_checkpoint
 
@@ -29,6 +30,9 @@ def test_rollout_writes_videos_and_summary(tmp_path, tiny_ckpt):
     assert s["plan_latency_ms"] > 0
     for v in s["videos"]:
         assert (out / v).stat().st_size > 1000
+        sheet = imageio.imread(out / v.replace(".mp4", "_plans.png"))  # one plan sheet per episode
+        assert sheet.ndim == 3 and sheet.shape[1] >= 64 * 3 and sheet.std() > 5  # real | imagined | goal
+    assert s["threads"] >= 1  # picked by the rollout itself when --num-threads is not given
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no temp folder left behind
 
 
@@ -50,6 +54,7 @@ def test_rollout_baselines(tmp_path, agent):
         (["--split", "nope"], "unknown split"),
         (["--checkpoint", "/definitely/not/here"], "checkpoint folder not found"),
         (["--backend", "tensorrt"], "tensorrt"),
+        (["--annotation", "/definitely/not/here.json"], "--scene"),
     ],
 )
 def test_rollout_bad_input(tmp_path, tiny_ckpt, args, msg):

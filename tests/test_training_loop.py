@@ -196,3 +196,25 @@ def test_sigkill_during_training_then_resume(data_dir: Path, tmp_path: Path) -> 
     p.wait()
     subprocess.run([*cmd, "--output", str(tmp_path / "k"), "--resume"], check=True, capture_output=True)
     assert_same(weights(tmp_path / "ref", 30, "ema"), weights(tmp_path / "k", 30, "ema"))
+
+
+def test_x_prediction_run_with_held_out_probe(data_dir: Path, tmp_path: Path) -> None:
+    """x-prediction with the blend skip trains through the (DDP-ready) wrapper, and the held-out probe
+    logs denoising error per sigma and the three context conditions into metrics.jsonl."""
+    cfg = tiny(
+        data_dir,
+        max_steps=4,
+        sample_every=2,
+        val_data_dir=str(data_dir),
+        model_overrides={"prediction_type": "sample", "sample_anchor": "blend", "train_sigma_shift": 1.0},
+    )
+    out = train(cfg, tmp_path / "x", progress=False)
+    assert out["step"] == 4 and out["final_loss"] == out["final_loss"]  # finite
+    recs = [json.loads(x) for x in (tmp_path / "x" / "metrics.jsonl").read_text().splitlines()]
+    probes = [r for r in recs if "val/x0_mse_mean" in r]
+    assert [r["step"] for r in probes] == [2, 4]
+    for key in ("val/x0_mse@0.05", "val/x0_mse@1", "val/sample_mse_ctx", "val/sample_mse_noctx",
+                "val/sample_mse_wrongctx"):  # fmt: skip
+        assert all(0.0 <= r[key] < 10.0 for r in probes), key
+    saved = json.loads((tmp_path / "x" / "final" / "pipeline" / "model_index.json").read_text())
+    assert saved["model_config"]["prediction_type"] == "sample"

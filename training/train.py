@@ -25,7 +25,6 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -34,6 +33,12 @@ import torch
 from .config import CONFIG_FILE, PRESETS, TrainConfig, get_train_config
 
 CKPT_DIR = "checkpoints"
+# model-config fields that change how training draws noise or how sampling runs, not the weights: a run
+# may resume with new values (e.g. a training noise distribution chosen from its held-out probe)
+TRAINING_ONLY_FIELDS = frozenset(
+    {"train_sigma_mean", "train_sigma_std", "train_sigma_shift", "cfg_dropout", "guidance_scale",
+     "num_inference_steps", "flow_shift", "name"}
+)  # fmt: skip
 LATEST = "latest"
 METRICS = "metrics.jsonl"
 
@@ -86,6 +91,16 @@ def lr_lambda(cfg: TrainConfig):
     return f
 
 
+class _WithTransformer:
+    """The pipeline seen with another transformer (the DDP/FSDP-wrapped one); everything else is its own."""
+
+    def __init__(self, pipe: Any, transformer: torch.nn.Module) -> None:
+        self._pipe, self.transformer = pipe, transformer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pipe, name)
+
+
 class _TrainComponents:
     """The pipeline's pieces for ``flow_matching_loss``, with the forward going through the wrapped
     (DDP/FSDP) transformer so gradients synchronise; everything else is the plain pipeline's."""
@@ -113,12 +128,7 @@ class _TrainComponents:
 
     def predict_velocity(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         """The pipeline's own denoiser step, run through the wrapped (DDP/FSDP) transformer."""
-        view = SimpleNamespace(
-            transformer=self._model,
-            v4s_config=self._pipe.v4s_config,
-            sample_to_velocity=self._pipe.sample_to_velocity,
-        )
-        return type(self._pipe).predict_velocity(view, *args, **kwargs)
+        return type(self._pipe).predict_velocity(_WithTransformer(self._pipe, self._model), *args, **kwargs)
 
 
 def resolve_mixed_precision(mode: str) -> str:
@@ -227,7 +237,21 @@ def check_compatible(
 ) -> None:
     """A checkpoint from another model config (or another data order) cannot be resumed: say which fields."""
     old = state.get("model_config", {})
+    try:  # fields added since that checkpoint was written take their defaults (what it was trained with)
+        from v4s_agent.model.configuration_model import ModelConfig
+
+        old = ModelConfig.from_dict(old).to_dict()
+    except (TypeError, ValueError):
+        pass
     diff = sorted(k for k in set(old) | set(model_cfg) if old.get(k) != model_cfg.get(k))
+    soft = [k for k in diff if k in TRAINING_ONLY_FIELDS]
+    if soft:  # how the run samples noise or plans, not what the weights are: allowed, and said
+        print(
+            "warning: resuming with other training/sampling settings: "
+            + ", ".join(f"{k}: {old.get(k)!r} -> {model_cfg.get(k)!r}" for k in soft),
+            file=sys.stderr,
+        )
+        diff = [k for k in diff if k not in TRAINING_ONLY_FIELDS]
     if diff:
         detail = ", ".join(f"{k}: {old.get(k)!r} -> {model_cfg.get(k)!r}" for k in diff[:6])
         raise CheckpointError(

@@ -33,13 +33,9 @@ from ..agent.planner import _resize
 from .metrics import mean_interval, psnr, sd_from_box, ssim, wilson_interval
 from .rollout import (
     AtomicDir,
-    ExpertAgent,
-    RandomAgent,
     json_default,
     make_env,
-    run_episode,
     set_threads,
-    summarize,
 )
 
 logger = logging.getLogger(__name__)
@@ -202,6 +198,14 @@ def _context_for(ep: Episode, i: int, context: str, wrong: list | None) -> dict[
     return ep.context
 
 
+def _row_or_error(fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """One row's result, or ``{"error": ...}`` for a row these episodes cannot serve (the others go on)."""
+    try:
+        return fn(*args, **kwargs)
+    except ValueError as e:
+        return {"error": str(e)}
+
+
 def open_loop_grounding(
     planner: Any, eps: Sequence[Episode], det: Any, use_context: bool = True, context: str | None = None
 ) -> dict[str, Any]:
@@ -269,28 +273,6 @@ def open_loop_navigation(
 
 
 # ---------------------------------------------------------------------- closed loop
-
-
-def closed_loop(
-    policy_factory: Any,
-    split: str | None,
-    scene: str | None,
-    task: str,
-    n: int,
-    seed: int,
-    max_steps: int,
-    resolution: int,
-) -> dict[str, Any]:
-    """``n`` closed-loop episodes; ``policy_factory(env)`` builds the policy."""
-    env = make_env(task, split=split, scene=scene, resolution=(resolution, resolution), max_steps=max_steps)
-    try:
-        policy = policy_factory(env)
-        res = [run_episode(env, policy, seed + i) for i in range(n)]
-    finally:
-        env.close()
-    s = summarize(res)
-    s["per_episode"] = [r.to_dict() for r in res]
-    return s
 
 
 # ---------------------------------------------------------------------- report
@@ -375,8 +357,10 @@ def markdown_report(m: dict[str, Any]) -> str:
                 if "error" in r:
                     lines.append(f"| {split} | {row} | not run: {r['error']} | | | | | |")
                     continue
+                ci = r.get("ci95", {})
                 lines.append(
-                    f"| {split} | {row} | {_fmt(r['success_rate'])} | {_fmt(r['spl'])} | "
+                    f"| {split} | {row} | {_fmt_ci(r['success_rate'], ci.get('success_rate'))} | "
+                    f"{_fmt_ci(r['spl'], ci.get('spl'))} | "
                     f"{_fmt(r['mean_final_sd'])} | {_fmt(r['collisions_per_episode'], 2)} | "
                     f"{_fmt(r['plan_latency_ms'], 0)} | {r['episodes']} |"
                 )
@@ -518,7 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--sections", default="open,nav,closed", help="comma list of open, nav, closed")
     ap.add_argument(
         "--baselines",
-        default="no_context,wrong_context,text_only,random,expert",
+        default="no_context,wrong_context,text_only,frontier,random,expert",
         help="comma list of baselines / inference-time variants to run",
     )
     ap.add_argument(
@@ -542,6 +526,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch CPU threads (default: torch's); 1 is much faster on an oversubscribed CPU",
     )
     ap.add_argument("--quick", action="store_true", help="tiny run for tests: 1 episode, val_scenes only")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes for the closed-loop episodes (each loads its own planner; 1 torch thread each)",
+    )
     return ap
 
 
@@ -565,7 +555,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> dict[str
         args.episodes = min(args.episodes, 1)
         args.splits = "val_scenes"
         args.max_steps = min(args.max_steps, 6)
-        args.baselines = "no_context,random,expert"
+        args.baselines = "no_context,wrong_context,frontier,random,expert"
     n_closed = args.closed_episodes if args.closed_episodes is not None else args.episodes
     sections = {s.strip() for s in args.sections.split(",") if s.strip()}
     baselines = {s.strip() for s in args.baselines.split(",") if s.strip()}
@@ -649,8 +639,8 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> dict[str
                     if "no_context" in baselines:
                         rows["ours, no context"] = open_loop_grounding(planner, eps, det, context="none")
                     if "wrong_context" in baselines:
-                        rows["ours, another scene's context"] = open_loop_grounding(
-                            planner, eps, det, context="wrong"
+                        rows["ours, another scene's context"] = _row_or_error(
+                            open_loop_grounding, planner, eps, det, context="wrong"
                         )
                     if "text_only" in baselines:
                         planner.cfg_mode = "text_only"  # inference-time switch on the same checkpoint
@@ -682,8 +672,8 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> dict[str
                     if "no_context" in baselines:
                         rows["ours, no context"] = open_loop_navigation(planner, eps, context="none")
                     if "wrong_context" in baselines:
-                        rows["ours, another scene's context"] = open_loop_navigation(
-                            planner, eps, context="wrong"
+                        rows["ours, another scene's context"] = _row_or_error(
+                            open_loop_navigation, planner, eps, context="wrong"
                         )
                     for name, p in ab_planners.items():
                         rows[f"ablation: {name}"] = open_loop_navigation(p, eps)
@@ -693,25 +683,20 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> dict[str
                 m["navigation"][split] = rows
                 bar.update(1)
             if "closed" in sections:
-                rows = {}
+                from .closed_loop import run_rows
+
                 task = "pose" if split == "habitat" else "object"
-                factories = _closed_loop_factories(planner, ab_planners, baselines, args)
-                for row, fac in factories.items():
-                    try:
-                        rows[row] = closed_loop(
-                            fac,
-                            task=task,
-                            n=n_closed,
-                            seed=args.seed,
-                            max_steps=args.max_steps,
-                            resolution=args.resolution,
-                            **kw,
-                        )
-                        rows[row]["task"] = task
-                    except Exception as e:
-                        logger.exception("closed loop %s on %s failed", row, split)
-                        rows[row] = {"error": f"{type(e).__name__}: {e}"}
-                m["closed_loop"][split] = rows
+                specs = closed_loop_rows(args, ablations, baselines, task)
+                env_kw = {
+                    "task": task,
+                    "resolution": (args.resolution, args.resolution),
+                    "max_steps": args.max_steps,
+                    **kw,
+                }
+                seeds = list(range(args.seed, args.seed + n_closed))
+                m["closed_loop"][split] = run_rows(specs, env_kw, seeds, workers=args.workers, threads=1)
+                for r in m["closed_loop"][split].values():
+                    r["task"] = task
                 bar.update(1)
         bar.close()
         m["wall_s"] = round(time.time() - t0, 1)
@@ -722,24 +707,39 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> dict[str
     return m
 
 
-def _closed_loop_factories(
-    planner: Any, ab: dict[str, Any], baselines: set[str], args: argparse.Namespace
-) -> dict:
-    from ..agent.agent import V4SAgent
+def closed_loop_rows(
+    args: argparse.Namespace, ablations: dict[str, str], baselines: set[str], task: str
+) -> list[Any]:
+    """The closed-loop rows of one run, all on the same episodes (see :mod:`.closed_loop`)."""
+    from .closed_loop import RowSpec
 
-    kw: dict[str, Any] = {"seed": args.seed}
+    agent_kw: dict[str, Any] = {"seed": args.seed}
     if args.replan_every is not None:
-        kw["replan_every"] = args.replan_every
-    f: dict[str, Any] = {"ours": lambda env: V4SAgent(planner, **kw)}
+        agent_kw["replan_every"] = args.replan_every
+    planner_kw: dict[str, Any] = {"bf16": args.bf16, "backend": args.backend}
+    if args.steps is not None:
+        planner_kw["num_inference_steps"] = args.steps
+    if args.device is not None:
+        planner_kw["device"] = args.device
+
+    def v4s(row: str, kind: str, ckpt: str | None = args.checkpoint) -> RowSpec:
+        return RowSpec(row, kind, ckpt, dict(agent_kw), dict(planner_kw))
+
+    specs = [v4s("ours", "v4s")]
     if "no_context" in baselines:
-        f["ours, no context"] = lambda env: V4SAgent(planner, context_mode="none", **kw)
-    for name, p in ab.items():
-        f[f"ablation: {name}"] = lambda env, p=p: V4SAgent(p, **kw)
+        specs.append(v4s("ours, no context", "v4s_no_context"))
+    if "wrong_context" in baselines and task == "object":
+        specs.append(v4s("ours, another scene's context", "v4s_wrong_context"))
+    specs += [v4s(f"ablation: {name}", "v4s", path) for name, path in ablations.items()]
+    if "frontier" in baselines and task == "object":
+        specs.append(
+            RowSpec("frontier exploration + detector (non-generative)", "frontier", detector=args.detector)
+        )
     if "random" in baselines:
-        f["random"] = lambda env: RandomAgent(seed=args.seed)
+        specs.append(RowSpec("random", "random", agent_kwargs={"seed": args.seed}))
     if "expert" in baselines:
-        f["oracle expert"] = lambda env: ExpertAgent(env)
-    return f
+        specs.append(RowSpec("oracle expert", "expert"))
+    return specs
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -46,8 +46,11 @@ class RandomAgent:
         self.stats: dict[str, Any] = {}
 
     def reset(self, obs: Any, info: dict[str, Any]) -> None:
-        self.rng = np.random.default_rng(self.seed)
-        self.seed += 1
+        # seeded by the episode's first view: the same episode gets the same moves in any order or process
+        import zlib
+
+        first = np.ascontiguousarray(obs["rgb"] if isinstance(obs, dict) else obs)
+        self.rng = np.random.default_rng([self.seed, zlib.crc32(first.tobytes())])
 
     def act(self, obs: Any, info: dict[str, Any] | None = None) -> int:
         return STOP if self.rng.random() < self.p_stop else int(self.rng.integers(1, 4))
@@ -93,11 +96,15 @@ def make_env(
     resolution: tuple[int, int] = (128, 128),
     obs_keys: Sequence[str] = ("rgb",),
     max_steps: int | None = None,
+    annotation: str | None = None,
 ) -> Any:
-    """A ``V4SNav-v0`` env (a scene file wins over a split); ``max_steps`` adds a time limit."""
+    """A ``V4SNav-v0`` env (a scene file wins over a split); ``max_steps`` adds a time limit;
+    ``annotation`` is a scene file's semantic annotation (objects with categories, for object goals)."""
     from ..envs import V4SNavEnv
 
     kwargs: dict[str, Any] = {"task": task, "resolution": tuple(resolution), "obs_keys": tuple(obs_keys)}
+    if annotation is not None:
+        kwargs["annotation"] = str(annotation)
     if scene is not None:
         kwargs["scene"] = str(scene)
     elif split is not None:
@@ -131,10 +138,12 @@ class EpisodeResult:
     goal_category: str | None
     stop_reason: str | None
     frames: list[np.ndarray] = field(default_factory=list, repr=False)
+    plan_log: list[tuple[int, np.ndarray, Any]] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        d = {k: v for k, v in self.__dict__.items() if k != "frames"}
+        d = {k: v for k, v in self.__dict__.items() if k not in ("frames", "plan_log")}
         d["plan_latency_ms"] = float(np.mean(self.plan_latency_ms)) if self.plan_latency_ms else None
+        d["plan_latency_ms_all"] = [round(float(x), 2) for x in self.plan_latency_ms]
         return d
 
 
@@ -193,9 +202,13 @@ def run_episode(
     obs, info = env.reset(seed=int(seed))
     policy.reset(obs, info)
     frames: list[np.ndarray] = []
+    plan_log: list[tuple[int, np.ndarray, Any]] = []
     steps = collisions = 0
     while True:
         a = policy.act(obs, info)
+        plan = getattr(policy, "last_plan", None)
+        if record and plan is not None and (not plan_log or plan_log[-1][2] is not plan):
+            plan_log.append((steps, np.asarray(obs["rgb"]), plan))
         if record:
             frames.append(
                 compose_frame(
@@ -231,6 +244,7 @@ def run_episode(
         goal_category=info.get("goal_category"),
         stop_reason=stats.get("stop_reason"),
         frames=frames,
+        plan_log=plan_log,
     )
 
 
@@ -254,6 +268,43 @@ def summarize(results: Sequence[EpisodeResult]) -> dict[str, Any]:
         "plans": int(sum(r.plans for r in results)),
         "cv_disagreements": int(sum(r.cv_disagreements for r in results)),
     }
+
+
+def plan_sheet(
+    plans: Sequence[tuple[int, np.ndarray, Any]], max_rows: int = 12, cell: int = 64
+) -> np.ndarray:
+    """One PNG-ready image per episode: a row per plan (real view when planning | imagined frames | goal
+    frame with the red box read back outlined in yellow), labelled with the step and the box SD."""
+    import cv2
+
+    if not plans:
+        img = np.full((cell, 4 * cell, 3), 255, np.uint8)
+        cv2.putText(img, "no plans", (4, cell // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+        return img
+    pick = np.unique(np.linspace(0, len(plans) - 1, min(max_rows, len(plans))).round().astype(int))
+    rows = []
+    for i in pick:
+        step, real, plan = plans[i]
+        cells = [_fit_height(real, cell)[:, :cell]]
+        cells += [_fit_height(f, cell)[:, :cell] for f in plan.trajectory[1:]]
+        goal = _fit_height(plan.goal_frame, cell)[:, :cell].copy()
+        if plan.box is not None:
+            sy, sx = cell / plan.goal_frame.shape[0], cell / plan.goal_frame.shape[1]
+            x0, y0, x1, y1 = plan.box
+            cv2.rectangle(
+                goal, (int(x0 * sx), int(y0 * sy)), (int(x1 * sx) - 1, int(y1 * sy) - 1), (255, 255, 0), 1
+            )
+        cells.append(goal)
+        gap = np.full((cell, 2, 3), 255, np.uint8)
+        row = np.concatenate([c for x in cells for c in (x, gap)][:-1], axis=1)
+        label = np.full((12, row.shape[1], 3), 255, np.uint8)
+        sd = "none" if plan.box is None else f"{plan.box_sd:.2f}"
+        text = f"step {step}: real | imagined x{len(plan.trajectory) - 1} | goal box (SD {sd})"
+        cv2.putText(label, text, (2, 9), cv2.FONT_HERSHEY_SIMPLEX, 0.3, (0, 0, 0), 1)
+        rows += [label, row, np.full((4, row.shape[1], 3), 255, np.uint8)]
+    w = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 0), (0, w - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    return np.concatenate(rows, axis=0)
 
 
 def write_video(path: Path, frames: Sequence[np.ndarray], fps: int = 6) -> None:
@@ -305,6 +356,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--task", choices=("object", "pose"), default="object")
     ap.add_argument("--split", default=None, help="scene split, e.g. val_scenes, val_categories, outdoor")
     ap.add_argument("--scene", default=None, metavar="PATH", help="a GLB/glTF scene file (wins over --split)")
+    ap.add_argument(
+        "--annotation",
+        default=None,
+        metavar="JSON",
+        help="the scene file's semantic annotation (objects + categories), for object goals",
+    )
     ap.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default="torch")
     ap.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     ap.add_argument("--out", default="outputs/rollout", metavar="DIR")
@@ -324,17 +381,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--num-threads",
         type=int,
         default=None,
-        help="torch CPU threads (default: torch's); 1 is much faster on an oversubscribed CPU",
+        help="torch CPU threads (default: the idle cores now, 1 to 4); 1 is fastest on a busy CPU",
     )
     ap.add_argument("--fps", type=int, default=6)
     return ap
 
 
+def auto_threads() -> int:
+    """A sane torch thread count: the cores that are idle now (1 on a busy machine, at most 4).
+
+    Why not torch's default (all cores): on a loaded 2-core CPU idle OpenMP threads spin against the
+    other processes (a plan took 45 s with 2 threads and 5 s with 1, measured here).
+    """
+    cpus = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = 0.0
+    return int(max(1, min(4, cpus - round(load))))
+
+
 def set_threads(n: int | None) -> None:
-    """``torch.set_num_threads`` when asked (measured here: a plan took 45 s with 2 threads on a loaded
-    2-core CPU and 5 s with 1, because idle OpenMP threads spin against other processes)."""
+    """``torch.set_num_threads(n)``; ``n=None`` picks :func:`auto_threads`."""
     if n is None:
-        return
+        n = auto_threads()
     if n < 1:
         raise ValueError(f"--num-threads must be >= 1. Got {n}")
     import torch
@@ -365,6 +435,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.episodes < 1:
         raise ValueError(f"--episodes must be >= 1. Got {args.episodes}")
     validate_scene_args(args.scene, args.split)
+    if args.annotation is not None:
+        if args.scene is None:
+            raise ValueError("--annotation belongs to a scene file: give --scene PATH too")
+        if not Path(args.annotation).is_file():
+            raise FileNotFoundError(f"annotation file not found: {args.annotation}")
     set_threads(args.num_threads)
     planner = None
     if args.agent == "v4s":
@@ -375,7 +450,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
     r = args.resolution or (max(planner.height, planner.width) if planner is not None else 128)
     res = (r, r)
-    env = make_env(args.task, args.split, args.scene, resolution=res, max_steps=args.max_steps)
+    env = make_env(
+        args.task,
+        args.split,
+        args.scene,
+        resolution=res,
+        max_steps=args.max_steps,
+        annotation=args.annotation,
+    )
     policy = build_policy(args, env, planner)
     results: list[EpisodeResult] = []
     t0 = time.time()
@@ -386,7 +468,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 r = run_episode(env, policy, args.seed + i, record=not args.no_video)
                 if not args.no_video:
                     write_video(tmp / f"episode_{i:03d}.mp4", r.frames, fps=args.fps)
-                r.frames = []
+                    if r.plan_log:
+                        import imageio.v2 as imageio
+
+                        imageio.imwrite(tmp / f"episode_{i:03d}_plans.png", plan_sheet(r.plan_log))
+                r.frames, r.plan_log = [], []
                 results.append(r)
                 bar.update(1)
                 bar.set_postfix(success=f"{np.mean([x.success for x in results]):.2f}", steps=r.steps)
@@ -407,10 +493,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "agent_config": policy.config.to_dict() if hasattr(policy, "config") else None,
                 "per_episode": [r.to_dict() for r in results],
                 "videos": [] if args.no_video else [f"episode_{i:03d}.mp4" for i in range(len(results))],
+                "threads": torch_threads(),
             }
         )
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=json_default))
     return summary
+
+
+def torch_threads() -> int | None:
+    """The torch thread count in use (for the summary), ``None`` without torch."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return int(torch.get_num_threads())
 
 
 def json_default(o: Any) -> Any:

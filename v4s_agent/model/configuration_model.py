@@ -18,6 +18,7 @@ POSITION_MODES = ("source", "contiguous")
 CFG_MODES = ("joint", "text_only")
 LATENT_SPACES = ("pixel", "wan_vae")
 PREDICTION_TYPES = ("velocity", "sample")
+SAMPLE_ANCHORS = ("none", "observation", "blend")
 TEXT_ENCODERS = ("minilm", "umt5")
 CAMERA_DIM = 12
 MINILM_DIM = 384
@@ -65,6 +66,11 @@ class ModelConfig:
             pipeline's ``predict_velocity`` returns a velocity, so the sampler, the loss, the ONNX graph
             and the runtimes do not change: ``v = (x_t - x0_hat) / max(sigma, sigma_min)``.
         sigma_min: the clamp of ``sigma`` in that conversion (JiT clamps ``1 - t`` at 0.05).
+        sample_anchor: x-prediction only, a skip connection around the transformer (its output layer
+            starts at zero): ``"observation"``: ``x0_hat = obs + F`` (an untrained model imagines "stay where
+            you are" instead of noise, but must learn the identity at low noise); ``"blend"``:
+            ``x0_hat = (1 - sigma) x_t + sigma obs + F`` (EDM-style: the noisy input itself at low noise,
+            the observation at high noise); ``"none"``: ``x0_hat = F``.
         train_sigma_mean, train_sigma_std: training noise levels are ``sigmoid(N(mean, std))``, then shifted
             by ``train_sigma_shift``.
         train_sigma_shift: time shift applied to the training noise levels; ``None`` = ``flow_shift``
@@ -103,6 +109,7 @@ class ModelConfig:
     flow_shift: float = 3.0
     prediction_type: str = "velocity"
     sigma_min: float = 0.05
+    sample_anchor: str = "none"
     train_sigma_mean: float = 0.0
     train_sigma_std: float = 1.0
     train_sigma_shift: float | None = None
@@ -130,6 +137,7 @@ class ModelConfig:
             ("latent_space", LATENT_SPACES),
             ("text_encoder", TEXT_ENCODERS),
             ("prediction_type", PREDICTION_TYPES),
+            ("sample_anchor", SAMPLE_ANCHORS),
         ):
             if getattr(self, k) not in allowed:
                 raise ValueError(f"{k} must be one of {allowed}. Got {getattr(self, k)!r}")
@@ -145,6 +153,8 @@ class ModelConfig:
             raise ValueError(f"num_inference_steps must be >= 1. Got {self.num_inference_steps}")
         if self.position_scale <= 0:
             raise ValueError(f"position_scale must be > 0. Got {self.position_scale}")
+        if self.sample_anchor != "none" and self.prediction_type != "sample":
+            raise ValueError(f"sample_anchor={self.sample_anchor!r} needs prediction_type='sample'")
         if not 0.0 < self.sigma_min < 1.0:
             raise ValueError(f"sigma_min must be in (0, 1). Got {self.sigma_min}")
         if self.train_sigma_std <= 0:
@@ -250,11 +260,19 @@ def _tiny() -> ModelConfig:
 
 
 def _default() -> ModelConfig:
-    # 1x8x8 patches (192 values = the width's order): the 1x16x16 patch of the first draft put 768 pixel
-    # values through a 256-wide token, and its velocity prediction could not remove per-pixel noise
-    # (training loss plateaued at ~0.70, samples stayed noise; see docs/README_training.md). The shipped
-    # checkpoint was trained with this patch size.
-    return ModelConfig(name="default", patch_size=(1, 8, 8))
+    # Chosen by issue 10's side-by-side at equal CPU time (docs/README_model.md, launch/compare/): the
+    # transformer predicts the clean frames (x-prediction, JiT) from 1x16x16 pixel patches: 272 tokens,
+    # 4x fewer than the first shipped 1x8x8 velocity model, so 4x cheaper to train and to plan, with the
+    # lowest held-out denoising error per training minute of the candidates. Training noise levels
+    # sigma = sigmoid(N(0.8, 0.8)) (JiT's) put most samples where the shift-3 sampler spends its steps.
+    return ModelConfig(
+        name="default",
+        patch_size=(1, 16, 16),
+        prediction_type="sample",
+        train_sigma_mean=0.8,
+        train_sigma_std=0.8,
+        train_sigma_shift=1.0,
+    )
 
 
 def _paper() -> ModelConfig:

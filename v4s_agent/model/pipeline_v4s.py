@@ -149,6 +149,10 @@ class Video4SpatialPipeline(DiffusionPipeline):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             transformer = V4STransformer3DModel(**cfg.transformer_kwargs())
+        if cfg.prediction_type == "sample" and cfg.sample_anchor != "none":
+            with torch.no_grad():  # output = the anchor at init (adaLN-Zero style, as DiT's final layer)
+                transformer.proj_out.weight.zero_()
+                transformer.proj_out.bias.zero_()
         scheduler = FlowMatchEulerDiscreteScheduler(shift=cfg.flow_shift)
         return cls(transformer=transformer, scheduler=scheduler, model_config=cfg.to_dict())
 
@@ -324,7 +328,14 @@ class Video4SpatialPipeline(DiffusionPipeline):
             camera_mask=camera_mask,
             return_dict=False,
         )[0]
-        if self.v4s_config.prediction_type == "sample":
+        cfg = self.v4s_config
+        if cfg.prediction_type == "sample":
+            k = cfg.num_context_frames  # latent frame K is the clean current observation
+            if cfg.sample_anchor == "observation":
+                out = out + latents[:, :, k : k + 1]
+            elif cfg.sample_anchor == "blend":
+                sig = self.token_sigma_map(timesteps_per_token, latents).to(out.dtype)
+                out = out + (1 - sig) * latents.to(out.dtype) + sig * latents[:, :, k : k + 1].to(out.dtype)
             out = self.sample_to_velocity(latents, out, timesteps_per_token)
         return out
 
