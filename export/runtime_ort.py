@@ -61,7 +61,6 @@ _UNSUPPORTED = (
     "use_exponential_sigmas",
     "use_beta_sigmas",
     "invert_sigmas",
-    "stochastic_sampling",
     "shift_terminal",
 )
 
@@ -81,6 +80,7 @@ def scheduler_config_for_runtime(scheduler: Any) -> dict[str, Any]:
         "class": name,
         "num_train_timesteps": int(cfg["num_train_timesteps"]),
         "shift": float(cfg["shift"]),
+        "stochastic_sampling": bool(cfg.get("stochastic_sampling", False)),
     }
 
 
@@ -600,6 +600,7 @@ class PlannerRuntime:
             float(self.config["scheduler"]["shift"]),
         )
         fuse = do_cfg and self.fuse_cfg
+        stochastic = bool(self.config["scheduler"].get("stochastic_sampling", False))
         w_f32 = float(np.float32(w_cfg))
         cond: dict[str, Any] = {"frame_positions": positions, "text_emb": text}
         if self.has_camera:
@@ -623,10 +624,15 @@ class PlannerRuntime:
                 v = v_null + w_f32 * (v_cond - v_null)
             else:
                 v = self._run("denoiser", latents=x, timesteps=tt, **cond)["velocity"]
-            # a float32 difference (as the torch scheduler computes it) passed as a Python float, which
-            # numpy >= 2 and torch both apply to float32 arrays without promotion
-            dt = float(np.float32(sigmas[i + 1]) - np.float32(sigmas[i]))
-            x = x + dt * v
+            if stochastic:  # diffusers' stochastic_sampling: the clean estimate, re-noised with fresh noise
+                s_i, s_next = float(np.float32(sigmas[i])), float(np.float32(sigmas[i + 1]))
+                x0 = x - s_i * v
+                x = (1.0 - s_next) * x0 + s_next * ops.asarray(_draw_normal(generator, tuple(x.shape)))
+            else:
+                # a float32 difference (as the torch scheduler computes it) passed as a Python float, which
+                # numpy >= 2 and torch both apply to float32 arrays without promotion
+                dt = float(np.float32(sigmas[i + 1]) - np.float32(sigmas[i]))
+                x = x + dt * v
             x = ops.cat([clean, x[:, :, n_clean:]], axis=2)  # context + observation back clean
 
         # 4. decode, observation back in frame 0, box read-back

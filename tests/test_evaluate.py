@@ -44,6 +44,8 @@ def test_evaluate_quick(tmp_path, assets):
     for row in ("ground truth (rendered expert)", "ours", "ours, no context", "ablation: no_aux_box"):
         assert {"SD", "IF", "IF(SD<0.2)", "IF(SD<0.1)"} <= set(ol[row])
     assert {"PSNR", "SSIM"} <= set(m["navigation"]["val_scenes"]["ours"])
+    copy = m["navigation"]["val_scenes"]["copy the observation (no model)"]
+    assert copy["n"] == 1 and copy["PSNR"] > 5.0  # a real comparison frame, not a constant
     assert set(ol["ours"]["ci95"]) == {"SD", "IF", "IF(SD<0.2)", "IF(SD<0.1)"}
     wrong = ol["ours, another scene's context"]  # 1 episode = 1 scene: a clear error, not a crash
     assert "SD" in wrong or "two scenes" in wrong["error"]

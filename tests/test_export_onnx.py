@@ -494,3 +494,37 @@ def test_tensorrt_build_and_runtime_code_path(
     assert err < (1e-3 if has_fp16_flag else 0.1)  # float32 graph vs the fp16 one (TensorRT 11)
     assert out.frames.shape == ref.frames.shape
     assert any(r[0] == "execute" for r in record)
+
+
+def test_x_prediction_exports_and_plans_at_parity(tmp_path: Path) -> None:
+    """``prediction_type="sample"``: the x -> velocity conversion is inside the exported denoiser, so the
+    ONNX Runtime loop is unchanged and its plan equals the PyTorch plan; with stochastic sampling too (the
+    runtime draws each step's fresh noise from the same generator, in the same order)."""
+    from v4s_agent.export.graphs import export_planner
+
+    from v4s_agent.agent.inverse_dynamics import IDMConfig, InverseDynamicsModel
+    from v4s_agent.model.pipeline_v4s import Video4SpatialPipeline
+
+    pipe = Video4SpatialPipeline.from_config_name(
+        "tiny", seed=2, prediction_type="sample", stochastic_sampling=True
+    )
+    pipe.set_progress_bar_config(disable=True)
+    pipe.save_pretrained(tmp_path / "pipeline")
+    InverseDynamicsModel(IDMConfig(height=16, width=16, base_channels=4, num_stages=2)).save_pretrained(
+        tmp_path / "idm"
+    )
+    export_planner(checkpoint=tmp_path, out_dir=tmp_path / "onnx")
+    parity = json.loads((tmp_path / "onnx" / "parity.json").read_text())
+    assert parity["denoiser"]["ok"] and parity["denoiser"]["max_abs_err"] < 1e-3, parity["denoiser"]
+    inp = _inputs(pipe.v4s_config, seed=3)
+    inp.pop("camera")
+    ref = pipe(**inp, prompt="go to the bed", generator=torch.Generator().manual_seed(5))
+    out = OrtPlannerBackend(tmp_path / "onnx", intra_op_threads=1)(
+        **inp, prompt="go to the bed", generator=torch.Generator().manual_seed(5)
+    )
+    assert np.abs(ref.latents.numpy() - out.latents).max() < 1e-3
+    assert np.abs(ref.frames.astype(int) - out.frames.astype(int)).max() <= TOL_FRAMES
+    again = pipe(**inp, prompt="go to the bed", generator=torch.Generator().manual_seed(5))
+    other = pipe(**inp, prompt="go to the bed", generator=torch.Generator().manual_seed(6))
+    assert torch.equal(again.latents, ref.latents)  # the scheduler's noise comes from the generator
+    assert not torch.equal(other.latents, ref.latents)

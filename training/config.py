@@ -165,7 +165,8 @@ def _presets() -> dict[str, TrainConfig]:
             keep_checkpoints=2,
             log_every=10,
             sample_every=1000,
-            sample_steps=8,
+            sample_steps=4,
+            guidance_scale=1.0,
             num_workers=0,
             # one thread: on a shared 2-core CPU two OpenMP threads stall at every barrier (measured
             # 10-17 s/step vs 1 s/step); bf16 autocast uses the CPU's AVX512-BF16 (~1.8x) and is bf16 on GPUs

@@ -30,6 +30,7 @@ def plot_loss_curve(metrics_file: str | Path, out_png: str | Path, title: str = 
     import numpy as np
 
     recs = [json.loads(x) for x in Path(metrics_file).read_text().splitlines() if x]
+    recs = [r for r in recs if "loss" in r]  # the held-out probe's records are plotted separately
     if not recs:
         raise ValueError(f"{metrics_file} holds no records")
     step = np.array([r["step"] for r in recs])
@@ -71,6 +72,44 @@ def plot_loss_curve(metrics_file: str | Path, out_png: str | Path, title: str = 
     }
 
 
+def plot_probe_curves(metrics_file: str | Path, out_png: str | Path) -> dict[str, Any] | None:
+    """The held-out probe against step: one-step denoising error per noise level (left) and sampled-video
+    error with the true, no and another scene's context (right: the context-use curve). ``None`` without
+    probe records."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recs = [json.loads(x) for x in Path(metrics_file).read_text().splitlines() if x]
+    recs = [r for r in recs if "val/x0_mse_mean" in r]
+    if not recs:
+        return None
+    step = [r["step"] for r in recs]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    sig_keys = sorted((k for k in recs[-1] if k.startswith("val/x0_mse@")), key=lambda k: float(k[11:]))
+    for k in sig_keys:
+        axes[0].plot(step, [r.get(k) for r in recs], marker=".", label=f"σ = {k[11:]}")
+    axes[0].set_title("held-out one-step x0 error per noise level")
+    axes[0].set_xlabel("optimiser step")
+    axes[0].set_ylabel("MSE ([-1, 1] pixels)")
+    axes[0].legend(fontsize=6, ncol=2)
+    for k, lab in (("ctx", "true context"), ("noctx", "no context"), ("wrongctx", "another scene's context")):
+        axes[1].plot(step, [r.get(f"val/sample_mse_{k}") for r in recs], marker=".", label=lab)
+    axes[1].set_title("held-out sampled-video error (context use)")
+    axes[1].set_xlabel("optimiser step")
+    axes[1].set_ylabel("MSE ([-1, 1] pixels)")
+    axes[1].legend(fontsize=7)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    last = recs[-1]
+    vals = {k: round(float(v), 4) for k, v in last.items() if k.startswith("val/")}
+    return {"probe_step": last["step"], **vals}
+
+
 def folder_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
 
@@ -99,6 +138,9 @@ def export(run: str | Path, out: str | Path, idm: str | Path | None = None) -> d
         shutil.rmtree(out / "idm", ignore_errors=True)
         shutil.copytree(idm, out / "idm")
     facts = plot_loss_curve(run / "metrics.jsonl", out / "loss_curve.png", f"{run.name}: training loss")
+    probe = plot_probe_curves(run / "metrics.jsonl", out / "probe_curves.png")
+    if probe is not None:
+        facts["last_probe"] = probe
     facts.update(checkpoint=str(ckpt), size_mb=round(folder_mb(out), 2))
     biggest = max((f.stat().st_size for f in out.rglob("*") if f.is_file()), default=0) / 1e6
     facts["largest_file_mb"] = round(biggest, 2)

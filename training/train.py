@@ -37,7 +37,7 @@ CKPT_DIR = "checkpoints"
 # may resume with new values (e.g. a training noise distribution chosen from its held-out probe)
 TRAINING_ONLY_FIELDS = frozenset(
     {"train_sigma_mean", "train_sigma_std", "train_sigma_shift", "cfg_dropout", "guidance_scale",
-     "num_inference_steps", "flow_shift", "name"}
+     "num_inference_steps", "flow_shift", "stochastic_sampling", "name"}
 )  # fmt: skip
 LATEST = "latest"
 METRICS = "metrics.jsonl"

@@ -240,6 +240,23 @@ def ground_truth_grounding(eps: Sequence[Episode], det: Any) -> dict[str, Any]:
     return out
 
 
+def copy_observation_navigation(eps: Sequence[Episode], height: int, width: int) -> dict[str, Any]:
+    """The trivial reference: every imagined frame is the current observation (what a model that has
+    learned nothing about motion but copies its input would score)."""
+    ps, ss = [], []
+    for ep in eps:
+        gt = _resize(ep.frames[1:], height, width)
+        gen = np.repeat(_resize(ep.frames[:1], height, width), len(gt), axis=0)
+        ps.append(psnr(gen, gt))
+        ss.append(ssim(gen, gt))
+    return {
+        "PSNR": float(np.mean(ps)) if ps else float("nan"),
+        "SSIM": float(np.mean(ss)) if ss else float("nan"),
+        "n": len(ps),
+        "ci95": {"PSNR": mean_interval(ps), "SSIM": mean_interval(ss)},
+    }
+
+
 def open_loop_navigation(
     planner: Any, eps: Sequence[Episode], use_context: bool = True, context: str | None = None
 ) -> dict[str, Any]:
@@ -669,6 +686,9 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> dict[str
                         **kw,
                     )
                     rows["ours"] = open_loop_navigation(planner, eps)
+                    rows["copy the observation (no model)"] = copy_observation_navigation(
+                        eps, planner.height, planner.width
+                    )
                     if "no_context" in baselines:
                         rows["ours, no context"] = open_loop_navigation(planner, eps, context="none")
                     if "wrong_context" in baselines:

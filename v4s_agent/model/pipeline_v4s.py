@@ -153,8 +153,29 @@ class Video4SpatialPipeline(DiffusionPipeline):
             with torch.no_grad():  # output = the anchor at init (adaLN-Zero style, as DiT's final layer)
                 transformer.proj_out.weight.zero_()
                 transformer.proj_out.bias.zero_()
-        scheduler = FlowMatchEulerDiscreteScheduler(shift=cfg.flow_shift)
+        scheduler = FlowMatchEulerDiscreteScheduler(
+            shift=cfg.flow_shift, stochastic_sampling=cfg.stochastic_sampling
+        )
         return cls(transformer=transformer, scheduler=scheduler, model_config=cfg.to_dict())
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, **kwargs: Any) -> Video4SpatialPipeline:
+        """diffusers' loader, after importing the ``v4s_agent`` modules that ``model_index.json`` names.
+
+        Why: diffusers only loads components from modules that are already imported, and checkpoints
+        written before the package layout changed name ``v4s_agent.transformer_v4s`` (now an alias of
+        ``v4s_agent.model.transformer_v4s``). Only our own package's modules are imported.
+        """
+        import importlib
+        import json as _json
+
+        index = Path(str(pretrained_model_name_or_path)) / "model_index.json"
+        if index.is_file():
+            for value in _json.loads(index.read_text()).values():
+                lib = value[0] if isinstance(value, list) and value else None
+                if isinstance(lib, str) and lib.startswith("v4s_agent."):
+                    importlib.import_module(lib)
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     @classmethod
     def from_config_name(cls, name: str, seed: int = 0, **overrides: Any) -> Video4SpatialPipeline:
@@ -633,7 +654,8 @@ class Video4SpatialPipeline(DiffusionPipeline):
                     v = v_null + guidance_scale * (v_cond - v_null)
                 else:
                     v = self.predict_velocity(x, tt, positions, text_emb, cam_full, cam_frame_mask)
-                x = self.scheduler.step(v, t, x, return_dict=False)[0].to(dtype)
+                # the generator reaches the scheduler: stochastic sampling draws fresh noise every step
+                x = self.scheduler.step(v, t, x, generator=_first(generator), return_dict=False)[0].to(dtype)
                 x = torch.cat([clean, x[:, :, clean.shape[2] :]], dim=2)  # context + observation back clean
 
                 if callback_on_step_end is not None:
@@ -677,6 +699,11 @@ class Video4SpatialPipeline(DiffusionPipeline):
         if not return_dict:
             return frames, boxes, target_latents, confs
         return V4SPipelineOutput(frames=frames, box=boxes, latents=target_latents, box_confidence=confs)
+
+
+def _first(generator: Any) -> Any:
+    """The scheduler takes one generator: the first of a per-sample list."""
+    return generator[0] if isinstance(generator, list) else generator
 
 
 def build_pipeline(cfg: ModelConfig | str, seed: int = 0) -> Video4SpatialPipeline:
