@@ -212,3 +212,21 @@ def test_blend_anchor_is_identity_at_low_noise_and_observation_at_high():
         torch.testing.assert_close(x0_hat[:, :, k + 1 :], mix[:, :, k + 1 :], atol=1e-4, rtol=1e-4)
         if want is None:
             assert float(((x0_hat - expect)[:, :, k + 1 :] ** 2).mean()) < 0.01
+
+
+def test_sigma_observation_anchor_adds_sigma_times_the_observation():
+    """``x0_hat = F + sigma * obs``: the skip vanishes at sigma = 0 and is the observation at sigma = 1."""
+    kw = {"seed": 0, "prediction_type": "sample"}
+    plain = Video4SpatialPipeline.from_config_name("tiny", **kw)
+    skip = Video4SpatialPipeline.from_config_name("tiny", sample_anchor="sigma_observation", **kw)
+    cfg = skip.v4s_config
+    x0, noise, sig_tok = _grid(skip)
+    b, k = x0.shape[0], cfg.num_context_frames
+    tt = 1000.0 * sig_tok
+    text = torch.zeros(b, cfg.max_text_len, cfg.text_dim)
+    pos = torch.arange(x0.shape[2]).float().expand(b, -1)
+    with torch.no_grad():
+        a = plain.velocity_to_sample(x0, plain.predict_velocity(x0, tt, pos, text), tt)
+        c = skip.velocity_to_sample(x0, skip.predict_velocity(x0, tt, pos, text), tt)
+    sig = skip.token_sigma_map(tt, x0)
+    torch.testing.assert_close(c - a, sig * x0[:, :, k : k + 1].expand_as(x0), atol=1e-4, rtol=1e-4)

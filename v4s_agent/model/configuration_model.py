@@ -18,7 +18,7 @@ POSITION_MODES = ("source", "contiguous")
 CFG_MODES = ("joint", "text_only")
 LATENT_SPACES = ("pixel", "wan_vae")
 PREDICTION_TYPES = ("velocity", "sample")
-SAMPLE_ANCHORS = ("none", "observation", "blend")
+SAMPLE_ANCHORS = ("none", "observation", "blend", "sigma_observation")
 TEXT_ENCODERS = ("minilm", "umt5")
 CAMERA_DIM = 12
 MINILM_DIM = 384
@@ -73,7 +73,9 @@ class ModelConfig:
             starts at zero): ``"observation"``: ``x0_hat = obs + F`` (an untrained model imagines "stay where
             you are" instead of noise, but must learn the identity at low noise); ``"blend"``:
             ``x0_hat = (1 - sigma) x_t + sigma obs + F`` (EDM-style: the noisy input itself at low noise,
-            the observation at high noise); ``"none"``: ``x0_hat = F``.
+            the observation at high noise); ``"sigma_observation"``: ``x0_hat = F + sigma obs`` (the
+            observation where the input is all noise, nothing at low noise; output layer not zeroed);
+            ``"none"``: ``x0_hat = F``.
         train_sigma_mean, train_sigma_std: training noise levels are ``sigmoid(N(mean, std))``, then shifted
             by ``train_sigma_shift``.
         train_sigma_shift: time shift applied to the training noise levels; ``None`` = ``flow_shift``

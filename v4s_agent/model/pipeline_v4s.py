@@ -149,7 +149,7 @@ class Video4SpatialPipeline(DiffusionPipeline):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             transformer = V4STransformer3DModel(**cfg.transformer_kwargs())
-        if cfg.prediction_type == "sample" and cfg.sample_anchor != "none":
+        if cfg.prediction_type == "sample" and cfg.sample_anchor in ("observation", "blend"):
             with torch.no_grad():  # output = the anchor at init (adaLN-Zero style, as DiT's final layer)
                 transformer.proj_out.weight.zero_()
                 transformer.proj_out.bias.zero_()
@@ -357,6 +357,9 @@ class Video4SpatialPipeline(DiffusionPipeline):
             elif cfg.sample_anchor == "blend":
                 sig = self.token_sigma_map(timesteps_per_token, latents).to(out.dtype)
                 out = out + (1 - sig) * latents.to(out.dtype) + sig * latents[:, :, k : k + 1].to(out.dtype)
+            elif cfg.sample_anchor == "sigma_observation":
+                sig = self.token_sigma_map(timesteps_per_token, latents).to(out.dtype)
+                out = out + sig * latents[:, :, k : k + 1].to(out.dtype)
             out = self.sample_to_velocity(latents, out, timesteps_per_token)
         return out
 
