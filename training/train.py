@@ -296,12 +296,7 @@ def sample_videos(
 ) -> np.ndarray:
     """Generate with the EMA weights (swapped in and back): uint8 ``(B, 2, T, H, W, 3)`` (generated, real)."""
     tr = pipe.transformer
-    backup = {n: p.detach().clone() for n, p in tr.named_parameters()}
-    was_training = tr.training
-    try:
-        for n, p in tr.named_parameters():
-            p.copy_(ema[n].to(p.dtype))
-        tr.eval()
+    with ema_weights(pipe, ema):
         ctx = batch["context"]
         obs = (
             ((batch["target"][:, :, 0].permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
@@ -326,10 +321,6 @@ def sample_videos(
         gen = np.stack(outs)
         real = ((batch["target"].permute(0, 2, 3, 4, 1) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
         return np.stack([gen, real], axis=1)
-    finally:
-        for n, p in tr.named_parameters():
-            p.copy_(backup[n])
-        tr.train(was_training)
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -730,18 +721,8 @@ def _log_probe(writer, output: Path, pipe, ema, probe, cfg: TrainConfig, step: i
 
 def export_ema_pipeline(pipe: Any, ema: dict[str, torch.Tensor], out: str | Path) -> Path:
     """``save_pretrained`` of the pipeline with the EMA weights (the shipped format)."""
-    tr = pipe.transformer
-    backup = {n: p.detach().clone() for n, p in tr.named_parameters()}
-    try:
-        with torch.no_grad():
-            for n, p in tr.named_parameters():
-                p.copy_(ema[n].to(p.dtype))
-        tr.eval()
+    with ema_weights(pipe, ema):
         pipe.save_pretrained(str(out))
-    finally:
-        with torch.no_grad():
-            for n, p in tr.named_parameters():
-                p.copy_(backup[n])
     return Path(out)
 
 

@@ -8,7 +8,6 @@ seed into contiguous chunks, so a row's results do not depend on the number of w
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .metrics import mean_interval, wilson_interval
-from .rollout import ExpertAgent, RandomAgent, make_env, run_episode, set_threads, summarize
+from .rollout import ExpertAgent, RandomAgent, make_env, run_episode, scene_key, set_threads, summarize
 
 KINDS = ("v4s", "v4s_no_context", "v4s_wrong_context", "random", "expert", "frontier")
 OBS_KEYS = ("rgb", "depth")  # every row gets the same sensors; the V4S agent uses only RGB + odometry
@@ -60,10 +59,6 @@ def _detector(path: str | None) -> Any:
     return _DETECTORS[path]
 
 
-def _scene_key(context: dict[str, np.ndarray]) -> bytes:
-    return hashlib.sha1(np.ascontiguousarray(np.asarray(context["frames"])[:4]).tobytes()).digest()
-
-
 class WrongContextAgent:
     """The planner agent given **another scene's** tour instead of its own (the wrong-context row).
 
@@ -81,11 +76,11 @@ class WrongContextAgent:
     def reset(self, obs: Any, info: dict[str, Any]) -> None:
         if self._ctx_env is None:
             self._ctx_env = make_env(**self.env_kwargs)
-        own = _scene_key(info["context"])
+        own = scene_key(info["context"])
         start = self.offset + int.from_bytes(own[:2], "little")
         for k in range(16):
             _, other = self._ctx_env.reset(seed=start + k)
-            if _scene_key(other["context"]) != own:
+            if scene_key(other["context"]) != own:
                 self.agent.reset(obs, {**info, "context": other["context"]})
                 return
         raise RuntimeError("could not find another scene's context (does the split have one scene only?)")
@@ -120,14 +115,14 @@ def build_policy(spec: RowSpec, env: Any, env_kwargs: dict[str, Any]) -> Any:
     return agent
 
 
-def _run_chunk(job: tuple[RowSpec, dict[str, Any], list[int], int | None]) -> list[dict[str, Any]]:
+def _run_chunk(job: tuple[RowSpec, dict[str, Any], list[int], int | None]) -> list[Any]:
     spec, env_kwargs, seeds, threads = job
     set_threads(threads)
     env = make_env(**env_kwargs)
     policy = None
     try:
         policy = build_policy(spec, env, env_kwargs)
-        return [run_episode(env, policy, s).to_dict() for s in seeds]
+        return [run_episode(env, policy, s) for s in seeds]  # EpisodeResults (no frames: they pickle)
     finally:
         if hasattr(policy, "close"):
             policy.close()
@@ -184,17 +179,9 @@ def run_rows(
         if err is not None:
             out[spec.row] = {"error": f"{type(err).__name__}: {err}"}
             continue
-        per_ep = [e for p in parts for e in p]
-        s = summarize([_Result(e) for e in per_ep])
+        results_ep = [e for p in parts for e in p]
+        per_ep = [e.to_dict() for e in results_ep]
+        s = summarize(results_ep)
         s["per_episode"] = per_ep
         out[spec.row] = with_intervals(s, per_ep)
     return out
-
-
-class _Result:
-    """An episode result dict seen through the attributes ``summarize`` reads."""
-
-    def __init__(self, d: dict[str, Any]) -> None:
-        self.__dict__.update(d)
-        self.plan_latency_ms = [float(x) for x in d.get("plan_latency_ms_all", [])]
-        self.final_sd = float("nan") if d.get("final_sd") is None else float(d["final_sd"])

@@ -35,6 +35,7 @@ from .rollout import (
     AtomicDir,
     json_default,
     make_env,
+    scene_key,
     set_threads,
 )
 
@@ -171,16 +172,9 @@ def _no_crosscheck(planner: Any) -> Any:
         planner.crosscheck = old
 
 
-def _scene_key(ep: Episode) -> bytes:
-    """Identity of an episode's scene: its context tour (the same scene gives the same tour)."""
-    import hashlib
-
-    return hashlib.sha1(np.ascontiguousarray(ep.context["frames"][:4]).tobytes()).digest()
-
-
 def wrong_contexts(eps: Sequence[Episode]) -> list[dict[str, np.ndarray] | None]:
     """For every episode, the context of the next episode from **another** scene (``None`` if none)."""
-    keys = [_scene_key(e) for e in eps]
+    keys = [scene_key(e.context) for e in eps]
     out: list[dict[str, np.ndarray] | None] = []
     for i, k in enumerate(keys):
         js = [j for j in [*range(i + 1, len(eps)), *range(i)] if keys[j] != k]
@@ -207,13 +201,12 @@ def _row_or_error(fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
 
 
 def open_loop_grounding(
-    planner: Any, eps: Sequence[Episode], det: Any, use_context: bool = True, context: str | None = None
+    planner: Any, eps: Sequence[Episode], det: Any, context: str = "true"
 ) -> dict[str, Any]:
     """Generate each episode's clip and score its last trajectory frame with the detector.
 
     ``context``: ``"true"`` (default), ``"none"`` or ``"wrong"`` (another held-out scene's tour).
     """
-    context = context or ("true" if use_context else "none")
     wrong = wrong_contexts(eps) if context == "wrong" else None
     sds, own_sds, lat, sheet = [], [], [], []
     for i, ep in enumerate(eps):
@@ -245,23 +238,25 @@ def copy_observation_navigation(eps: Sequence[Episode], height: int, width: int)
     learned nothing about motion but copies its input would score)."""
     ps, ss = [], []
     for ep in eps:
-        gt = _resize(ep.frames[1:], height, width)
-        gen = np.repeat(_resize(ep.frames[:1], height, width), len(gt), axis=0)
-        ps.append(psnr(gen, gt))
-        ss.append(ssim(gen, gt))
+        real = _resize(ep.frames, height, width)
+        gen = np.repeat(real[:1], len(real) - 1, axis=0)
+        ps.append(psnr(gen, real[1:]))
+        ss.append(ssim(gen, real[1:]))
+    return image_scores(ps, ss)
+
+
+def image_scores(ps: Sequence[float], ss: Sequence[float]) -> dict[str, Any]:
+    """Mean PSNR/SSIM over episodes with their 95 % intervals."""
     return {
-        "PSNR": float(np.mean(ps)) if ps else float("nan"),
-        "SSIM": float(np.mean(ss)) if ss else float("nan"),
+        "PSNR": float(np.mean(ps)) if len(ps) else float("nan"),
+        "SSIM": float(np.mean(ss)) if len(ss) else float("nan"),
         "n": len(ps),
         "ci95": {"PSNR": mean_interval(ps), "SSIM": mean_interval(ss)},
     }
 
 
-def open_loop_navigation(
-    planner: Any, eps: Sequence[Episode], use_context: bool = True, context: str | None = None
-) -> dict[str, Any]:
+def open_loop_navigation(planner: Any, eps: Sequence[Episode], context: str = "true") -> dict[str, Any]:
     """PSNR/SSIM of imagined trajectory frames vs frames rendered along the same camera path."""
-    context = context or ("true" if use_context else "none")
     wrong = wrong_contexts(eps) if context == "wrong" else None
     ps, ss, lat, sheet = [], [], [], []
     for i, ep in enumerate(eps):
@@ -271,25 +266,20 @@ def open_loop_navigation(
                 _context_for(ep, i, context, wrong), ep.frames[0], ep.instruction, camera=cam, seed=ep.seed
             )
 
-        gt = _resize(ep.frames[1:], planner.height, planner.width)
+        real = _resize(ep.frames, planner.height, planner.width)
+        gt = real[1:]
         gen = plan.trajectory[1 : 1 + len(gt)]
         if i < SHEET_EPISODES:
-            sheet.append((plan.frames, _resize(ep.frames, planner.height, planner.width)))
+            sheet.append((plan.frames, real))
         ps.append(psnr(gen, gt[: len(gen)]))
         ss.append(ssim(gen, gt[: len(gen)]))
         lat.append(plan.latency_ms)
     return {
-        "PSNR": float(np.mean(ps)) if ps else float("nan"),
-        "SSIM": float(np.mean(ss)) if ss else float("nan"),
-        "n": len(ps),
-        "ci95": {"PSNR": mean_interval(ps), "SSIM": mean_interval(ss)},
+        **image_scores(ps, ss),
         "per_episode_psnr": [float(x) for x in ps],
         "_sheet": sheet,
         "plan_latency_ms": float(np.mean(lat)) if lat else None,
     }
-
-
-# ---------------------------------------------------------------------- closed loop
 
 
 # ---------------------------------------------------------------------- report

@@ -62,9 +62,9 @@ def _components(pipe_or_components: Any, cfg: ModelConfig | None) -> Any:
         comps = dict(pipe_or_components)
         comps.setdefault("scheduler", None)
         if comps["scheduler"] is None:
-            from diffusers import FlowMatchEulerDiscreteScheduler
+            from .pipeline_v4s import make_scheduler
 
-            comps["scheduler"] = FlowMatchEulerDiscreteScheduler(shift=cfg.flow_shift)
+            comps["scheduler"] = make_scheduler(cfg)
         return Video4SpatialPipeline(**comps, model_config=cfg.to_dict())
     raise TypeError(
         f"expected a Video4SpatialPipeline or a dict of its components. Got {type(pipe_or_components)}"

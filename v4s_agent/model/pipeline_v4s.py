@@ -153,10 +153,7 @@ class Video4SpatialPipeline(DiffusionPipeline):
             with torch.no_grad():  # output = the anchor at init (adaLN-Zero style, as DiT's final layer)
                 transformer.proj_out.weight.zero_()
                 transformer.proj_out.bias.zero_()
-        scheduler = FlowMatchEulerDiscreteScheduler(
-            shift=cfg.flow_shift, stochastic_sampling=cfg.stochastic_sampling
-        )
-        return cls(transformer=transformer, scheduler=scheduler, model_config=cfg.to_dict())
+        return cls(transformer=transformer, scheduler=make_scheduler(cfg), model_config=cfg.to_dict())
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Any, **kwargs: Any) -> Video4SpatialPipeline:
@@ -210,7 +207,7 @@ class Video4SpatialPipeline(DiffusionPipeline):
         if (root / "scheduler").is_dir():
             scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(root, subfolder="scheduler")
         else:
-            scheduler = FlowMatchEulerDiscreteScheduler(shift=cfg.flow_shift)
+            scheduler = make_scheduler(cfg)
         return cls(transformer, scheduler, vae, text_encoder, tokenizer, model_config=cfg.to_dict())
 
     @property
@@ -702,6 +699,11 @@ class Video4SpatialPipeline(DiffusionPipeline):
         if not return_dict:
             return frames, boxes, target_latents, confs
         return V4SPipelineOutput(frames=frames, box=boxes, latents=target_latents, box_confidence=confs)
+
+
+def make_scheduler(cfg: ModelConfig) -> FlowMatchEulerDiscreteScheduler:
+    """The sampler a model config asks for (shift and stochastic sampling), wherever one is built."""
+    return FlowMatchEulerDiscreteScheduler(shift=cfg.flow_shift, stochastic_sampling=cfg.stochastic_sampling)
 
 
 def _first(generator: Any) -> Any:
