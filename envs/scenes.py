@@ -153,33 +153,18 @@ class Scene:
         return obj
 
     def export_glb(self, path: str | os.PathLike, annotation_path: str | os.PathLike | None = None) -> Path:
-        """Write the scene as GLB (one node per object, vertex colours) plus an annotation JSON.
+        """Write the scene as GLB (one node per object) plus an annotation JSON.
 
         The annotation (default ``<path>.semantic.json``) maps instance id -> category and box and names
         each object's node, so ``load_gltf_scene`` restores the ids.
         """
-        import trimesh
-
         path = Path(path)
-        ts = trimesh.Scene()
         ids = self.vertices[:, 10].astype(np.int64)
         names = {0: "structure"}
         for o in self.objects:
             names[o.instance_id] = o.node or f"obj_{o.instance_id:04d}_{o.category}"
-        for iid in np.unique(ids):
-            v = self.vertices[ids == iid]
-            faces = np.arange(len(v)).reshape(-1, 3)
-            shade = _pattern_shade(v)
-            col = np.clip(v[:, 6:9] * shade[:, None], 0, 1)
-            rgba = np.concatenate([col, np.ones((len(v), 1))], axis=1)
-            mesh = trimesh.Trimesh(
-                v[:, :3], faces, vertex_colors=(rgba * 255).astype(np.uint8), process=False
-            )
-            ts.add_geometry(
-                mesh, node_name=names.get(int(iid), f"obj_{int(iid):04d}"), geom_name=names.get(int(iid))
-            )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        ts.export(str(path), file_type="glb")
+        parts = [(names.get(int(iid), f"obj_{int(iid):04d}"), ids == iid) for iid in np.unique(ids)]
+        write_glb(self, path, parts)
         ann = Path(annotation_path) if annotation_path else path.with_suffix(".semantic.json")
         objs = []
         for o in self.objects:
@@ -188,6 +173,32 @@ class Scene:
             objs.append(d)
         ann.write_text(json.dumps({"scene": self.name, "up": [0, 1, 0], "objects": objs}, indent=1))
         return path
+
+
+def write_glb(scene: Scene, path: str | os.PathLike, parts, offset=(0.0, 0.0, 0.0)) -> Path:
+    """Write chosen rows of ``scene.vertices`` as a GLB: ``parts`` is a list of (node name, row mask),
+    one node each, with positions shifted by ``-offset``. Used by ``export_glb`` and the habitat-sim
+    backend (stage and per-object files), so every consumer sees the same materials."""
+    import trimesh
+
+    path = Path(path)
+    ts = trimesh.Scene()
+    off = np.asarray(offset, dtype=np.float32)
+    for name, rows in parts:
+        v = scene.vertices[rows]
+        if len(v) == 0:
+            continue
+        faces = np.arange(len(v)).reshape(-1, 3)
+        shade = _pattern_shade(v)
+        col = np.clip(v[:, 6:9] * shade[:, None], 0, 1)
+        rgba = np.concatenate([col, np.ones((len(v), 1))], axis=1)
+        mesh = trimesh.Trimesh(
+            v[:, :3] - off, faces, vertex_colors=(rgba * 255).astype(np.uint8), process=False
+        )
+        ts.add_geometry(mesh, node_name=name, geom_name=name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ts.export(str(path), file_type="glb")
+    return path
 
 
 def _pattern_shade(v: np.ndarray) -> np.ndarray:
@@ -665,4 +676,5 @@ __all__ = [
     "make_scene",
     "place_object_file",
     "split_scene",
+    "write_glb",
 ]
