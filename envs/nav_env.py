@@ -64,10 +64,11 @@ POSE_INSTRUCTION = "Move the camera along the given path to the goal pose."
 class _SceneBundle:
     """Everything derived from one scene that episodes reuse: renderer, nav grid, tour (built lazily)."""
 
-    def __init__(self, scene: Scene, resolution, backend: str, pitch: float, tour_frames: int) -> None:
+    def __init__(self, scene: Scene, resolution, backend: str, pitch: float, tour_frames: int,
+                 renderer_kwargs: dict | None = None) -> None:  # fmt: skip
         self.scene = scene
         self.navgrid = NavGrid(scene)
-        self.renderer = _make_renderer(scene, resolution, backend, pitch)
+        self.renderer = _make_renderer(scene, resolution, backend, pitch, **(renderer_kwargs or {}))
         self.pitch = pitch
         self.tour_frames = tour_frames
         self._tour: dict[str, np.ndarray] | None = None
@@ -87,7 +88,7 @@ class _SceneBundle:
         self.renderer.close()
 
 
-def _make_renderer(scene: Scene, resolution, backend: str, pitch: float):
+def _make_renderer(scene: Scene, resolution, backend: str, pitch: float, **habitat_kwargs):
     if backend == "moderngl":
         from .renderer_gl import GLRenderer
 
@@ -95,7 +96,7 @@ def _make_renderer(scene: Scene, resolution, backend: str, pitch: float):
     if backend == "habitat_sim":
         from .renderer_habitat import HabitatSimRenderer
 
-        return HabitatSimRenderer(scene, resolution)
+        return HabitatSimRenderer(scene, resolution, **habitat_kwargs)  # gpu_device_id, keys
     raise ValueError(f"unknown backend {backend!r}; expected 'moderngl' or 'habitat_sim'")
 
 
@@ -128,7 +129,9 @@ class V4SNavEnv(gym.Env):
     task, scene (None = embedded default, an int seed, a split name or a GLB/glTF path), split,
     resolution=(H, W), backend ("moderngl" | "habitat_sim"), obs_keys, render_mode ("rgb_array"),
     goal_category (fix the object goal), tour_frames, camera_pitch_deg (fixed camera pitch, default -30
-    so that objects within 1 m can be centred in view from a 1.5 m camera).
+    so that objects within 1 m can be centred in view from a 1.5 m camera), gpu_device_id (habitat_sim
+    only: CUDA device to render on; None = 0 when an NVIDIA EGL device serves it, else -1 = the default
+    EGL device, e.g. Mesa on a CPU machine).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
@@ -146,6 +149,7 @@ class V4SNavEnv(gym.Env):
         tour_frames: int = 48,
         camera_pitch_deg: float = DEFAULT_CAMERA_PITCH_DEG,
         annotation: str | os.PathLike | dict | None = None,
+        gpu_device_id: int | None = None,
     ) -> None:
         if task not in ("object", "pose"):
             raise ValueError(f"unknown task {task!r}; expected 'object' or 'pose'")
@@ -191,6 +195,7 @@ class V4SNavEnv(gym.Env):
         self.camera_pitch_deg = float(camera_pitch_deg)
         self.camera_pitch = math.radians(self.camera_pitch_deg)
         self.annotation = annotation
+        self.gpu_device_id = gpu_device_id
         self.action_space = spaces.Discrete(len(ACTION_NAMES))
         obs = {"rgb": spaces.Box(0, 255, (h, w, 3), np.uint8)}
         if "depth" in obs_keys:
@@ -253,7 +258,12 @@ class V4SNavEnv(gym.Env):
             self._bundles.move_to_end(key)
             return self._bundles[key]
         scene = self._load_scene(key)
-        bundle = _SceneBundle(scene, self.resolution, self.backend, self.camera_pitch, self.tour_frames)
+        kw = None
+        if self.backend == "habitat_sim":  # one sensor per target read: rgb, depth if observed, semantic if
+            keys = ["rgb"] + [k for k in ("depth",) if k in self.obs_keys]  # observed or object goals
+            keys += ["semantic"] if self.task == "object" or "semantic" in self.obs_keys else []
+            kw = {"gpu_device_id": self.gpu_device_id, "keys": tuple(keys)}
+        bundle = _SceneBundle(scene, self.resolution, self.backend, self.camera_pitch, self.tour_frames, kw)
         self._bundles[key] = bundle
         while len(self._bundles) > 4:
             _, old = self._bundles.popitem(last=False)
@@ -472,7 +482,7 @@ class V4SNavEnv(gym.Env):
         obs = {"rgb": r.read_rgb()}
         if "depth" in self.obs_keys:
             obs["depth"] = r.read_depth()
-        sem = r.read_semantic()
+        sem = r.read_semantic() if self.task == "object" or "semantic" in self.obs_keys else None
         if "semantic" in self.obs_keys:
             obs["semantic"] = sem
         self._last_semantic = sem
