@@ -323,9 +323,19 @@ def test_habitat_sim_backend_error_or_render():
         with pytest.raises(ImportError, match="conda install habitat-sim"):
             V4SNavEnv(backend="habitat_sim")
         return
-    env = V4SNavEnv(backend="habitat_sim", obs_keys=KEYS)  # pragma: no cover - only with habitat-sim
+    # with habitat-sim (pragma: no cover in CI): renders on the default device (-1 without an NVIDIA EGL
+    # device), in this process's one simulator, beside the moderngl renderers of the other tests
+    env = V4SNavEnv(backend="habitat_sim", obs_keys=KEYS, tour_frames=4)  # pragma: no cover
     obs, _ = env.reset(seed=0)
     assert obs["rgb"].shape == (128, 128, 3) and obs["semantic"].dtype == np.int32
+    assert obs["depth"].dtype == np.float32 and (obs["depth"] > 0).mean() > 0.9
+    obs, *_ = env.step(1)
+    assert obs["rgb"].shape == (128, 128, 3)
+    env.close()
+    gl = GLRenderer(make_scene(0), (32, 32))  # moderngl still renders after habitat-sim took a context
+    gl.draw(make_pose(0.0, 0.0, 0.0))
+    assert (gl.read_depth() > 0).mean() > 0.9
+    gl.close()
 
 
 def test_async_vector_env():
