@@ -13,8 +13,23 @@ import numpy as np
 # pattern ids understood by the renderer's fragment shader (procedural textures in world space)
 PLAIN, CHECKER, PLANKS, STRIPES, BRICK, GRASS, ASPHALT, CARPET, SMALL_TILES, WOOD, LEAVES = range(11)
 
-# per-vertex float layout: position(3) normal(3) color(3) pattern(1) instance id(1)
-VERTEX_FLOATS = 11
+# per-vertex float layout: position(3) normal(3) color(3) pattern(1) instance id(1) uv(2) texture layer(1).
+# colour x the texture layer's image at uv is the surface's base colour, as glTF defines it; procedural
+# surfaces use layer = pattern id of the scene's baked pattern images (``textures.procedural_atlas``).
+VERTEX_FLOATS = 14
+COL_UV = slice(11, 13)
+COL_LAYER = 13
+TILE_M = 4.0  # metres of world covered by one repeat of a procedural pattern image (world-planar UVs)
+
+
+def planar_uv(tris: np.ndarray, normals: np.ndarray) -> np.ndarray:
+    """(M*3, 2) UVs of (M, 3, 3) triangles in tile units: floors/ceilings map (x, z), walls (x + z, y)."""
+    p = np.asarray(tris, dtype=np.float64).reshape(-1, 3)
+    n = np.asarray(normals, dtype=np.float64).reshape(-1, 3)
+    horizontal = np.abs(n[:, 1]) > 0.5
+    u = np.where(horizontal, p[:, 0], p[:, 0] + p[:, 2])
+    v = np.where(horizontal, p[:, 2], p[:, 1])
+    return np.stack([u, v], axis=1) / TILE_M
 
 
 class MeshBuilder:
@@ -30,8 +45,12 @@ class MeshBuilder:
         pattern: int = PLAIN,
         instance_id: int = 0,
         normals: np.ndarray | None = None,
+        uvs: np.ndarray | None = None,
+        layer: int | None = None,
     ) -> None:
-        """Add (M, 3, 3) triangles with one colour; flat face normals unless ``normals`` (M, 3, 3) given."""
+        """Add (M, 3, 3) triangles with one colour (or (M*3, 3) per-vertex colours); flat face normals
+        unless ``normals`` (M, 3, 3) given; world-planar UVs on texture layer ``pattern`` unless ``uvs``
+        (M*3, 2) and ``layer`` are given."""
         tris = np.asarray(tris, dtype=np.float64).reshape(-1, 3, 3)
         if len(tris) == 0:
             return
@@ -46,6 +65,8 @@ class MeshBuilder:
         out[:, 6:9] = col.reshape(-1, 3) if col.ndim > 1 else col[None, :3]
         out[:, 9] = pattern
         out[:, 10] = instance_id
+        out[:, COL_UV] = planar_uv(tris, out[:, 3:6]) if uvs is None else np.asarray(uvs).reshape(-1, 2)
+        out[:, COL_LAYER] = pattern if layer is None else layer
         self._chunks.append(out)
 
     def extend(self, other: MeshBuilder) -> None:

@@ -15,60 +15,38 @@ import threading
 import numpy as np
 
 from .geometry import HFOV_DEG, perspective
+from .primitives import VERTEX_FLOATS
 from .scenes import Scene
 
 _VS = """
 #version 330
 uniform mat4 u_mvp;
 uniform mat4 u_view;
-in vec3 in_pos; in vec3 in_normal; in vec3 in_color; in float in_pattern; in float in_id;
-out vec3 v_world; out vec3 v_normal; out vec3 v_color; out float v_depth;
-flat out int v_pattern; flat out int v_id;
+uniform vec3 u_light;
+in vec3 in_pos; in vec3 in_normal; in vec3 in_color; in float in_id; in vec2 in_uv; in float in_layer;
+out vec3 v_color; out float v_depth; out vec2 v_uv;
+flat out int v_id; flat out float v_layer;
 void main() {
     gl_Position = u_mvp * vec4(in_pos, 1.0);
-    v_world = in_pos; v_normal = in_normal; v_color = in_color;
+    // two-sided diffuse shade of the (flat) face normal, per vertex: nothing per fragment but the lookup
+    v_color = in_color * (0.55 + 0.45 * abs(dot(normalize(in_normal), u_light)));
+    v_uv = in_uv; v_layer = in_layer;
     v_depth = -(u_view * vec4(in_pos, 1.0)).z;
-    v_pattern = int(in_pattern + 0.5); v_id = int(in_id + 0.5);
+    v_id = int(in_id + 0.5);
 }
 """
 
+# base colour = vertex colour x texture (glTF's rule), times the shade
 _FS = """
 #version 330
-in vec3 v_world; in vec3 v_normal; in vec3 v_color; in float v_depth;
-flat in int v_pattern; flat in int v_id;
+in vec3 v_color; in float v_depth; in vec2 v_uv;
+flat in int v_id; flat in float v_layer;
 layout(location = 0) out vec4 f_color;
 layout(location = 1) out float f_depth;
 layout(location = 2) out int f_id;
-uniform vec3 u_light;
-float hash(vec2 p) { return fract(sin(dot(p, vec2(127.1, 311.7))) * 43758.5453); }
-float noise(vec2 p) {
-    vec2 i = floor(p); vec2 f = fract(p); f = f * f * (3.0 - 2.0 * f);
-    return mix(mix(hash(i), hash(i + vec2(1, 0)), f.x),
-               mix(hash(i + vec2(0, 1)), hash(i + vec2(1, 1)), f.x), f.y);
-}
-float pattern(int k, vec2 uv) {
-    if (k == 1) { vec2 c = floor(uv * 2.0); return mod(c.x + c.y, 2.0) < 1.0 ? 1.0 : 0.78; }  // checker
-    if (k == 2) { float row = floor(uv.y * 5.0); float x = uv.x + hash(vec2(row, 1.0)) * 3.0;      // planks
-                  float seam = (fract(uv.y * 5.0) < 0.06 || fract(x * 0.8) < 0.02) ? 0.7 : 1.0;
-                  return seam * (0.85 + 0.15 * noise(vec2(x * 2.0, uv.y * 40.0))); }
-    if (k == 3) { return 0.88 + 0.12 * step(0.5, fract(uv.x * 3.0)) + 0.04 * noise(uv * 20.0); }  // stripes
-    if (k == 4) { float row = floor(uv.y * 8.0); float x = uv.x * 4.0 + 0.5 * mod(row, 2.0);          // brick
-                  float m = (fract(uv.y * 8.0) < 0.1 || fract(x) < 0.05) ? 0.75 : 1.0;
-                  return m * (0.85 + 0.15 * hash(vec2(floor(x), row))); }
-    if (k == 5) { return 0.75 + 0.35 * noise(uv * 6.0) * noise(uv * 23.0); }  // grass
-    if (k == 6) { return 0.8 + 0.25 * noise(uv * 9.0) + 0.05 * hash(floor(uv * 40.0)); }  // asphalt
-    if (k == 7) { return 0.82 + 0.18 * noise(uv * 14.0); }  // carpet
-    if (k == 8) { vec2 c = fract(uv * 5.0); return (c.x < 0.06 || c.y < 0.06) ? 0.65 : 1.0; }  // tiles
-    if (k == 9) { return 0.85 + 0.15 * sin(uv.x * 30.0 + 4.0 * noise(uv * 3.0)); }  // wood
-    if (k == 10) { return 0.7 + 0.45 * noise(uv * 8.0); }  // leaves
-    return 1.0;
-}
+uniform sampler2DArray u_tex;
 void main() {
-    vec3 n = normalize(v_normal);
-    vec2 uv = abs(n.y) > 0.5 ? v_world.xz : vec2(v_world.x + v_world.z, v_world.y);
-    float shade = 0.55 + 0.45 * abs(dot(n, u_light));
-    vec3 c = v_color * pattern(v_pattern, uv) * shade;
-    f_color = vec4(clamp(c, 0.0, 1.0), 1.0);
+    f_color = vec4(clamp(v_color * texture(u_tex, vec3(v_uv, v_layer)).rgb, 0.0, 1.0), 1.0);
     f_depth = v_depth;
     f_id = v_id;
 }
@@ -94,6 +72,7 @@ void main() {
 
 _LOCK = threading.Lock()
 _CTX: dict[int, object] = {}
+_TEXTURES: dict[tuple[int, int], object] = {}  # (pid, id(images)) -> GL texture array of shared images
 
 
 def get_context():
@@ -156,11 +135,27 @@ class GLRenderer:
         self._bg_prog["u_flip"].value = -1.0
         self._prog["u_light"].value = tuple(np.array([0.4, 0.8, 0.45]) / np.linalg.norm([0.4, 0.8, 0.45]))
         data = np.ascontiguousarray(scene.vertices, dtype=np.float32)
+        if data.ndim != 2 or data.shape[1] != VERTEX_FLOATS:
+            raise ValueError(f"scene.vertices must be (N, {VERTEX_FLOATS}) float32, got {data.shape}")
         self._vbo = ctx.buffer(data.tobytes())
         self._vao = ctx.vertex_array(
             self._prog,
-            [(self._vbo, "3f 3f 3f 1f 1f", "in_pos", "in_normal", "in_color", "in_pattern", "in_id")],
+            [
+                (
+                    self._vbo,
+                    "3f 3f 3f 4x 1f 2f 1f",
+                    "in_pos",
+                    "in_normal",
+                    "in_color",
+                    "in_id",
+                    "in_uv",
+                    "in_layer",
+                )
+            ],  # fmt: skip
         )
+        self._tex, self._own_tex = self._texture_array(scene)
+        self._tex.use(location=0)
+        self._prog["u_tex"].value = 0
         self._bg_vbo = ctx.buffer(np.array([-1, -1, 3, -1, -1, 3], dtype=np.float32).tobytes())
         self._bg_vao = ctx.vertex_array(self._bg_prog, [(self._bg_vbo, "2f", "in_pos")])
         size = (self.width, self.height)
@@ -173,6 +168,23 @@ class GLRenderer:
         self._rgba = np.empty((self.height, self.width, 4), dtype=np.uint8)
         self._released = False
 
+    def _texture_array(self, scene: Scene):
+        """The scene's images as a mipmapped, repeat-wrapped texture array. The procedural pattern
+        images are shared by every procedural scene, so they are uploaded once per process."""
+        images = scene.texture_layers()
+        shared = scene.textures is None
+        key = (os.getpid(), id(images))
+        if shared and key in _TEXTURES:
+            return _TEXTURES[key], False
+        n, h, w = images.shape[:3]
+        tex = self.ctx.texture_array((w, h, n), 4, np.ascontiguousarray(images, np.uint8).tobytes())
+        tex.build_mipmaps()
+        tex.filter = (self.ctx.LINEAR_MIPMAP_LINEAR, self.ctx.LINEAR)
+        tex.repeat_x = tex.repeat_y = True
+        if shared:
+            _TEXTURES[key] = tex
+        return tex, not shared
+
     # -------------------------------------------------------------------------------------------------
     def draw(self, T_wc: np.ndarray) -> None:
         """Rasterise the scene from pose ``T_wc`` into the framebuffer (no read-back)."""
@@ -183,11 +195,14 @@ class GLRenderer:
         self._prog["u_mvp"].write(mvp.T.tobytes())
         self._prog["u_view"].write(view.astype("f4").T.tobytes())
         ctx = self.ctx
+        self._tex.use(location=0)
         self.fbo.use()
         self.fbo.clear(depth=1.0)
         ctx.enable(ctx.DEPTH_TEST)
-        self._bg_vao.render()  # full-screen sky/void at the far plane: depth 0, id 0
+        ctx.depth_func = "<="
         self._vao.render()
+        # sky/void last, at the far plane: the depth test rejects covered pixels before shading them
+        self._bg_vao.render()
 
     def read_rgb(self, out: np.ndarray | None = None) -> np.ndarray:
         out = np.empty((self.height, self.width, 3), dtype=np.uint8) if out is None else out
@@ -225,8 +240,9 @@ class GLRenderer:
         if self._released:
             return
         self._released = True
+        own = [self._tex] if self._own_tex else []
         for obj in (self._vao, self._bg_vao, self._vbo, self._bg_vbo, self.fbo, *self._rb, self._depth_rb,
-                    self._prog, self._bg_prog):  # fmt: skip
+                    self._prog, self._bg_prog, *own):  # fmt: skip
             with contextlib.suppress(Exception):
                 obj.release()
 

@@ -7,6 +7,7 @@ grid samples it directly, and GLB export writes it back out per object.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -21,6 +22,8 @@ from .primitives import (
     BRICK,
     CARPET,
     CHECKER,
+    COL_LAYER,
+    COL_UV,
     GRASS,
     LEAVES,
     PLAIN,
@@ -121,6 +124,15 @@ class Scene:
     seed: int | None = None
     rooms: list[dict] = field(default_factory=list)
     sky: bool = False
+    #: (L, S, S, 4) uint8 base-colour images indexed by the vertices' texture layer; None = the baked
+    #: procedural pattern images (shared by every procedural scene, see ``textures.procedural_atlas``)
+    textures: np.ndarray | None = None
+
+    def texture_layers(self) -> np.ndarray:
+        """The scene's texture images, (L, S, S, 4) uint8 (layer 0 is plain white)."""
+        from .textures import procedural_atlas
+
+        return procedural_atlas() if self.textures is None else self.textures
 
     @property
     def bounds(self) -> np.ndarray:
@@ -141,11 +153,25 @@ class Scene:
                 return o
         raise KeyError(f"no object with instance id {instance_id} in scene {self.name!r}")
 
-    def add_object(self, mesh_vertices: np.ndarray, category: str, node: str | None = None) -> SceneObject:
-        """Append geometry (N, 11) as a new semantic object; returns it (its id is the next free one)."""
+    def add_object(
+        self, mesh_vertices: np.ndarray, category: str, node: str | None = None, textures=None
+    ) -> SceneObject:
+        """Append geometry (N, VERTEX_FLOATS) as a new semantic object; returns it (its id is the next
+        free one). ``textures`` (L, S, S, 4) are the images its texture layers index; they are appended
+        to the scene's (resized to its layer size) and the layers renumbered."""
+        from .textures import to_layer
+
         iid = max([0, *[o.instance_id for o in self.objects]]) + 1
         v = np.array(mesh_vertices, dtype=np.float32, copy=True)
         v[:, 10] = iid
+        if textures is not None and len(textures) > 1:
+            mine = self.texture_layers()
+            size = min(MAX_TEXTURE_SIZE, max(mine.shape[1], textures.shape[1]))
+            if mine.shape[1] != size:
+                mine = np.stack([to_layer(t, size) for t in mine])
+            extra = np.stack([to_layer(t, size) for t in textures[1:]])  # their layer 0 is white too
+            v[:, COL_LAYER] = np.where(v[:, COL_LAYER] > 0, v[:, COL_LAYER] + len(mine) - 1, 0)
+            self.textures = np.concatenate([mine, extra])
         lo, hi = v[:, :3].min(axis=0).astype(np.float64), v[:, :3].max(axis=0).astype(np.float64)
         obj = SceneObject(iid, category, (lo + hi) / 2.0, hi - lo, node)
         self.vertices = np.concatenate([self.vertices, v])
@@ -171,40 +197,113 @@ class Scene:
             d = o.to_json()
             d["node"] = names[o.instance_id]
             objs.append(d)
-        ann.write_text(json.dumps({"scene": self.name, "up": [0, 1, 0], "objects": objs}, indent=1))
+        meta = {"scene": self.name, "up": [0, 1, 0], "sky": self.sky, "objects": objs}
+        ann.write_text(json.dumps(meta, indent=1))
         return path
 
 
 def write_glb(scene: Scene, path: str | os.PathLike, parts, offset=(0.0, 0.0, 0.0)) -> Path:
     """Write chosen rows of ``scene.vertices`` as a GLB: ``parts`` is a list of (node name, row mask),
     one node each, with positions shifted by ``-offset``. Used by ``export_glb`` and the habitat-sim
-    backend (stage and per-object files), so every consumer sees the same materials."""
-    import trimesh
+    backend (stage and per-object files), so every consumer sees the same scene.
+
+    Each part's triangles are grouped by (colour, texture layer) into one primitive per group, whose
+    material is that colour as ``baseColorFactor`` times the layer's image as ``baseColorTexture``
+    (PNG, repeat-wrapped, mipmapped): exactly the renderer's base colour, in a form that every glTF
+    reader (habitat-sim included) shows. Parts with many distinct vertex colours (a loaded vertex-coloured
+    scan) keep them as ``COLOR_0`` instead."""
+    import cv2
+    import pygltflib as g
 
     path = Path(path)
-    ts = trimesh.Scene()
     off = np.asarray(offset, dtype=np.float32)
+    layers = scene.texture_layers()
+    blob = bytearray()
+    gl = g.GLTF2(asset=g.Asset(generator="video4spatial"), scene=0, scenes=[g.Scene(nodes=[])])
+    gl.samplers = [
+        g.Sampler(magFilter=g.LINEAR, minFilter=g.LINEAR_MIPMAP_LINEAR, wrapS=g.REPEAT, wrapT=g.REPEAT)
+    ]
+    image_of: dict[int, int] = {}
+    material_of: dict[tuple, int] = {}
+
+    def view(data: bytes, target=None) -> int:
+        while len(blob) % 4:
+            blob.append(0)
+        gl.bufferViews.append(
+            g.BufferView(buffer=0, byteOffset=len(blob), byteLength=len(data), target=target)
+        )
+        blob.extend(data)
+        return len(gl.bufferViews) - 1
+
+    def accessor(a: np.ndarray, kind: str, minmax: bool = False, normalized: bool = False) -> int:
+        ctype = g.UNSIGNED_BYTE if a.dtype == np.uint8 else g.FLOAT
+        acc = g.Accessor(bufferView=view(a.tobytes(), g.ARRAY_BUFFER), componentType=ctype, count=len(a),
+                         type=kind, normalized=normalized or None)  # fmt: skip
+        if minmax:
+            acc.min, acc.max = a.min(axis=0).tolist(), a.max(axis=0).tolist()
+        gl.accessors.append(acc)
+        return len(gl.accessors) - 1
+
+    def texture(layer: int) -> int:
+        if layer not in image_of:
+            ok, png = cv2.imencode(".png", cv2.cvtColor(layers[layer], cv2.COLOR_RGBA2BGRA))
+            assert ok
+            gl.images.append(g.Image(bufferView=view(png.tobytes()), mimeType="image/png"))
+            gl.textures.append(g.Texture(sampler=0, source=len(gl.images) - 1))
+            image_of[layer] = len(gl.textures) - 1
+        return image_of[layer]
+
+    def material(rgb: tuple, layer: int) -> int:
+        key = (rgb, layer)
+        if key not in material_of:
+            pbr = g.PbrMetallicRoughness(baseColorFactor=[*rgb, 1.0], metallicFactor=0.0, roughnessFactor=1.0)
+            if layer > 0:
+                pbr.baseColorTexture = g.TextureInfo(index=texture(layer))
+            gl.materials.append(g.Material(pbrMetallicRoughness=pbr, doubleSided=True))
+            material_of[key] = len(gl.materials) - 1
+        return material_of[key]
+
     for name, rows in parts:
         v = scene.vertices[rows]
         if len(v) == 0:
             continue
-        faces = np.arange(len(v)).reshape(-1, 3)
-        shade = _pattern_shade(v)
-        col = np.clip(v[:, 6:9] * shade[:, None], 0, 1)
-        rgba = np.concatenate([col, np.ones((len(v), 1))], axis=1)
-        mesh = trimesh.Trimesh(
-            v[:, :3] - off, faces, vertex_colors=(rgba * 255).astype(np.uint8), process=False
-        )
-        ts.add_geometry(mesh, node_name=name, geom_name=name)
+        col = np.round(np.clip(v[:, 6:9], 0, 1) * 255).astype(np.int64)
+        layer = v[:, COL_LAYER].astype(np.int64)
+        key = (col[:, 0] << 24) | (col[:, 1] << 16) | (col[:, 2] << 8) | layer
+        # groups per triangle (its first vertex), so a triangle never straddles two primitives
+        tri_key = key[0::3]
+        uniq, inv = np.unique(tri_key, return_inverse=True)
+        vertex_colours = len(uniq) > 256
+        if vertex_colours:
+            uniq, inv = np.unique(layer[0::3], return_inverse=True)
+        prims = []
+        for gi in range(len(uniq)):
+            tri = np.nonzero(inv == gi)[0]
+            idx = (tri[:, None] * 3 + np.arange(3)).reshape(-1)
+            w = v[idx]
+            attrs = g.Attributes(
+                POSITION=accessor(np.ascontiguousarray(w[:, :3] - off, np.float32), g.VEC3, minmax=True),
+                NORMAL=accessor(np.ascontiguousarray(w[:, 3:6], np.float32), g.VEC3),
+                TEXCOORD_0=accessor(np.ascontiguousarray(w[:, COL_UV], np.float32), g.VEC2),
+            )
+            lay = int(w[0, COL_LAYER])
+            if vertex_colours:
+                rgba = np.concatenate([col[idx], np.full((len(idx), 1), 255)], axis=1).astype(np.uint8)
+                attrs.COLOR_0 = accessor(rgba, g.VEC4, normalized=True)
+                mat = material((1.0, 1.0, 1.0), lay)
+            else:
+                mat = material(tuple(float(c) / 255.0 for c in col[idx[0]]), lay)
+            prims.append(g.Primitive(attributes=attrs, material=mat, mode=g.TRIANGLES))
+        gl.meshes.append(g.Mesh(primitives=prims, name=name))
+        gl.nodes.append(g.Node(mesh=len(gl.meshes) - 1, name=name))
+        gl.scenes[0].nodes.append(len(gl.nodes) - 1)
+    while len(blob) % 4:
+        blob.append(0)
+    gl.buffers = [g.Buffer(byteLength=len(blob))]
+    gl.set_binary_blob(bytes(blob))
     path.parent.mkdir(parents=True, exist_ok=True)
-    ts.export(str(path), file_type="glb")
+    gl.save_binary(str(path))
     return path
-
-
-def _pattern_shade(v: np.ndarray) -> np.ndarray:
-    """Cheap per-vertex stand-in for the shader's procedural texture (GLB export has no shader)."""
-    p = v[:, 9]
-    return np.where(p > 0, 0.85 + 0.15 * np.sin(v[:, 0] * 7.0 + v[:, 2] * 5.0), 1.0)
 
 
 # ------------------------------------------------------------------------------------------ procedural
@@ -498,12 +597,20 @@ def _basis_to_habitat(up, front) -> np.ndarray:
     return src.T
 
 
-def load_mesh_vertices(path: str | os.PathLike, up=(0, 1, 0), front=(0, 0, -1), scale: float = 1.0):
-    """Read a GLB/glTF/OBJ/PLY file into soup vertices (N, 11) plus {node name: (start, stop)} row ranges.
+MAX_TEXTURE_SIZE = 1024  #: loaded base-colour images are resized to one layer size, at most this
 
-    Textures are baked into per-vertex colours (the renderer has no texture sampling for loaded files).
+
+def load_mesh_vertices(path: str | os.PathLike, up=(0, 1, 0), front=(0, 0, -1), scale: float = 1.0):
+    """Read a GLB/glTF/OBJ/PLY file into soup vertices (N, VERTEX_FLOATS), {node name: [(start, stop)]}
+    row ranges (a node's own and its children's), and the (L, S, S, 4) uint8 texture images its
+    vertices' layers index (layer 0 white).
+
+    The base colour follows glTF: vertex colour x material ``baseColorFactor`` (in the colour columns)
+    times the ``baseColorTexture`` sampled at ``TEXCOORD_0`` (a texture layer and the UV columns).
     """
     import trimesh
+
+    from .textures import to_layer
 
     p = Path(path)
     if not p.is_file():
@@ -513,7 +620,10 @@ def load_mesh_vertices(path: str | os.PathLike, up=(0, 1, 0), front=(0, 0, -1), 
     except Exception as exc:  # trimesh raises many types on corrupt files
         raise SceneError(f"could not read scene file {str(p)!r}: {type(exc).__name__}: {exc}") from exc
     R = _basis_to_habitat(up, front) * float(scale)
-    mb_chunks, ranges, start = [], {}, 0
+    chunks, ranges, start = [], {}, 0
+    parents = loaded.graph.transforms.parents
+    images: list = []
+    image_ids: dict[str, int] = {}
     for node_name in loaded.graph.nodes_geometry:
         T, geom_name = loaded.graph[node_name]
         mesh = loaded.geometry.get(geom_name)
@@ -521,30 +631,64 @@ def load_mesh_vertices(path: str | os.PathLike, up=(0, 1, 0), front=(0, 0, -1), 
             continue
         verts = trimesh.transformations.transform_points(mesh.vertices, T) @ R.T
         faces = np.asarray(mesh.faces)
-        colors = _mesh_face_colors(mesh)
+        colors, uv, image = _mesh_base_color(mesh)
+        layer = 0
+        if image is not None:  # one layer per distinct image (materials often share one)
+            key = hashlib.sha1(np.ascontiguousarray(np.asarray(image)).tobytes()).hexdigest()
+            if key not in image_ids:
+                images.append(image)
+                image_ids[key] = len(images)
+            layer = image_ids[key]
         mb = MeshBuilder()
-        mb.add_triangles(verts[faces], np.repeat(colors[:, None, :], 3, axis=1).reshape(-1, 3), PLAIN, 0)
+        mb.add_triangles(verts[faces], colors[faces].reshape(-1, 3), PLAIN, 0,
+                         uvs=uv[faces].reshape(-1, 2), layer=layer)  # fmt: skip
         chunk = mb.finish()
-        mb_chunks.append(chunk)
-        ranges[node_name] = (start, start + len(chunk))
-        if geom_name != node_name:
-            ranges.setdefault(geom_name, (start, start + len(chunk)))
+        chunks.append(chunk)
+        # a glTF node with several primitives loads as child nodes: the rows count for every ancestor
+        names, parent = {node_name, geom_name}, parents.get(node_name)
+        while parent is not None and parent != loaded.graph.base_frame:
+            names.add(parent)
+            parent = parents.get(parent)
+        for name in names:
+            ranges.setdefault(name, []).append((start, start + len(chunk)))
         start += len(chunk)
-    if not mb_chunks:
+    if not chunks:
         raise SceneError(f"scene file {str(p)!r} has no triangle meshes")
-    return np.concatenate(mb_chunks), ranges
+    size = min(MAX_TEXTURE_SIZE, max([1, *(max(np.asarray(im).shape[:2]) for im in images)]))
+    textures = np.stack([np.full((size, size, 4), 255, np.uint8), *(to_layer(im, size) for im in images)])
+    return np.concatenate(chunks), ranges, textures
 
 
-def _mesh_face_colors(mesh) -> np.ndarray:
-    """(F, 3) colours in [0,1] from vertex colours, a baked texture or the material's base colour."""
+def _mesh_base_color(mesh):
+    """Per-vertex base colour (V, 3) in [0, 1], UVs (V, 2) in glTF's convention (v down, 0 = first image
+    row) and the base-colour image (PIL) or None: vertex colour x baseColorFactor, as glTF defines it."""
+    n = len(mesh.vertices)
+    color, uv, image = np.ones((n, 3)), np.zeros((n, 2)), None
+    vis = mesh.visual
     try:
-        vis = mesh.visual
-        if vis.kind == "texture":
-            vis = vis.to_color()
-        vc = np.asarray(vis.vertex_colors, dtype=np.float64)[:, :3] / 255.0
-        return vc[np.asarray(mesh.faces)].mean(axis=1)
+        if vis.kind == "texture" or hasattr(vis, "material"):
+            mat = vis.material
+            factor = getattr(mat, "baseColorFactor", None)
+            if factor is None and getattr(mat, "diffuse", None) is not None:  # OBJ/MTL materials
+                factor = mat.diffuse
+            if factor is not None:
+                f = np.asarray(factor, dtype=np.float64)[:3]
+                color = color * (f / 255.0 if f.max() > 1.0 else f)
+            image = getattr(mat, "baseColorTexture", None) or getattr(mat, "image", None)
+            vc = getattr(vis, "vertex_attributes", {}).get("color")
+            if vc is not None and len(vc) == n:
+                vc = np.asarray(vc, dtype=np.float64)[:, :3]
+                color = color * (vc / 255.0 if vc.max() > 1.0 else vc)
+            if image is not None and vis.uv is not None and len(vis.uv) == n:
+                uv = np.asarray(vis.uv, dtype=np.float64).copy()
+                uv[:, 1] = 1.0 - uv[:, 1]  # trimesh flips glTF's v on load; undo it
+            else:
+                image = None
+        else:
+            color = np.asarray(vis.vertex_colors, dtype=np.float64)[:, :3] / 255.0
     except Exception:  # untextured / odd material: mid grey
-        return np.full((len(mesh.faces), 3), 0.7)
+        color, image = np.full((n, 3), 0.7), None
+    return color, uv, image
 
 
 def load_gltf_scene(
@@ -573,23 +717,25 @@ def load_gltf_scene(
         scale = float(np.mean(cfg.get("scale", [scale]))) if "scale" in cfg else scale
     up = (0, 1, 0) if up is None else up
     front = (0, 0, -1) if front is None else front
-    verts, ranges = load_mesh_vertices(p, up, front, scale)
+    verts, ranges, textures = load_mesh_vertices(p, up, front, scale)
     if annotation is None and p.with_suffix(".semantic.json").is_file():
         annotation = p.with_suffix(".semantic.json")
     objects: list[SceneObject] = []
+    sky = False
     if annotation is not None:
         ann = annotation if isinstance(annotation, dict) else _read_json(annotation)
+        sky = bool(ann.get("sky", False))
         for entry in ann.get("objects", []):
             iid, cat = int(entry["instance_id"]), str(entry["category"])
             node = entry.get("node")
             if node and node in ranges:
-                a, b = ranges[node]
-                verts[a:b, 10] = iid
+                for a, b in ranges[node]:
+                    verts[a:b, 10] = iid
             elif "center" in entry and "extents" in entry:
                 c, e = np.asarray(entry["center"]), np.asarray(entry["extents"])
                 cent = verts[:, :3].reshape(-1, 3, 3).mean(axis=1)
                 inside = np.all(np.abs(cent - c) <= e / 2 + 1e-6, axis=1)
-                verts.reshape(-1, 3, 11)[inside, :, 10] = iid
+                verts.reshape(-1, 3, VERTEX_FLOATS)[inside, :, 10] = iid
             sel = verts[:, 10] == iid
             if not sel.any():
                 continue
@@ -599,7 +745,7 @@ def load_gltf_scene(
             )
             objects.append(SceneObject(iid, cat, (lo + hi) / 2, hi - lo, node))
     floor_y = estimate_floor_y(verts)
-    return Scene(p.stem, verts, objects, floor_y, "gltf", None, [])
+    return Scene(p.stem, verts, objects, floor_y, "gltf", None, [], sky=sky, textures=textures)
 
 
 def _read_json(path) -> dict:
@@ -641,7 +787,7 @@ def place_object_file(
     front=(0, 0, -1),
 ) -> SceneObject:
     """Put a GLB object (e.g. Habitat's ``chair.glb``) on the floor at ``position`` (x, z) as a goal."""
-    verts, _ = load_mesh_vertices(path, up, front)
+    verts, _, textures = load_mesh_vertices(path, up, front)
     pts = verts[:, :3].astype(np.float64)
     lo, hi = pts.min(axis=0), pts.max(axis=0)
     off = np.array([-(lo[0] + hi[0]) / 2, -lo[1], -(lo[2] + hi[2]) / 2])
@@ -653,7 +799,7 @@ def place_object_file(
         @ np.array([[math.cos(yaw), 0, math.sin(yaw)], [0, 1, 0], [-math.sin(yaw), 0, math.cos(yaw)]]).T
     )
     verts[:, 3:6] = nrm
-    return scene.add_object(verts, category, node=Path(path).stem)
+    return scene.add_object(verts, category, node=Path(path).stem, textures=textures)
 
 
 __all__ = [

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.1"  # 1.1: procedural patterns are baked, mipmapped textures (33 dB from 1.0 at 64²)
 MANIFEST = "manifest.json"
 
 # instruction templates (object task); {c} is the category as words ("potted plant")
