@@ -35,6 +35,7 @@ from .primitives import (
     box_tris,
     transform_tris,
 )
+from .textures import procedural_atlas, to_layer
 
 CATEGORIES: tuple[str, ...] = tuple(CATEGORY_BUILDERS)
 #: categories never placed in ``train`` scenes (held out for the ``val_categories`` split)
@@ -130,8 +131,6 @@ class Scene:
 
     def texture_layers(self) -> np.ndarray:
         """The scene's texture images, (L, S, S, 4) uint8 (layer 0 is plain white)."""
-        from .textures import procedural_atlas
-
         return procedural_atlas() if self.textures is None else self.textures
 
     @property
@@ -159,19 +158,26 @@ class Scene:
         """Append geometry (N, VERTEX_FLOATS) as a new semantic object; returns it (its id is the next
         free one). ``textures`` (L, S, S, 4) are the images its texture layers index; they are appended
         to the scene's (resized to its layer size) and the layers renumbered."""
-        from .textures import to_layer
-
         iid = max([0, *[o.instance_id for o in self.objects]]) + 1
         v = np.array(mesh_vertices, dtype=np.float32, copy=True)
         v[:, 10] = iid
         if textures is not None and len(textures) > 1:
-            mine = self.texture_layers()
-            size = min(MAX_TEXTURE_SIZE, max(mine.shape[1], textures.shape[1]))
+            mine = current = self.texture_layers()
+            size = min(MAX_TEXTURE_SIZE, max(mine.shape[1], np.asarray(textures[0]).shape[0]))
             if mine.shape[1] != size:
                 mine = np.stack([to_layer(t, size) for t in mine])
-            extra = np.stack([to_layer(t, size) for t in textures[1:]])  # their layer 0 is white too
-            v[:, COL_LAYER] = np.where(v[:, COL_LAYER] > 0, v[:, COL_LAYER] + len(mine) - 1, 0)
-            self.textures = np.concatenate([mine, extra])
+            known = {hashlib.sha1(t.tobytes()).hexdigest(): i for i, t in enumerate(mine)}
+            remap, extra = np.zeros(len(textures), np.int64), []
+            for j in range(1, len(textures)):  # identical images share one layer
+                t = to_layer(textures[j], size)
+                key = hashlib.sha1(t.tobytes()).hexdigest()
+                if key not in known:
+                    known[key] = len(mine) + len(extra)
+                    extra.append(t)
+                remap[j] = known[key]
+            v[:, COL_LAYER] = remap[v[:, COL_LAYER].astype(np.int64)]
+            if extra or mine is not current:
+                self.textures = np.concatenate([mine, *[t[None] for t in extra]])
         lo, hi = v[:, :3].min(axis=0).astype(np.float64), v[:, :3].max(axis=0).astype(np.float64)
         obj = SceneObject(iid, category, (lo + hi) / 2.0, hi - lo, node)
         self.vertices = np.concatenate([self.vertices, v])
@@ -610,8 +616,6 @@ def load_mesh_vertices(path: str | os.PathLike, up=(0, 1, 0), front=(0, 0, -1), 
     """
     import trimesh
 
-    from .textures import to_layer
-
     p = Path(path)
     if not p.is_file():
         raise SceneError(f"scene file not found: {str(p)!r}")
@@ -802,6 +806,18 @@ def place_object_file(
     return scene.add_object(verts, category, node=Path(path).stem, textures=textures)
 
 
+def place_category(scene: Scene, category: str, position, yaw: float = 0.0, seed: int = 0) -> SceneObject:
+    """Build one instance of a procedural ``category`` (style from ``seed``) on the scene's floor at
+    ``position`` (x, z), facing ``yaw``; returns the new object (for composing scenes around a file)."""
+    if category not in CATEGORY_BUILDERS:
+        raise ValueError(f"unknown category {category!r}; known: {sorted(CATEGORY_BUILDERS)}")
+    mb = MeshBuilder()
+    _place_object(mb, np.random.default_rng(seed), category, 0, float(position[0]), float(position[1]), yaw)
+    v = mb.finish()
+    v[:, 1] += scene.floor_y
+    return scene.add_object(v, category, textures=procedural_atlas())
+
+
 __all__ = [
     "CATEGORIES",
     "OUTDOOR",
@@ -820,6 +836,7 @@ __all__ = [
     "estimate_floor_y",
     "load_gltf_scene",
     "make_scene",
+    "place_category",
     "place_object_file",
     "split_scene",
     "write_glb",

@@ -132,3 +132,29 @@ def test_chair_texture_is_visible():
     assert np.linalg.norm(wood - metal) > 0.1  # the image has two distinct colours
     assert (d_wood < 0.04).mean() > 0.4 and (d_metal < 0.04).mean() > 0.05
     assert (np.minimum(d_wood, d_metal) < 0.05).mean() > 0.85
+
+
+def test_composed_habitat_scene_hosts_a_chair_goal(tmp_path):
+    """The shipped chair_in_stage.glb is what scripts/make_habitat_scene.py builds, and it hosts an object
+    goal on Habitat's textured chair."""
+    import importlib.util
+
+    from v4s_agent.envs import V4SNavEnv
+
+    shipped = ASSETS / "chair_in_stage.glb"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "make_habitat_scene.py"
+    spec = importlib.util.spec_from_file_location("make_habitat_scene", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rebuilt = mod.compose(tmp_path / "chair_in_stage.glb")
+    assert rebuilt.read_bytes() == shipped.read_bytes()
+    ann = ".semantic.json"
+    assert rebuilt.with_suffix(ann).read_text() == shipped.with_suffix(ann).read_text()
+
+    env = V4SNavEnv(task="object", scene=str(shipped), goal_category="chair", resolution=(96, 96))
+    obs, info = env.reset(seed=0)
+    assert info["goal_category"] == "chair" and "chair" in info["instruction"]
+    scene = env.unwrapped.scene
+    assert {"chair", "table", "sofa"} <= set(scene.categories)
+    assert scene.textures is not None and scene.textures.shape[0] >= 2  # the chair's image came along
+    env.close()
