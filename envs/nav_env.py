@@ -18,15 +18,32 @@ from .expert import expert_action, heading_to, lookahead_point, turn_towards
 from .geometry import DEFAULT_CAMERA_PITCH_DEG, forward_xz, make_pose, wrap_angle
 from .goal_metrics import box_from_mask, sd_from_box
 from .navigation import NavGrid
+from .scene_cache import (
+    NAVGRID_DEPS,
+    SCENE_DEPS,
+    SceneCache,
+    dump_navgrid,
+    dump_scene,
+    open_cache,
+    restore_navgrid,
+    restore_scene,
+)
 from .scenes import CATEGORIES, SPLITS, TRAIN, Scene, SceneError, load_gltf_scene, make_scene, split_scene
 from .tour import make_tour
+from .vector import install_fork_hooks, note_gl_context, prefer_fork_safe_llvmpipe
+
+prefer_fork_safe_llvmpipe()  # before any GL context: forked vector-env workers can then render
+install_fork_hooks()
 
 OBS_KEYS = ("rgb", "depth", "semantic")
 SUCCESS_DISTANCE = 1.0
 SUCCESS_SD = 0.2
 POSE_SUCCESS_DISTANCE = 0.5
 POSE_SUCCESS_ANGLE_DEG = 15.0
+START_MIN_GEODESIC = 1.5  # episodes start at least this far (m) from the goal when the scene allows
 _TURN = math.radians(TURN_ANGLE_DEG)
+_VIEW_REACH = SUCCESS_DISTANCE - 0.2  # goal viewpoints lie within this floor distance (m) of the object
+_BUNDLE_LRU = 4  # scenes kept in memory (renderer, grid, tour, goal fields) per env
 
 
 def article(word: str) -> str:
@@ -62,30 +79,129 @@ POSE_INSTRUCTION = "Move the camera along the given path to the goal pose."
 
 
 class _SceneBundle:
-    """Everything derived from one scene that episodes reuse: renderer, nav grid, tour (built lazily)."""
+    """Everything derived from one scene that episodes reuse: renderer, nav grid, tour (built lazily), goal
+    viewpoint masks, usability flags and fields (lazily, per category). With a disk cache (``cache``, for
+    procedural scenes named ``ident``, moderngl only) the tour, masks and flags are read from and written to
+    it; their keys add the GL implementation and the render parameters (``render_key``)."""
 
-    def __init__(self, scene: Scene, resolution, backend: str, pitch: float, tour_frames: int,
-                 renderer_kwargs: dict | None = None) -> None:  # fmt: skip
+    def __init__(self, scene: Scene, navgrid: NavGrid, renderer, pitch: float, tour_frames: int,
+                 cache: SceneCache | None = None, ident: str | None = None,
+                 render_key: dict | None = None) -> None:  # fmt: skip
         self.scene = scene
-        self.navgrid = NavGrid(scene)
-        self.renderer = _make_renderer(scene, resolution, backend, pitch, **(renderer_kwargs or {}))
+        self.navgrid = navgrid
+        self.renderer = renderer
         self.pitch = pitch
         self.tour_frames = tour_frames
         self._tour: dict[str, np.ndarray] | None = None
-        self._goal_cache: dict[str, np.ndarray] = {}
+        self._goal_cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._usable: dict[str, bool] = {}
+        self._masks: dict[str, np.ndarray] = {}
+        self._cells: tuple[np.ndarray, np.ndarray] | None = None
+        self.rendered_sd: dict[tuple, float] = {}  # (instance id, x, z) -> SD of a checked viewpoint
+        on_disk = cache is not None and ident is not None and render_key is not None
+        self._cache = cache if on_disk else None
+        self._ident, self._render_key = ident, render_key
+        self._goals_loaded = not on_disk
+        self._goals_dirty = False
+
+    def cell_centres(self) -> tuple[np.ndarray, np.ndarray]:
+        """World (x, z) of every grid cell centre, (H, 1) and (1, W) broadcastable."""
+        if self._cells is None:
+            H, W = self.navgrid.shape
+            self._cells = self.navgrid.to_world(np.arange(H)[:, None], np.arange(W)[None, :])
+        return self._cells
 
     def tour(self) -> dict[str, np.ndarray]:
         if self._tour is None:
             seed = self.scene.seed if self.scene.seed is not None else 0
-            self._tour = make_tour(
-                self.scene, self.renderer, self.tour_frames, seed, self.navgrid, self.pitch
-            )
-            self._tour["frames"].flags.writeable = False
-            self._tour["poses"].flags.writeable = False
+
+            def build():
+                return make_tour(self.scene, self.renderer, self.tour_frames, seed, self.navgrid, self.pitch)
+
+            if self._cache is None:
+                tour = build()
+            else:
+                h, w = self.renderer.height, self.renderer.width
+                params = {**self._render_key, "n_frames": self.tour_frames, "seed": seed}  # type: ignore[dict-item]
+                key = self._cache.key("tour", self._ident, ("tour", "renderer_gl"), params)  # type: ignore[arg-type]
+
+                def restore(arrays, meta):
+                    frames, poses = arrays["frames"], arrays["poses"]
+                    if frames.shape != (self.tour_frames, h, w, 3) or poses.shape != (self.tour_frames, 4, 4):
+                        raise ValueError(f"tour arrays of shape {frames.shape}, {poses.shape}")
+                    return {"frames": frames, "poses": poses}
+
+                tour = self._cache.cached(key, build, lambda t: (dict(t), None), restore)
+            tour["frames"].flags.writeable = False
+            tour["poses"].flags.writeable = False
+            self._tour = tour
         return self._tour
+
+    # ------------------------------------------------------------------------- goal masks on disk
+    def _goals_key(self) -> dict:
+        return self._cache.key("goals", self._ident, ("nav_env", "renderer_gl"), self._render_key)  # type: ignore[union-attr, arg-type]
+
+    def _load_goals(self) -> None:
+        if self._goals_loaded:
+            return
+        self._goals_loaded = True
+        hit = self._cache.load(self._goals_key())  # type: ignore[union-attr]
+        if hit is None:
+            return
+        arrays, meta = hit
+        shape = tuple(self.navgrid.shape)
+        try:
+            masks = {k[5:]: v for k, v in arrays.items() if k.startswith("mask_")}
+            usable = {str(k): bool(v) for k, v in dict(meta["usable"]).items()}
+            if any(m.shape != shape or m.dtype != bool for m in masks.values()):
+                raise ValueError("goal masks do not match the grid")
+        except Exception:  # noqa: BLE001 - wrong content under the right key: ignore, it is rewritten
+            return
+        self._masks.update(masks)
+        self._usable.update(usable)
+
+    def goal_mask(self, category: str, compute) -> np.ndarray:
+        self._load_goals()
+        if category not in self._masks:
+            self._masks[category] = compute()
+            self._goals_dirty = self._cache is not None
+        return self._masks[category]
+
+    def has_goal_mask(self, category: str) -> bool:
+        self._load_goals()
+        return category in self._masks
+
+    def usable(self, category: str, compute) -> bool:
+        self._load_goals()
+        if category not in self._usable:
+            self._usable[category] = bool(compute())
+            self._goals_dirty = self._cache is not None
+        return self._usable[category]
+
+    def flush(self) -> None:
+        """Write new goal masks / usability flags to the disk cache (merged with what is there)."""
+        if not self._goals_dirty or self._cache is None:
+            return
+        self._goals_dirty = False
+        key = self._goals_key()
+        masks, usable = dict(self._masks), dict(self._usable)
+        hit = self._cache.load(key)  # another worker may have added categories meanwhile
+        if hit is not None:
+            arrays, meta = hit
+            for k, v in arrays.items():
+                if k.startswith("mask_") and v.shape == self.navgrid.shape:
+                    masks.setdefault(k[5:], v)
+            if isinstance(meta, dict) and isinstance(meta.get("usable"), dict):
+                for k, v in meta["usable"].items():
+                    usable.setdefault(str(k), bool(v))
+        self._cache.save(key, {f"mask_{k}": v for k, v in masks.items()}, {"usable": usable})
 
     def close(self) -> None:
         self.renderer.close()
+        self._tour = None
+        self._goal_cache.clear()
+        self._masks.clear()
+        self.rendered_sd.clear()
 
 
 def _make_renderer(scene: Scene, resolution, backend: str, pitch: float, **habitat_kwargs):
@@ -131,7 +247,11 @@ class V4SNavEnv(gym.Env):
     goal_category (fix the object goal), tour_frames, camera_pitch_deg (fixed camera pitch, default -30
     so that objects within 1 m can be centred in view from a 1.5 m camera), gpu_device_id (habitat_sim
     only: CUDA device to render on; None = 0 when an NVIDIA EGL device serves it, else -1 = the default
-    EGL device, e.g. Mesa on a CPU machine).
+    EGL device, e.g. Mesa on a CPU machine), cache_dir (disk cache of procedural scenes, nav grids, goal
+    viewpoints and tours: None = ``$V4S_CACHE_DIR`` or ``~/.cache/v4s_agent/scenes``, a path, or False =
+    off; results are identical with and without it), scene_repeat (split scenes: unseeded resets stay in
+    the current scene for this many episodes before drawing a new one, as Habitat groups episodes by
+    scene; 1 = a new draw every reset; a seeded reset always draws).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
@@ -150,6 +270,8 @@ class V4SNavEnv(gym.Env):
         camera_pitch_deg: float = DEFAULT_CAMERA_PITCH_DEG,
         annotation: str | os.PathLike | dict | None = None,
         gpu_device_id: int | None = None,
+        cache_dir: str | os.PathLike | bool | None = None,
+        scene_repeat: int = 1,
     ) -> None:
         if task not in ("object", "pose"):
             raise ValueError(f"unknown task {task!r}; expected 'object' or 'pose'")
@@ -181,6 +303,8 @@ class V4SNavEnv(gym.Env):
             require_habitat_sim()  # fail at construction with install instructions, not at the first reset
         if tour_frames < 1:
             raise ValueError(f"tour_frames must be >= 1, got {tour_frames}")
+        if int(scene_repeat) < 1:
+            raise ValueError(f"scene_repeat must be >= 1, got {scene_repeat}")
         self.task = task
         self.scene_spec = scene
         self.split = (
@@ -196,6 +320,11 @@ class V4SNavEnv(gym.Env):
         self.camera_pitch = math.radians(self.camera_pitch_deg)
         self.annotation = annotation
         self.gpu_device_id = gpu_device_id
+        self.cache_dir = cache_dir
+        self._cache = open_cache(cache_dir)
+        self.scene_repeat = int(scene_repeat)
+        self._scene_key: Any = None
+        self._scene_episodes = 0
         self.action_space = spaces.Discrete(len(ACTION_NAMES))
         obs = {"rgb": spaces.Box(0, 255, (h, w, 3), np.uint8)}
         if "depth" in obs_keys:
@@ -230,7 +359,7 @@ class V4SNavEnv(gym.Env):
             raise RuntimeError("call reset() first")
         return self._bundle.renderer
 
-    def _scene_key_for_episode(self) -> Any:
+    def _scene_key_for_episode(self, seeded: bool = True) -> Any:
         spec = self.scene_spec
         if isinstance(spec, Scene):
             return ("obj", id(spec))
@@ -240,6 +369,10 @@ class V4SNavEnv(gym.Env):
             return ("seed", int(spec))
         split = self.split if self.split is not None else spec
         if isinstance(split, str) and split in SPLITS:
+            cur = self._scene_key
+            stay = not seeded and cur is not None and cur[:2] == ("split", split)
+            if stay and self._scene_episodes < self.scene_repeat:
+                return cur
             return ("split", split, int(self.np_random.integers(SPLITS[split].n_scenes)))
         return ("file", str(spec))
 
@@ -257,15 +390,32 @@ class V4SNavEnv(gym.Env):
         if key in self._bundles:
             self._bundles.move_to_end(key)
             return self._bundles[key]
-        scene = self._load_scene(key)
-        kw = None
+        ident = _cache_ident(key) if self._cache is not None else None
+        if ident is None:
+            scene = self._load_scene(key)
+            navgrid = NavGrid(scene)
+        else:
+            cache = self._cache
+            scene = cache.cached(cache.key("scene", ident, SCENE_DEPS), lambda: self._load_scene(key),
+                                 dump_scene, restore_scene)  # fmt: skip
+            navgrid = cache.cached(cache.key("navgrid", ident, NAVGRID_DEPS), lambda: NavGrid(scene),
+                                   dump_navgrid, restore_navgrid)  # fmt: skip
+        kw = {}
         if self.backend == "habitat_sim":  # one sensor per target read: rgb, depth if observed, semantic if
             keys = ["rgb"] + [k for k in ("depth",) if k in self.obs_keys]  # observed or object goals
             keys += ["semantic"] if self.task == "object" or "semantic" in self.obs_keys else []
             kw = {"gpu_device_id": self.gpu_device_id, "keys": tuple(keys)}
-        bundle = _SceneBundle(scene, self.resolution, self.backend, self.camera_pitch, self.tour_frames, kw)
+        renderer = _make_renderer(scene, self.resolution, self.backend, self.camera_pitch, **kw)
+        if self.backend == "moderngl":
+            note_gl_context(renderer.ctx)  # forked vector-env workers may then inherit it (vector.py)
+        render_key = None
+        if ident is not None and self.backend == "moderngl":
+            render_key = {"gl": _gl_identity(renderer), "resolution": list(self.resolution),
+                          "pitch": self.camera_pitch}  # fmt: skip
+        bundle = _SceneBundle(scene, navgrid, renderer, self.camera_pitch, self.tour_frames, self._cache,
+                              ident, render_key)  # fmt: skip
         self._bundles[key] = bundle
-        while len(self._bundles) > 4:
+        while len(self._bundles) > _BUNDLE_LRU:
             _, old = self._bundles.popitem(last=False)
             old.close()
         return bundle
@@ -278,41 +428,57 @@ class V4SNavEnv(gym.Env):
             raise RuntimeError("call reset() first: the context belongs to the scene chosen at reset")
         return self._bundle.tour()
 
-    def _object_goal_field(self, category: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Distance field to the viewpoints of ``category``: walkable cells within 0.9 m of an instance's
-        footprint with a clear line of sight past walls."""
+    def _viewpoint_candidates(self, o):
+        """Cells from which object ``o`` may be the goal view: walkable, 0.2-0.8 m from its footprint, with a
+        clear line of sight past walls; returns (cand mask, rows, cols, x, z, order) where ``order`` ranks
+        the cells to confirm by rendering (best predicted SD first), or None."""
         b = self._bundle
-        assert b is not None
-        if category in b._goal_cache:
-            return b._goal_cache[category]
         g = b.navgrid
-        objs = b.scene.objects_of(category)
-        H, W = g.shape
-        wx, wz = g.to_world(np.arange(H)[:, None], np.arange(W)[None, :])
-        mask = np.zeros(g.shape, dtype=bool)
+        wx, wz = b.cell_centres()
+        d = _footprint_distance(wx, wz, o)
+        cand = g.navigable & (d <= _VIEW_REACH) & (d >= 0.2)
+        rr, cc = np.nonzero(cand)
+        if len(rr) == 0:
+            return None
+        vis = _line_of_sight(g, rr, cc, o)
+        rr, cc = rr[vis], cc[vis]
+        if len(rr) == 0:
+            return None
+        # keep the viewpoints from which the goal, at the nearest reachable heading, is best centred:
+        # rank by the SD predicted from the 3-D box, then confirm the best ones by rendering (occlusion)
+        cx, cz = g.to_world(rr, cc)
         h, w = self.resolution
-        for o in objs:
-            d = _footprint_distance(wx, wz, o)
-            cand = g.navigable & (d <= SUCCESS_DISTANCE - 0.2) & (d >= 0.2)
-            rr, cc = np.nonzero(cand)
-            if len(rr) == 0:
+        sd = _predicted_sd(cx, cz, o, b.scene.floor_y, self.camera_pitch, h, w)
+        order = np.argsort(sd, kind="stable")[:64:2] if len(sd) > 32 else np.argsort(sd, kind="stable")
+        return cand, rr, cc, cx, cz, order
+
+    def _rendered_sd(self, o, x, z) -> float:
+        """SD of object ``o`` rendered from floor point (x, z) at the 15-deg heading nearest to it (inf if
+        it is not visible)."""
+        b = self._bundle
+        memo = (o.instance_id, float(x), float(z))
+        if memo not in b.rendered_sd:  # the usability check renders a prefix of the full mask's views
+            h, w = self.resolution
+            yaw = round(heading_to(x, z, o.center[0], o.center[2]) / _TURN) * _TURN
+            b.renderer.draw(make_pose(x, z, yaw, b.scene.floor_y, pitch=self.camera_pitch))
+            box = box_from_mask(b.renderer.read_semantic() == o.instance_id, max(4, (h * w) // 2000))
+            b.rendered_sd[memo] = sd_from_box(box, h, w) if box is not None else np.inf
+        return b.rendered_sd[memo]
+
+    def _goal_viewpoints(self, category: str) -> np.ndarray:
+        """The goal viewpoint mask of ``category`` (rendered checks: the expensive part, cached on disk)."""
+        b = self._bundle
+        g = b.navgrid
+        mask = np.zeros(g.shape, dtype=bool)
+        for o in b.scene.objects_of(category):
+            c = self._viewpoint_candidates(o)
+            if c is None:
                 continue
-            vis = _line_of_sight(g, rr, cc, o)
-            rr, cc = rr[vis], cc[vis]
-            if len(rr) == 0:
-                continue
-            # keep the viewpoints from which the goal, at the nearest reachable heading, is best centred:
-            # rank by the SD predicted from the 3-D box, then confirm the best ones by rendering (occlusion)
-            cx, cz = g.to_world(rr, cc)
-            sd = _predicted_sd(cx, cz, o, b.scene.floor_y, self.camera_pitch, h, w)
-            order = np.argsort(sd, kind="stable")[:64:2] if len(sd) > 32 else np.argsort(sd, kind="stable")
+            cand, rr, cc, cx, cz, order = c
             real = np.full(len(order), np.inf)
             for i, j in enumerate(order):
-                yaw = round(heading_to(cx[j], cz[j], o.center[0], o.center[2]) / _TURN) * _TURN
-                b.renderer.draw(make_pose(cx[j], cz[j], yaw, b.scene.floor_y, pitch=self.camera_pitch))
-                box = box_from_mask(b.renderer.read_semantic() == o.instance_id, max(4, (h * w) // 2000))
-                real[i] = sd_from_box(box, h, w) if box is not None else np.inf
-            keep = np.zeros(len(sd), dtype=bool)
+                real[i] = self._rendered_sd(o, cx[j], cz[j])
+            keep = np.zeros(len(rr), dtype=bool)
             ok = real < SUCCESS_SD - 0.07
             if not ok.any():
                 ok = real < SUCCESS_SD
@@ -321,15 +487,60 @@ class V4SNavEnv(gym.Env):
             good[rr[keep], cc[keep]] = True
             # 0.25 m steps cannot hit single cells: accept anything within 0.15 m of a good viewpoint
             mask |= ndimage.binary_dilation(good, iterations=1) & cand
+        return mask
+
+    def _object_goal_field(self, category: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(distance field, safe distance field, mask) to the viewpoints of ``category``: walkable cells
+        within 0.8 m of an instance's footprint, in line of sight, from which it is rendered centred."""
+        b = self._bundle
+        assert b is not None
+        if category in b._goal_cache:
+            return b._goal_cache[category]
+        g = b.navgrid
+        mask = b.goal_mask(category, lambda: self._goal_viewpoints(category))
         fields = (g.distance_field(mask), g.distance_field(mask, safe=True), mask)
         b._goal_cache[category] = fields
         return fields
+
+    def _goal_usable(self, category: str) -> bool:
+        """Whether ``category`` can be an episode's goal: some viewpoint exists and some walkable cell lies
+        more than ``START_MIN_GEODESIC`` from all of them (or cannot reach them)."""
+        b = self._bundle
+        return b.usable(category, lambda: self._compute_usable(category))
+
+    def _compute_usable(self, category: str) -> bool:
+        # Exactly ``_usable_field(self._object_goal_field(category)[0])`` without rendering every viewpoint:
+        # viewpoints lie within _VIEW_REACH of a footprint, so a walkable cell farther than
+        # START_MIN_GEODESIC + _VIEW_REACH from all footprints is farther than START_MIN_GEODESIC
+        # (Euclidean <= geodesic) from any viewpoint; the field's second condition then holds, and the
+        # first (a viewpoint exists) is settled by the first rendered check that passes.
+        b = self._bundle
+        g = b.navgrid
+        objs = b.scene.objects_of(category)
+        if not objs:
+            return False
+        if category in b._goal_cache or b.has_goal_mask(category):
+            return _usable_field(self._object_goal_field(category)[0], g)
+        wx, wz = b.cell_centres()
+        near = np.min([_footprint_distance(wx, wz, o) for o in objs], axis=0)
+        if not (near[g.navigable] > START_MIN_GEODESIC + _VIEW_REACH + 0.01).any():
+            return _usable_field(self._object_goal_field(category)[0], g)
+        for o in objs:
+            c = self._viewpoint_candidates(o)
+            if c is None:
+                continue
+            _, _, _, cx, cz, order = c
+            if any(self._rendered_sd(o, cx[j], cz[j]) < SUCCESS_SD for j in order):
+                return True
+        return False
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         options = options or {}
         self._episode_ready = False
-        key = self._scene_key_for_episode()
+        key = self._scene_key_for_episode(seeded=seed is not None)
+        self._scene_episodes = self._scene_episodes + 1 if key is self._scene_key else 1
+        self._scene_key = key
         self._bundle = self._get_bundle(key)
         scene, g = self._bundle.scene, self._bundle.navgrid
         rng = self.np_random
@@ -344,11 +555,7 @@ class V4SNavEnv(gym.Env):
                 )
             if cats[0] not in CATEGORIES and cats[0] not in scene.categories:
                 raise ValueError(f"unknown goal category {cats[0]!r}; known: {', '.join(CATEGORIES)}")
-            usable = []
-            for c in cats:
-                f = self._object_goal_field(c)[0]
-                if np.isfinite(f[g.navigable]).sum() > 0 and (f[g.navigable] > 1.5).any():
-                    usable.append(c)
+            usable = [c for c in cats if self._goal_usable(c)]
             if not usable:
                 if scene.objects:
                     raise ValueError(
@@ -381,7 +588,7 @@ class V4SNavEnv(gym.Env):
         # start: reachable, 1.5-12 m geodesic from the goal when possible
         rr, cc = np.nonzero(g.navigable & np.isfinite(self._field))
         dist = self._field[rr, cc]
-        ok = np.nonzero((dist > 1.5) & (dist < 12.0))[0]
+        ok = np.nonzero((dist > START_MIN_GEODESIC) & (dist < 12.0))[0]
         if len(ok) == 0:
             ok = np.nonzero(dist > 0)[0] if (dist > 0).any() else np.arange(len(rr))
         k = ok[int(rng.integers(len(ok)))]
@@ -408,6 +615,7 @@ class V4SNavEnv(gym.Env):
         }  # callers may keep it
         if self.goal_pose is not None:
             info["goal_pose"] = self.goal_pose.copy()
+        self._bundle.flush()  # new goal viewpoints / tour -> disk cache
         return obs, info
 
     # ------------------------------------------------------------------------------------------ step
@@ -652,6 +860,35 @@ class V4SNavEnv(gym.Env):
         self._bundles.clear()
         self._bundle = None
         self._episode_ready = False
+
+
+def _usable_field(field: np.ndarray, g: NavGrid) -> bool:
+    """A goal distance field can host episodes: it has a goal cell, and a cell to start far enough away."""
+    f = field[g.navigable]
+    return bool(np.isfinite(f).sum() > 0 and (f > START_MIN_GEODESIC).any())
+
+
+def _cache_ident(key) -> str | None:
+    """Name of a procedural scene in the disk cache (None: scenes from files or objects are not cached)."""
+    if key[0] == "seed":
+        return f"seed-{int(key[1])}"
+    if key[0] == "split":
+        return f"split-{key[1]}-{int(key[2])}"
+    return None
+
+
+_GL_IDS: dict[int, str] = {}
+
+
+def _gl_identity(renderer) -> str:
+    """The GL implementation a moderngl renderer draws with (rendered artifacts are cached per driver)."""
+    ctx = renderer.ctx
+    if id(ctx) not in _GL_IDS:
+        import moderngl
+
+        info = ctx.info
+        _GL_IDS[id(ctx)] = f"{info['GL_RENDERER']} | {info['GL_VERSION']} | moderngl {moderngl.__version__}"
+    return _GL_IDS[id(ctx)]
 
 
 def _footprint_distance(x, z, obj) -> np.ndarray:

@@ -23,6 +23,8 @@ if ENV_ID not in gymnasium.registry:
     gymnasium.register(
         id=ENV_ID,
         entry_point="v4s_agent.envs.nav_env:V4SNavEnv",
+        # gym.make_vec(ENV_ID, num_envs=N): AsyncVectorEnv with forkserver workers (any EGL driver)
+        vector_entry_point="v4s_agent.envs.vector:make_vector_env",
         max_episode_steps=MAX_EPISODE_STEPS,
     )
 
