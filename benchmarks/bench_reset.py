@@ -15,7 +15,9 @@ Usage::
 * steps: ``reset(seed=0)`` then ``--steps`` actions from ``action_space.sample()`` (STOP included, so
   episodes are short), ``reset()`` whenever an episode ends; the figure is steps / wall time, resets
   included. Its cache is ``--cache-dir`` (default: the directory the warm run used, so scenes it has not
-  seen are built cold); ``--warm-all`` first builds every scene of the split into it.
+  seen are built cold); ``--warm-all`` first builds every scene of the split into it (scene, grid, tour
+  and the goal viewpoints of one category per scene: a category seen for the first time in a scene still
+  costs one goal-viewpoint computation, then it is cached too).
 
 Prints one JSON line. The machine (CPU count, load average) is part of the output: absolute numbers on
 a shared machine move with its load.
@@ -127,9 +129,16 @@ def main() -> None:
                 env.reset(seed=s)
             out["warm_all_s"] = round(time.perf_counter() - t, 1)
             env.close()
+        cache_state = (
+            "every scene built first (--warm-all)"
+            if args.warm_all
+            else "as found in --cache-dir"
+            if args.cache_dir
+            else "cold except the scenes of the warm run"
+        )
         env = gym.make("V4SNav-v0", cache_dir=cache, scene_repeat=args.scene_repeat, **kw)
         out["random_steps"] = {**random_steps(env, args.steps), "scene_repeat": args.scene_repeat,
-                               "cache": "warm (all scenes)" if args.warm_all else "partly cold"}  # fmt: skip
+                               "cache": cache_state}  # fmt: skip
         env.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
