@@ -1,10 +1,16 @@
-"""Shared pytest setup: `slow` tests run only with RUN_SLOW=1, `gpu` tests only with CUDA."""
+"""Shared pytest setup: `slow` tests run only with RUN_SLOW=1, `gpu` tests only with CUDA; the env's disk
+cache of scenes goes to a fresh temporary folder per test session, so tests never read or fill the user's
+``~/.cache`` (and always exercise the cold path first)."""
 
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
+
+if "V4S_CACHE_DIR" not in os.environ:  # before any env is made; worker processes inherit it
+    os.environ["V4S_CACHE_DIR"] = tempfile.mkdtemp(prefix="v4s_test_cache_")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
