@@ -4,13 +4,16 @@ cache of scenes goes to a fresh temporary folder per test session, so tests neve
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 import pytest
 
 if "V4S_CACHE_DIR" not in os.environ:  # before any env is made; worker processes inherit it
     os.environ["V4S_CACHE_DIR"] = tempfile.mkdtemp(prefix="v4s_test_cache_")
+    atexit.register(shutil.rmtree, os.environ["V4S_CACHE_DIR"], True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
