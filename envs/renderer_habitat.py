@@ -18,6 +18,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import dataclasses
 import itertools
 import json
 import os
@@ -31,6 +32,21 @@ from .renderer_gl import _check_resolution
 from .scenes import Scene, write_glb
 
 TARGETS = ("rgb", "depth", "semantic")
+#: habitat-sim draws base colour x texture unlit ("flat"); the moderngl renderer's two-sided diffuse shade
+#: 0.55 + 0.45 |n . l| (light towards ``_GL_LIGHT``, as in renderer_gl) is baked into the exported colours
+SHADER_TYPE = "flat"
+_GL_LIGHT = np.array([0.4, 0.8, 0.45]) / np.linalg.norm([0.4, 0.8, 0.45])
+_GL_VOID = [0.2, 0.2, 0.22, 1.0]  # moderngl's background where nothing is hit (indoor scenes)
+
+
+def _shaded(scene: Scene) -> Scene:
+    """A copy of ``scene`` whose vertex colours carry the moderngl renderer's diffuse shade."""
+    v = scene.vertices.copy()
+    n = v[:, 3:6].astype(np.float64)
+    n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+    v[:, 6:9] *= (0.55 + 0.45 * np.abs(n @ _GL_LIGHT))[:, None].astype(np.float32)
+    return dataclasses.replace(scene, vertices=v)
+
 
 INSTALL_HINT = (
     "backend='habitat_sim' needs the habitat-sim package, which is not installed (it has no usable Linux "
@@ -239,11 +255,17 @@ class HabitatSimRenderer:
         )
         root = Path(self._tmp.name)
         ids = scene.vertices[:, 10].astype(np.int64)
-        write_glb(scene, root / "stage.glb", [("structure", ids == 0)])
+        lit = _shaded(scene)
+        write_glb(lit, root / "stage.glb", [("structure", ids == 0)])
         self._stage_config = root / "stage.stage_config.json"
         # loading through a config: +y up / -z front (a bare .glb is taken as z-up MP3D) and no default
         # semantic descriptor (a bare stage.glb looks for stage.scn and logs "SSD Load Failure!")
-        stage = {"render_asset": "stage.glb", "up": [0.0, 1.0, 0.0], "front": [0.0, 0.0, -1.0]}
+        stage = {
+            "render_asset": "stage.glb",
+            "up": [0.0, 1.0, 0.0],
+            "front": [0.0, 0.0, -1.0],
+            "shader_type": SHADER_TYPE,
+        }
         self._stage_config.write_text(json.dumps(stage))
         self._objects: list[tuple[Path, int, tuple[float, float, float]]] = []
         for obj in scene.objects:
@@ -251,11 +273,12 @@ class HabitatSimRenderer:
             if not sel.any():
                 continue
             name = f"obj_{obj.instance_id}"
-            write_glb(scene, root / f"{name}.glb", [(name, sel)], offset=obj.center)
+            write_glb(lit, root / f"{name}.glb", [(name, sel)], offset=obj.center)
             cfg = root / f"{name}.object_config.json"
-            cfg.write_text(json.dumps({"render_asset": f"{name}.glb", "COM": [0.0, 0.0, 0.0],
-                                       "up": [0.0, 1.0, 0.0], "front": [0.0, 0.0, -1.0],
-                                       "semantic_id": int(obj.instance_id)}))  # fmt: skip
+            obj_cfg = {"render_asset": f"{name}.glb", "COM": [0.0, 0.0, 0.0], "up": [0.0, 1.0, 0.0],
+                       "front": [0.0, 0.0, -1.0], "semantic_id": int(obj.instance_id),
+                       "shader_type": SHADER_TYPE}  # fmt: skip
+            cfg.write_text(json.dumps(obj_cfg))
             self._objects.append((cfg, int(obj.instance_id), tuple(float(v) for v in obj.center)))
         self._obs: dict | None = None
         self._closed = False
@@ -279,6 +302,8 @@ class HabitatSimRenderer:
             spec.position = [0.0, 0.0, 0.0]  # the agent node is placed at the camera itself
             spec.orientation = [0.0, 0.0, 0.0]
             spec.hfov = self.hfov_deg
+            if uuid == "rgb" and not self.scene.sky:
+                spec.clear_color = _GL_VOID
             sensors.append(spec)
         agent_cfg = hs.agent.AgentConfiguration()
         agent_cfg.sensor_specifications = sensors
