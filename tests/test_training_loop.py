@@ -218,3 +218,28 @@ def test_x_prediction_run_with_held_out_probe(data_dir: Path, tmp_path: Path) ->
         assert all(0.0 <= r[key] < 10.0 for r in probes), key
     saved = json.loads((tmp_path / "x" / "final" / "pipeline" / "model_index.json").read_text())
     assert saved["model_config"]["prediction_type"] == "sample"
+
+
+def test_sigterm_checkpoints_the_current_step_then_resume(data_dir: Path, tmp_path: Path) -> None:
+    """SIGTERM mid-run ends the run after the current step with a checkpoint at that step (not only at
+    the last periodic one), and --resume goes on from there."""
+    import threading
+
+    cfg = tiny(data_dir, max_steps=10_000, checkpoint_every=1_000)
+    run = tmp_path / "run"
+
+    def send_when_training() -> None:
+        for _ in range(600):
+            if (run / "metrics.jsonl").is_file():
+                break
+            time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=send_when_training, daemon=True).start()
+    out = train(cfg, run, progress=False)
+    assert out["stopped_by_signal"] and 0 < out["step"] < cfg.max_steps
+    assert latest_checkpoint(run).name == f"step_{out['step']:08d}"
+    assert not (run / "final").exists()  # a stop request is not a finished run
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
+    again = train(cfg.replace(max_steps=out["step"] + 2), run, resume=True, progress=False)
+    assert again["step"] == out["step"] + 2 and not again["stopped_by_signal"]

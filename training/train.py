@@ -22,7 +22,9 @@ import math
 import os
 import random
 import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -515,6 +517,13 @@ def train(
             manifest,
         )
 
+    # SIGTERM (a scheduler's or `kill`'s) and Ctrl-C end the run after the current step with a checkpoint
+    # at that step, as the time budget does: nothing trained is lost, and --resume continues from it
+    stop_signals: list[int] = []
+    old_handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            old_handlers[sig] = signal.signal(sig, lambda signum, _frame: stop_signals.append(signum))
     try:
         while step < cfg.max_steps:
             for micro in range(cfg.grad_accum_steps):
@@ -573,6 +582,7 @@ def train(
             if stop_after is not None and step >= stop_after:
                 break
             out_of_time = max_minutes is not None and (time.time() - t_start - t_eval) > 60.0 * max_minutes
+            out_of_time = out_of_time or bool(stop_signals)
             if world > 1:  # every rank must leave the loop at the same step
                 flag = torch.tensor([float(out_of_time)], device=accelerator.device)
                 out_of_time = bool(accelerator.reduce(flag, reduction="sum").item() > 0)
@@ -580,14 +590,22 @@ def train(
                 if step % cfg.checkpoint_every != 0:
                     checkpoint_now(step)
                 if is_main:
+                    why = (
+                        f"signal {signal.Signals(stop_signals[0]).name}"
+                        if stop_signals
+                        else f"time budget of {max_minutes} min"
+                    )
                     print(
-                        f"time budget of {max_minutes} min reached at step {step}: finishing", file=sys.stderr
+                        f"{why} at step {step}: checkpointed, finishing (--resume continues)", file=sys.stderr
                     )
                 break
     finally:
         bar.close()
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)
     accelerator.wait_for_everyone()
     finished = step >= cfg.max_steps or (max_minutes is not None and stop_after is None)
+    finished = finished and not stop_signals  # a stop request skips the final samples and export
     summary = {
         "step": step,
         "samples_seen": samples_seen,
@@ -597,6 +615,7 @@ def train(
         "rank": rank,
         "distributed_type": str(accelerator.distributed_type),
         "weights_digest": weights_digest(unwrapped),
+        "stopped_by_signal": bool(stop_signals),
     }
     if finished and is_main:
         if sample_batch is not None:
