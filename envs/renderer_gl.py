@@ -22,14 +22,14 @@ _VS = """
 #version 330
 uniform mat4 u_mvp;
 uniform mat4 u_view;
-uniform vec3 u_light;
+uniform vec3 u_light; uniform vec2 u_shade;
 in vec3 in_pos; in vec3 in_normal; in vec3 in_color; in float in_id; in vec2 in_uv; in float in_layer;
 out vec3 v_color; out float v_depth; out vec2 v_uv;
 flat out int v_id; flat out float v_layer;
 void main() {
     gl_Position = u_mvp * vec4(in_pos, 1.0);
     // two-sided diffuse shade of the (flat) face normal, per vertex: nothing per fragment but the lookup
-    v_color = in_color * (0.55 + 0.45 * abs(dot(normalize(in_normal), u_light)));
+    v_color = in_color * (u_shade.x + u_shade.y * abs(dot(normalize(in_normal), u_light)));
     v_uv = in_uv; v_layer = in_layer;
     v_depth = -(u_view * vec4(in_pos, 1.0)).z;
     v_id = int(in_id + 0.5);
@@ -69,6 +69,12 @@ void main() {
     f_color = vec4(mix(u_bottom, u_top, t), 1.0); f_depth = 0.0; f_id = 0;
 }
 """
+
+#: the fixed light: a surface's shade is 0.55 + 0.45 |n . LIGHT_DIR| (two-sided); other renderers match it
+LIGHT_DIR = np.array([0.4, 0.8, 0.45]) / np.linalg.norm([0.4, 0.8, 0.45])
+SHADE_AMBIENT, SHADE_DIFFUSE = 0.55, 0.45
+VOID_RGB = (0.2, 0.2, 0.22)  #: background where nothing is hit, indoors
+SKY_TOP_RGB, SKY_BOTTOM_RGB = (0.55, 0.72, 0.95), (0.85, 0.9, 0.95)  #: sky gradient of outdoor scenes
 
 _LOCK = threading.Lock()
 _CTX: dict[int, object] = {}
@@ -130,10 +136,11 @@ class GLRenderer:
         self._prog = ctx.program(vertex_shader=_VS, fragment_shader=_FS)
         self._bg_prog = ctx.program(vertex_shader=_BG_VS, fragment_shader=_BG_FS)
         sky = scene.sky
-        self._bg_prog["u_top"].value = (0.55, 0.72, 0.95) if sky else (0.2, 0.2, 0.22)
-        self._bg_prog["u_bottom"].value = (0.85, 0.9, 0.95) if sky else (0.2, 0.2, 0.22)
+        self._bg_prog["u_top"].value = SKY_TOP_RGB if sky else VOID_RGB
+        self._bg_prog["u_bottom"].value = SKY_BOTTOM_RGB if sky else VOID_RGB
         self._bg_prog["u_flip"].value = -1.0
-        self._prog["u_light"].value = tuple(np.array([0.4, 0.8, 0.45]) / np.linalg.norm([0.4, 0.8, 0.45]))
+        self._prog["u_light"].value = tuple(LIGHT_DIR)
+        self._prog["u_shade"].value = (SHADE_AMBIENT, SHADE_DIFFUSE)
         data = np.ascontiguousarray(scene.vertices, dtype=np.float32)
         if data.ndim != 2 or data.shape[1] != VERTEX_FLOATS:
             raise ValueError(f"scene.vertices must be (N, {VERTEX_FLOATS}) float32, got {data.shape}")

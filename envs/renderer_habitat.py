@@ -32,15 +32,13 @@ from pathlib import Path
 import numpy as np
 
 from .geometry import HFOV_DEG
-from .renderer_gl import _check_resolution
+from .renderer_gl import LIGHT_DIR, SHADE_AMBIENT, SHADE_DIFFUSE, VOID_RGB, _check_resolution
 from .scenes import Scene, write_glb
 
 TARGETS = ("rgb", "depth", "semantic")
 #: habitat-sim draws base colour x texture unlit ("flat"); the moderngl renderer's two-sided diffuse shade
-#: 0.55 + 0.45 |n . l| (light towards ``_GL_LIGHT``, as in renderer_gl) is baked into the exported colours
+#: SHADE_AMBIENT + SHADE_DIFFUSE |n . LIGHT_DIR| (renderer_gl's constants) is baked into the exported colours
 SHADER_TYPE = "flat"
-_GL_LIGHT = np.array([0.4, 0.8, 0.45]) / np.linalg.norm([0.4, 0.8, 0.45])
-_GL_VOID = [0.2, 0.2, 0.22, 1.0]  # moderngl's background where nothing is hit (indoor scenes)
 
 
 def _shaded(scene: Scene) -> Scene:
@@ -48,7 +46,7 @@ def _shaded(scene: Scene) -> Scene:
     v = scene.vertices.copy()
     n = v[:, 3:6].astype(np.float64)
     n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
-    v[:, 6:9] *= (0.55 + 0.45 * np.abs(n @ _GL_LIGHT))[:, None].astype(np.float32)
+    v[:, 6:9] *= (SHADE_AMBIENT + SHADE_DIFFUSE * np.abs(n @ LIGHT_DIR))[:, None].astype(np.float32)
     return dataclasses.replace(scene, vertices=v)
 
 
@@ -307,7 +305,7 @@ class HabitatSimRenderer:
             spec.orientation = [0.0, 0.0, 0.0]
             spec.hfov = self.hfov_deg
             if uuid == "rgb" and not self.scene.sky:
-                spec.clear_color = _GL_VOID
+                spec.clear_color = [*VOID_RGB, 1.0]
             sensors.append(spec)
         agent_cfg = hs.agent.AgentConfiguration()
         agent_cfg.sensor_specifications = sensors
