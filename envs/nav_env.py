@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -43,7 +45,8 @@ POSE_SUCCESS_ANGLE_DEG = 15.0
 START_MIN_GEODESIC = 1.5  # episodes start at least this far (m) from the goal when the scene allows
 _TURN = math.radians(TURN_ANGLE_DEG)
 _VIEW_REACH = SUCCESS_DISTANCE - 0.2  # goal viewpoints lie within this floor distance (m) of the object
-_BUNDLE_LRU = 4  # scenes kept in memory (renderer, grid, tour, goal fields) per env
+_BUNDLE_LRU = 16  # default scene_lru: scenes kept in memory per env (renderer, grid, tour, goals)
+_CATEGORY_MEMO = 4  # per scene: the last categories' full distance fields (expanded from the goals)
 
 
 def article(word: str) -> str:
@@ -79,10 +82,11 @@ POSE_INSTRUCTION = "Move the camera along the given path to the goal pose."
 
 
 class _SceneBundle:
-    """Everything derived from one scene that episodes reuse: renderer, nav grid, tour (built lazily), goal
-    viewpoint masks, usability flags and fields (lazily, per category). With a disk cache (``cache``, for
-    procedural scenes named ``ident``, moderngl only) the tour, masks and flags are read from and written to
-    it; their keys add the GL implementation and the render parameters (``render_key``)."""
+    """Everything derived from one scene that episodes reuse: renderer, nav grid, tour (built lazily) and
+    the goals of every category (viewpoint masks, distance fields, usability; built together, once). With
+    a disk cache (``cache``, for procedural scenes named ``ident``, moderngl only) the tour and the goals
+    are read from and written to it; their keys add the GL implementation and the render parameters
+    (``render_key``)."""
 
     def __init__(self, scene: Scene, navgrid: NavGrid, renderer, pitch: float, tour_frames: int,
                  cache: SceneCache | None = None, ident: str | None = None,
@@ -93,16 +97,15 @@ class _SceneBundle:
         self.pitch = pitch
         self.tour_frames = tour_frames
         self._tour: dict[str, np.ndarray] | None = None
-        self._goal_cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        self._usable: dict[str, bool] = {}
-        self._masks: dict[str, np.ndarray] = {}
+        self._goals: dict[str, dict] | None = None  # {"masks", "fields", "starts", "usable"}
+        # the last few categories' full fields and expert fields: same-scene resets reuse them
+        self._episodes: OrderedDict[str, tuple] = OrderedDict()
+        self._safe_fields: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cells: tuple[np.ndarray, np.ndarray] | None = None
-        self.rendered_sd: dict[tuple, float] = {}  # (instance id, x, z) -> SD of a checked viewpoint
+        self.probe: _SemanticProbe | None = None  # while the goals are built (moderngl)
         on_disk = cache is not None and ident is not None and render_key is not None
         self._cache = cache if on_disk else None
         self._ident, self._render_key = ident, render_key
-        self._goals_loaded = not on_disk
-        self._goals_dirty = False
 
     def cell_centres(self) -> tuple[np.ndarray, np.ndarray]:
         """World (x, z) of every grid cell centre, (H, 1) and (1, W) broadcastable."""
@@ -137,71 +140,203 @@ class _SceneBundle:
             self._tour = tour
         return self._tour
 
-    # ------------------------------------------------------------------------- goal masks on disk
-    def _goals_key(self) -> dict:
-        return self._cache.key("goals", self._ident, ("nav_env", "renderer_gl"), self._render_key)  # type: ignore[union-attr, arg-type]
+    # ------------------------------------------------------------------------------------------ goals
+    def goals(self, build, complete: bool = True) -> dict[str, dict]:
+        """The goals of every category of the scene, ``build()`` once (or read from the disk cache):
+        ``{"masks": {cat: bool (H, W)}, "fields": {cat: float64 geodesic distance of each navigable cell
+        (row-major)}, "starts": {cat: int32 flat indices of the cells an episode may start from},
+        "usable": {cat: bool}}``. ``complete=False``: ``build`` returns dicts that the env fills category
+        by category, kept in memory only."""
+        if self._goals is None:
+            if self._cache is None or not complete:  # only complete goals go to the disk cache
+                self._goals = build()
+            else:
+                key = self._cache.key("goals", self._ident, ("nav_env", "renderer_gl"), self._render_key)  # type: ignore[arg-type]
+                self._goals = self._cache.cached(key, build, self._dump_goals, self._restore_goals)
+        return self._goals
 
-    def _load_goals(self) -> None:
-        if self._goals_loaded:
-            return
-        self._goals_loaded = True
-        hit = self._cache.load(self._goals_key())  # type: ignore[union-attr]
+    def _dump_goals(self, goals: dict[str, dict]) -> tuple[dict[str, np.ndarray], Any]:
+        """Three arrays (masks (C, H, W), fields (C, N), start cells concatenated) whatever the number of
+        categories: each member of a file costs a little to map."""
+        cats = sorted(goals["masks"])
+        g = self.navgrid
+        n = int(np.count_nonzero(g.navigable))
+        starts = [goals["starts"][c] for c in cats]
+        arrays = {"masks": np.array([goals["masks"][c] for c in cats], bool).reshape(-1, *g.shape),
+                  "fields": np.array([goals["fields"][c] for c in cats], np.float64).reshape(-1, n),
+                  "starts": np.concatenate([np.zeros(0, np.int32), *starts]).astype(np.int32)}  # fmt: skip
+        meta = {"categories": cats, "usable": [bool(goals["usable"][c]) for c in cats],
+                "start_ends": np.cumsum([len(s) for s in starts], dtype=np.int64).tolist()}  # fmt: skip
+        return arrays, meta
+
+    def _restore_goals(self, arrays: dict[str, np.ndarray], meta: Any) -> dict[str, dict]:
+        g = self.navgrid
+        cats = [str(c) for c in meta["categories"]]
+        usable = [bool(u) for u in meta["usable"]]
+        ends = [int(e) for e in meta["start_ends"]]
+        masks, fields, starts = arrays["masks"], arrays["fields"], arrays["starts"]
+        n, size = int(np.count_nonzero(g.navigable)), g.shape[0] * g.shape[1]
+        if cats != self.scene.categories or not len(usable) == len(ends) == len(cats):
+            raise ValueError("goal categories do not match the scene")
+        if masks.shape != (len(cats), *g.shape) or masks.dtype != bool:
+            raise ValueError("goal masks do not match the grid")
+        if fields.shape != (len(cats), n) or fields.dtype != np.float64:
+            raise ValueError("goal fields do not match the grid")
+        if starts.ndim != 1 or starts.dtype != np.int32 or (ends and ends[-1] != len(starts)):
+            raise ValueError("start cells do not match the goals")
+        if len(starts) and (starts.min() < 0 or starts.max() >= size):
+            raise ValueError("start cells out of the grid")
+        begins = [0, *ends[:-1]]
+        return {"masks": dict(zip(cats, masks, strict=True)), "fields": dict(zip(cats, fields, strict=True)),
+                "starts": {c: starts[b:e] for c, b, e in zip(cats, begins, ends, strict=True)},
+                "usable": dict(zip(cats, usable, strict=True))}  # fmt: skip
+
+    def episode_setup(self, category: str) -> tuple[np.ndarray, np.ndarray]:
+        """(field, starts) of ``category``: the geodesic distance (m) of every cell to its viewpoints (inf
+        off the walkable component, as ``NavGrid.distance_field`` gives it; read-only) and the cells an
+        episode may start from (``_start_cells``)."""
+        hit = self._episodes.get(category)
         if hit is None:
-            return
-        arrays, meta = hit
-        shape = tuple(self.navgrid.shape)
-        try:
-            masks = {k[5:]: v for k, v in arrays.items() if k.startswith("mask_")}
-            usable = {str(k): bool(v) for k, v in dict(meta["usable"]).items()}
-            if any(m.shape != shape or m.dtype != bool for m in masks.values()):
-                raise ValueError("goal masks do not match the grid")
-        except Exception:  # noqa: BLE001 - wrong content under the right key: ignore, it is rewritten
-            return
-        self._masks.update(masks)
-        self._usable.update(usable)
+            f = np.full(self.navgrid.shape, np.inf)
+            f[self.navgrid.navigable] = self._goals["fields"][category]  # type: ignore[index]
+            f.flags.writeable = False
+            hit = (f, self._goals["starts"][category])  # type: ignore[index]
+            self._episodes[category] = hit
+            if len(self._episodes) > _CATEGORY_MEMO:
+                self._episodes.popitem(last=False)
+        else:
+            self._episodes.move_to_end(category)
+        return hit
 
-    def goal_mask(self, category: str, compute) -> np.ndarray:
-        self._load_goals()
-        if category not in self._masks:
-            self._masks[category] = compute()
-            self._goals_dirty = self._cache is not None
-        return self._masks[category]
-
-    def has_goal_mask(self, category: str) -> bool:
-        self._load_goals()
-        return category in self._masks
-
-    def usable(self, category: str, compute) -> bool:
-        self._load_goals()
-        if category not in self._usable:
-            self._usable[category] = bool(compute())
-            self._goals_dirty = self._cache is not None
-        return self._usable[category]
-
-    def flush(self) -> None:
-        """Write new goal masks / usability flags to the disk cache (merged with what is there)."""
-        if not self._goals_dirty or self._cache is None:
-            return
-        self._goals_dirty = False
-        key = self._goals_key()
-        masks, usable = dict(self._masks), dict(self._usable)
-        hit = self._cache.load(key)  # another worker may have added categories meanwhile
-        if hit is not None:
-            arrays, meta = hit
-            for k, v in arrays.items():
-                if k.startswith("mask_") and v.shape == self.navgrid.shape:
-                    masks.setdefault(k[5:], v)
-            if isinstance(meta, dict) and isinstance(meta.get("usable"), dict):
-                for k, v in meta["usable"].items():
-                    usable.setdefault(str(k), bool(v))
-        self._cache.save(key, {f"mask_{k}": v for k, v in masks.items()}, {"usable": usable})
+    def safe_field(self, category: str) -> np.ndarray:
+        """The expert's distance field to the viewpoints of ``category`` (computed on first use)."""
+        f = self._safe_fields.get(category)
+        if f is None:
+            f = self.navgrid.distance_field(self._goals["masks"][category], safe=True)  # type: ignore[index]
+            f.flags.writeable = False
+            self._safe_fields[category] = f
+            if len(self._safe_fields) > _CATEGORY_MEMO:
+                self._safe_fields.popitem(last=False)
+        return f
 
     def close(self) -> None:
+        if self.probe is not None:
+            self.probe.close()
+            self.probe = None
         self.renderer.close()
         self._tour = None
-        self._goal_cache.clear()
-        self._masks.clear()
-        self.rendered_sd.clear()
+        self._goals = None
+        self._episodes.clear()
+        self._safe_fields.clear()
+
+
+def _mask_box(mask: np.ndarray, min_pixels: int) -> tuple[float, float, float, float] | None:
+    """``goal_metrics.box_from_mask`` of a 2-D bool mask (the same box), from its row/column projections."""
+    if np.count_nonzero(mask) < min_pixels:
+        return None
+    ys, xs = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return float(xs[0]), float(ys[0]), float(xs[-1] + 1), float(ys[-1] + 1)
+
+
+def _start_cells(g: NavGrid, field: np.ndarray) -> np.ndarray:
+    """Flat indices (int32, row-major) of the reachable cells an episode may start from: 1.5-12 m
+    geodesic from the goal when possible, else anywhere off the goal, else anywhere reachable."""
+    rr, cc = np.nonzero(g.navigable & np.isfinite(field))
+    dist = field[rr, cc]
+    ok = np.nonzero((dist > START_MIN_GEODESIC) & (dist < 12.0))[0]
+    if len(ok) == 0:
+        ok = np.nonzero(dist > 0)[0] if (dist > 0).any() else np.arange(len(rr))
+    return (rr[ok] * g.shape[1] + cc[ok]).astype(np.int32)
+
+
+_PROBE_VS = """
+#version 330
+uniform mat4 u_mvp;
+in vec3 in_pos; in float in_id;
+flat out int v_id;
+void main() { gl_Position = u_mvp * vec4(in_pos, 1.0); v_id = int(in_id + 0.5); }
+"""
+_PROBE_FS = """
+#version 330
+flat in int v_id;
+layout(location = 0) out int f_id;
+void main() { f_id = v_id; }
+"""
+
+
+class _SemanticProbe:
+    """Where an object is visible, for the goal-viewpoint checks (hundreds of views per scene, 7x faster
+    than the renderer on llvmpipe): the renderer's geometry, projection and depth test, drawing instance
+    ids only (no shading, textures, colour or depth targets, no sky pass), and only the triangles that can
+    matter: those whose bounding box meets the box around the object's triangles and all the cameras of its
+    views. Any surface in front of the object at a pixel lies on the segment from the camera to the
+    object's surface there, inside that (convex) box, and the sky is drawn only where nothing nearer than
+    ~90 m is, so the object's pixels are the renderer's bit for bit (the same positions through the same
+    transform and depth test, in the same order; ``tests/test_env_cache.py`` compares them). The env also
+    compares each scene's views with the renderer's until one shows the object, and falls back to the
+    renderer if they ever differ."""
+
+    _MARGIN = 0.05  # m around the box: keeps every triangle within rounding of it
+
+    def __init__(self, renderer) -> None:
+        from .geometry import perspective
+
+        ctx = renderer.ctx
+        h, w = renderer.height, renderer.width
+        self.ctx = ctx
+        v = np.asarray(renderer.scene.vertices)
+        self._verts = np.ascontiguousarray(v[:, [0, 1, 2, 10]], dtype=np.float32)  # position, instance id
+        tri = self._verts.reshape(-1, 3, 4)
+        self._tri_lo, self._tri_hi = tri[:, :, :3].min(axis=1), tri[:, :, :3].max(axis=1)
+        self._tri_id = np.rint(tri[:, 0, 3]).astype(np.int64)
+        self._prog = ctx.program(vertex_shader=_PROBE_VS, fragment_shader=_PROBE_FS)
+        self._rb = ctx.renderbuffer((w, h), 1, dtype="i4")
+        self._depth = ctx.depth_renderbuffer((w, h))
+        self._fbo = ctx.framebuffer(color_attachments=[self._rb], depth_attachment=self._depth)
+        self._proj = np.diag([1.0, -1.0, 1.0, 1.0]) @ perspective(h, w, renderer.hfov_deg)
+        self._out = np.empty((h, w), dtype=np.int32)
+        self.checked = False
+
+    def object_masks(self, instance_id: int, box_min, box_max, poses: list[np.ndarray]):
+        """Yield, per camera-to-world pose, the bool (H, W) mask of the pixels where the object is seen."""
+        own = self._tri_id == int(instance_id)
+        cams = np.array([T[:3, 3] for T in poses], dtype=np.float64).reshape(-1, 3)
+        pts = [cams, np.asarray(box_min, np.float64)[None], np.asarray(box_max, np.float64)[None]]
+        if own.any():
+            pts += [self._tri_lo[own], self._tri_hi[own]]
+        pts = np.concatenate(pts)
+        lo, hi = pts.min(axis=0) - self._MARGIN, pts.max(axis=0) + self._MARGIN
+        keep = np.all((self._tri_hi >= lo) & (self._tri_lo <= hi), axis=1)
+        data = self._verts.reshape(-1, 3, 4)[keep].tobytes()
+        if not data:
+            for _ in poses:
+                yield np.zeros(self._out.shape, dtype=bool)
+            return
+        vbo = self.ctx.buffer(data)
+        vao = self.ctx.vertex_array(self._prog, [(vbo, "3f 1f", "in_pos", "in_id")])
+        try:
+            for T in poses:
+                yield self._draw(vao, T) == int(instance_id)
+        finally:
+            vao.release()
+            vbo.release()
+
+    def _draw(self, vao, T_wc: np.ndarray) -> np.ndarray:
+        view = np.linalg.inv(np.asarray(T_wc, dtype=np.float64))
+        self._prog["u_mvp"].write((self._proj @ view).astype("f4").T.tobytes())
+        ctx = self.ctx
+        self._fbo.use()
+        self._fbo.clear(depth=1.0)
+        ctx.enable(ctx.DEPTH_TEST)
+        ctx.depth_func = "<="
+        vao.render()  # the renderer's sky pass after it only touches pixels farther than ~90 m: not needed
+        self._fbo.read_into(self._out, components=1, attachment=0, dtype="i4")
+        return self._out
+
+    def close(self) -> None:
+        for obj in (self._fbo, self._rb, self._depth, self._prog):
+            with contextlib.suppress(Exception):
+                obj.release()
 
 
 def _make_renderer(scene: Scene, resolution, backend: str, pitch: float, **habitat_kwargs):
@@ -251,7 +386,9 @@ class V4SNavEnv(gym.Env):
     viewpoints and tours: None = ``$V4S_CACHE_DIR`` or ``~/.cache/v4s_agent/scenes``, a path, or False =
     off; results are identical with and without it), scene_repeat (split scenes: unseeded resets stay in
     the current scene for this many episodes before drawing a new one, as Habitat groups episodes by
-    scene; 1 = a new draw every reset; a seeded reset always draws).
+    scene; 1 = a new draw every reset; a seeded reset always draws), scene_lru (scenes kept in memory, 16:
+    renderer, grid, tour and goals, about 3 MB each at 128x128 besides the mapped cache files; a scene
+    change to one of them costs no load; raise it to the split's size for the fastest resets).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
@@ -272,6 +409,7 @@ class V4SNavEnv(gym.Env):
         gpu_device_id: int | None = None,
         cache_dir: str | os.PathLike | bool | None = None,
         scene_repeat: int = 1,
+        scene_lru: int = _BUNDLE_LRU,
     ) -> None:
         if task not in ("object", "pose"):
             raise ValueError(f"unknown task {task!r}; expected 'object' or 'pose'")
@@ -305,6 +443,8 @@ class V4SNavEnv(gym.Env):
             raise ValueError(f"tour_frames must be >= 1, got {tour_frames}")
         if int(scene_repeat) < 1:
             raise ValueError(f"scene_repeat must be >= 1, got {scene_repeat}")
+        if int(scene_lru) < 1:
+            raise ValueError(f"scene_lru must be >= 1, got {scene_lru}")
         self.task = task
         self.scene_spec = scene
         self.split = (
@@ -323,6 +463,7 @@ class V4SNavEnv(gym.Env):
         self.cache_dir = cache_dir
         self._cache = open_cache(cache_dir)
         self.scene_repeat = int(scene_repeat)
+        self.scene_lru = int(scene_lru)
         self._scene_key: Any = None
         self._scene_episodes = 0
         self.action_space = spaces.Discrete(len(ACTION_NAMES))
@@ -339,6 +480,7 @@ class V4SNavEnv(gym.Env):
         self.task_description = ""
         self.goal_category = ""
         self._last_semantic: np.ndarray | None = None
+        self._safe_field_value: np.ndarray | None = None
 
     # ------------------------------------------------------------------------------------------ scenes
     @property
@@ -415,7 +557,7 @@ class V4SNavEnv(gym.Env):
         bundle = _SceneBundle(scene, navgrid, renderer, self.camera_pitch, self.tour_frames, self._cache,
                               ident, render_key)  # fmt: skip
         self._bundles[key] = bundle
-        while len(self._bundles) > _BUNDLE_LRU:
+        while len(self._bundles) > self.scene_lru:
             _, old = self._bundles.popitem(last=False)
             old.close()
         return bundle
@@ -427,6 +569,11 @@ class V4SNavEnv(gym.Env):
         if self._bundle is None:
             raise RuntimeError("call reset() first: the context belongs to the scene chosen at reset")
         return self._bundle.tour()
+
+    def _context_copy(self) -> dict[str, np.ndarray]:
+        """``info["context"]`` at reset: a writable copy of the tour that callers may keep and modify."""
+        ctx = self.get_context()
+        return {"frames": ctx["frames"].copy(), "poses": ctx["poses"].copy()}
 
     def _viewpoint_candidates(self, o):
         """Cells from which object ``o`` may be the goal view: walkable, 0.2-0.8 m from its footprint, with a
@@ -452,32 +599,58 @@ class V4SNavEnv(gym.Env):
         order = np.argsort(sd, kind="stable")[:64:2] if len(sd) > 32 else np.argsort(sd, kind="stable")
         return cand, rr, cc, cx, cz, order
 
-    def _rendered_sd(self, o, x, z) -> float:
-        """SD of object ``o`` rendered from floor point (x, z) at the 15-deg heading nearest to it (inf if
-        it is not visible)."""
+    def _view_pose(self, o, x: float, z: float) -> np.ndarray:
+        """The camera at floor point (x, z) facing object ``o`` at the 15-deg heading nearest to it."""
+        yaw = round(heading_to(x, z, o.center[0], o.center[2]) / _TURN) * _TURN
+        return make_pose(x, z, yaw, self._bundle.scene.floor_y, pitch=self.camera_pitch)
+
+    def _object_masks(self, o, poses: list[np.ndarray]):
+        """Per pose, where object ``o`` is seen (bool (H, W)): through the bundle's semantic probe when it
+        has one (its first view checked against the renderer; on a mismatch the renderer is used from
+        then on), else rendered."""
         b = self._bundle
-        memo = (o.instance_id, float(x), float(z))
-        if memo not in b.rendered_sd:  # the usability check renders a prefix of the full mask's views
-            h, w = self.resolution
-            yaw = round(heading_to(x, z, o.center[0], o.center[2]) / _TURN) * _TURN
-            b.renderer.draw(make_pose(x, z, yaw, b.scene.floor_y, pitch=self.camera_pitch))
-            box = box_from_mask(b.renderer.read_semantic() == o.instance_id, max(4, (h * w) // 2000))
-            b.rendered_sd[memo] = sd_from_box(box, h, w) if box is not None else np.inf
-        return b.rendered_sd[memo]
+        r = b.renderer
+        probe = b.probe
+        if probe is not None:
+            views = probe.object_masks(o.instance_id, o.box_min, o.box_max, poses)
+            for i, m in enumerate(views):
+                if not probe.checked:  # until a view in which the renderer sees the object agrees
+                    r.draw(poses[i])
+                    ref = r.read_semantic() == o.instance_id
+                    if not np.array_equal(m, ref):
+                        msg = "the semantic probe differs from the renderer; checking with the renderer"
+                        warnings.warn(f"V4SNav: {msg}", RuntimeWarning, stacklevel=2)
+                        views.close()
+                        probe.close()
+                        b.probe = None
+                        yield from self._object_masks(o, poses[i:])
+                        return
+                    probe.checked = bool(ref.any())
+                yield m
+            return
+        for T in poses:
+            r.draw(T)
+            yield r.read_semantic() == o.instance_id
 
     def _goal_viewpoints(self, category: str) -> np.ndarray:
-        """The goal viewpoint mask of ``category`` (rendered checks: the expensive part, cached on disk)."""
+        """The goal viewpoint mask of ``category``: walkable cells within 0.8 m of an instance's footprint,
+        in line of sight, from which it is rendered centred (the rendered checks are the expensive part)."""
         b = self._bundle
         g = b.navgrid
+        h, w = self.resolution
+        min_pixels = max(4, (h * w) // 2000)
         mask = np.zeros(g.shape, dtype=bool)
         for o in b.scene.objects_of(category):
             c = self._viewpoint_candidates(o)
             if c is None:
                 continue
             cand, rr, cc, cx, cz, order = c
+            poses = [self._view_pose(o, cx[j], cz[j]) for j in order]
             real = np.full(len(order), np.inf)
-            for i, j in enumerate(order):
-                real[i] = self._rendered_sd(o, cx[j], cz[j])
+            for i, seen in enumerate(self._object_masks(o, poses)):
+                box = _mask_box(seen, min_pixels)
+                if box is not None:
+                    real[i] = sd_from_box(box, h, w)
             keep = np.zeros(len(rr), dtype=bool)
             ok = real < SUCCESS_SD - 0.07
             if not ok.any():
@@ -489,27 +662,60 @@ class V4SNavEnv(gym.Env):
             mask |= ndimage.binary_dilation(good, iterations=1) & cand
         return mask
 
-    def _object_goal_field(self, category: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(distance field, safe distance field, mask) to the viewpoints of ``category``: walkable cells
-        within 0.8 m of an instance's footprint, in line of sight, from which it is rendered centred."""
+    def _build_goals(self) -> dict[str, dict]:
+        """Goals of every category of the current scene at once (``_SceneBundle.goals``), with the moderngl
+        backend: the viewpoint mask, its distance field on the walkable cells, the start cells, and
+        whether the category can host episodes (a viewpoint exists and some walkable cell lies more than
+        ``START_MIN_GEODESIC`` from all of them). Built when a scene is first used, so a warm cache never
+        renders a viewpoint check again. Other backends (no semantic probe: every check is a render) fill
+        the same dicts lazily, category by category (``_ensure_goal``, ``_lazy_usable``)."""
+        goals: dict[str, dict] = {"masks": {}, "fields": {}, "starts": {}, "usable": {}}
         b = self._bundle
-        assert b is not None
-        if category in b._goal_cache:
-            return b._goal_cache[category]
+        if not self._goals_at_once():
+            return goals
+        if b.scene.objects:
+            b.probe = _SemanticProbe(b.renderer)
+        try:
+            for cat in b.scene.categories:
+                self._ensure_goal(cat, goals)
+        finally:
+            if b.probe is not None:
+                b.probe.close()
+                b.probe = None
+        return goals
+
+    def _scene_goals(self) -> dict[str, dict]:
+        """The current scene's goals (``_SceneBundle.goals``), built by ``_build_goals`` on first use."""
+        return self._bundle.goals(self._build_goals, complete=self._goals_at_once())
+
+    def _goals_at_once(self) -> bool:
+        """Whether ``_build_goals`` builds every category (moderngl: the semantic probe makes it cheap)."""
+        return self.backend == "moderngl"
+
+    def _ensure_goal(self, category: str, goals: dict[str, dict] | None = None) -> None:
+        """Compute ``category``'s mask, field, start cells and usability into the scene's goals (if not
+        there yet)."""
+        b = self._bundle
+        goals = goals if goals is not None else self._scene_goals()
+        if category in goals["masks"]:
+            return
         g = b.navgrid
-        mask = b.goal_mask(category, lambda: self._goal_viewpoints(category))
-        fields = (g.distance_field(mask), g.distance_field(mask, safe=True), mask)
-        b._goal_cache[category] = fields
-        return fields
+        mask = self._goal_viewpoints(category)
+        field = g.distance_field(mask)
+        goals["masks"][category] = mask
+        goals["fields"][category] = np.ascontiguousarray(field[g.navigable])
+        goals["starts"][category] = _start_cells(g, field)
+        goals["usable"][category] = _usable_field(field, g)
 
     def _goal_usable(self, category: str) -> bool:
-        """Whether ``category`` can be an episode's goal: some viewpoint exists and some walkable cell lies
-        more than ``START_MIN_GEODESIC`` from all of them (or cannot reach them)."""
-        b = self._bundle
-        return b.usable(category, lambda: self._compute_usable(category))
+        """Whether ``category`` can be an episode's goal in the current scene."""
+        goals = self._scene_goals()
+        if category not in goals["usable"]:  # lazily filled goals (not moderngl)
+            goals["usable"][category] = self._lazy_usable(category)
+        return bool(goals["usable"][category])
 
-    def _compute_usable(self, category: str) -> bool:
-        # Exactly ``_usable_field(self._object_goal_field(category)[0])`` without rendering every viewpoint:
+    def _lazy_usable(self, category: str) -> bool:
+        # Exactly the ``usable`` flag ``_ensure_goal`` computes, usually without rendering every viewpoint:
         # viewpoints lie within _VIEW_REACH of a footprint, so a walkable cell farther than
         # START_MIN_GEODESIC + _VIEW_REACH from all footprints is farther than START_MIN_GEODESIC
         # (Euclidean <= geodesic) from any viewpoint; the field's second condition then holds, and the
@@ -519,20 +725,38 @@ class V4SNavEnv(gym.Env):
         objs = b.scene.objects_of(category)
         if not objs:
             return False
-        if category in b._goal_cache or b.has_goal_mask(category):
-            return _usable_field(self._object_goal_field(category)[0], g)
         wx, wz = b.cell_centres()
         near = np.min([_footprint_distance(wx, wz, o) for o in objs], axis=0)
         if not (near[g.navigable] > START_MIN_GEODESIC + _VIEW_REACH + 0.01).any():
-            return _usable_field(self._object_goal_field(category)[0], g)
+            self._ensure_goal(category)
+            return bool(self._scene_goals()["usable"][category])
+        h, w = self.resolution
+        min_pixels = max(4, (h * w) // 2000)
         for o in objs:
             c = self._viewpoint_candidates(o)
             if c is None:
                 continue
             _, _, _, cx, cz, order = c
-            if any(self._rendered_sd(o, cx[j], cz[j]) < SUCCESS_SD for j in order):
-                return True
+            for seen in self._object_masks(o, [self._view_pose(o, cx[j], cz[j]) for j in order]):
+                box = _mask_box(seen, min_pixels)
+                if box is not None and sd_from_box(box, h, w) < SUCCESS_SD:
+                    return True
         return False
+
+    @property
+    def _safe_field(self) -> np.ndarray:
+        """The expert's distance field (edges near obstacles weigh more): computed on first use, as only
+        the expert needs it."""
+        if self._safe_field_value is None:
+            if self.task == "object":
+                self._safe_field_value = self._bundle.safe_field(self.goal_category)
+            else:
+                self._safe_field_value = self._bundle.navgrid.distance_field(self._goal_mask, safe=True)
+        return self._safe_field_value
+
+    @_safe_field.setter
+    def _safe_field(self, value: np.ndarray) -> None:
+        self._safe_field_value = value
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
@@ -568,7 +792,9 @@ class V4SNavEnv(gym.Env):
             self.goal_category = usable[int(rng.integers(len(usable)))]
             self._goal_ids = np.array([o.instance_id for o in scene.objects_of(self.goal_category)], np.int32)
             self._goal_objs = scene.objects_of(self.goal_category)
-            self._field, self._safe_field, self._goal_mask = self._object_goal_field(self.goal_category)
+            self._ensure_goal(self.goal_category)  # built already, except on lazily filled goals
+            self._goal_mask = self._scene_goals()["masks"][self.goal_category]
+            self._field, starts = self._bundle.episode_setup(self.goal_category)
             self.instruction = instruction_for(self.goal_category)
         else:
             self.goal_category = ""
@@ -578,24 +804,17 @@ class V4SNavEnv(gym.Env):
             gyaw = wrap_angle(int(rng.integers(24)) * _TURN)
             self.goal_pose = make_pose(gx, gz, gyaw, scene.floor_y, pitch=self.camera_pitch)
             self._goal_xz, self._goal_yaw = (gx, gz), gyaw
-            goal_mask = g.point_mask(gx, gz, 0.3)
-            self._field, self._safe_field = (
-                g.distance_field(goal_mask),
-                g.distance_field(goal_mask, safe=True),
-            )
+            self._goal_mask = g.point_mask(gx, gz, 0.3)
+            self._field = g.distance_field(self._goal_mask)
+            starts = _start_cells(g, self._field)
             self.instruction = POSE_INSTRUCTION
+        self._safe_field_value: np.ndarray | None = None  # the expert's field, on first use
         self.task_description = self.instruction
-        # start: reachable, 1.5-12 m geodesic from the goal when possible
-        rr, cc = np.nonzero(g.navigable & np.isfinite(self._field))
-        dist = self._field[rr, cc]
-        ok = np.nonzero((dist > START_MIN_GEODESIC) & (dist < 12.0))[0]
-        if len(ok) == 0:
-            ok = np.nonzero(dist > 0)[0] if (dist > 0).any() else np.arange(len(rr))
-        k = ok[int(rng.integers(len(ok)))]
-        sx, sz = g.to_world(rr[k], cc[k])
+        r, c = divmod(int(starts[int(rng.integers(len(starts)))]), g.shape[1])
+        sx, sz = g.to_world(r, c)
         self._x, self._z = float(sx), float(sz)
         self._yaw_steps = int(rng.integers(24))
-        self._start_distance = float(self._field[rr[k], cc[k]])
+        self._start_distance = float(self._field[r, c])
         self._path_length = 0.0
         self._trajectory = [(self._x, self._z)]
         self._steps = 0
@@ -608,14 +827,9 @@ class V4SNavEnv(gym.Env):
         self._episode_ready = True
         obs = self._observe()
         info = self._info(collided=False, stopped=False)
-        ctx = self.get_context()
-        info["context"] = {
-            "frames": ctx["frames"].copy(),
-            "poses": ctx["poses"].copy(),
-        }  # callers may keep it
+        info["context"] = self._context_copy()
         if self.goal_pose is not None:
             info["goal_pose"] = self.goal_pose.copy()
-        self._bundle.flush()  # new goal viewpoints / tour -> disk cache
         return obs, info
 
     # ------------------------------------------------------------------------------------------ step

@@ -8,9 +8,14 @@ Layout: one ``.npz`` per artifact in the cache dir (default ``~/.cache/v4s_agent
 environment variable ``V4S_CACHE_DIR`` or the env's ``cache_dir=`` argument move it, ``cache_dir=False``
 or ``V4S_CACHE_DIR=off`` turn it off). A file holds the artifact's arrays plus ``__meta__``: JSON (as
 uint8 bytes) with the full key it was written for and the non-array parts (objects, rooms, scalars).
-Files are written to a temporary name and renamed (``os.replace``), so readers never see half a file and
-concurrent vector-env workers can share the directory; a file that does not load or does not match its
-key is deleted and rebuilt. The directory is capped (``max_bytes``, least recently used files go first).
+Members are stored uncompressed with their data 64-byte aligned, so ``load`` memory-maps the file and
+returns read-only arrays that view it (no decompression, no copy: pages come from the OS page cache,
+shared by every process that reads the file); the files still open with ``np.load``. Files are written
+to a temporary name and renamed (``os.replace``), so readers never see half a file, a file is never
+modified in place (a mapping stays valid even after the file is replaced or evicted), and concurrent
+vector-env workers can share the directory; a file that does not load or does not match its key is
+deleted and rebuilt (the small ``__meta__`` member is CRC-checked on every load, the mapped arrays are
+not). The directory is capped (``max_bytes``, least recently used files go first).
 
 The key of an artifact is its kind, the scene's identity (``split-val_scenes-17``, ``seed-0``),
 ``SCENE_FORMAT_VERSION``, ``primitives.VERTEX_FLOATS``, the numpy/scipy versions, and a digest of the
@@ -32,12 +37,17 @@ import dataclasses
 import functools
 import hashlib
 import importlib
+import io
 import json
+import math
+import mmap
 import os
 import secrets
+import struct
 import time
 import warnings
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,12 +55,14 @@ from typing import Any
 import numpy as np
 
 #: bump when the layout of the cached files changes (the source digests cover the code that fills them)
-SCENE_FORMAT_VERSION = 1
+SCENE_FORMAT_VERSION = 2  # 2: members stored uncompressed, 64-byte aligned, memory-mapped
 CACHE_ENV_VAR = "V4S_CACHE_DIR"
 DEFAULT_MAX_BYTES = 2 * 1024**3
 _OFF = {"0", "off", "false", "no", "none", "disable", "disabled"}
 _META = "__meta__"
 _INLINE = 64  # numeric arrays up to this many elements are stored in the JSON (float repr round-trips)
+_ALIGN = 64  # array data offsets in a cache file (numpy pads .npy headers to 64 bytes)
+_PAD_ID = 0xA11C  # zip extra field that pads each local header so the member's data is aligned
 
 
 def default_cache_dir() -> Path:
@@ -233,14 +245,12 @@ class SceneCache:
 
     def load(self, key: dict) -> tuple[dict[str, np.ndarray], Any] | None:
         """(arrays, meta) stored under ``key``, or None (missing, unreadable or written for another key;
-        an unreadable file is deleted)."""
+        an unreadable file is deleted). The arrays are read-only views of the memory-mapped file."""
         path = self.path(key)
-        if not path.is_file():
-            return None
         try:
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-            head = json.loads(arrays.pop(_META).tobytes().decode())
+            arrays, head = _read_npz(path)
+        except FileNotFoundError:
+            return None
         except Exception as exc:  # noqa: BLE001 - any unreadable file is rebuilt
             self._warn("corrupt", f"{path.name} is unreadable ({type(exc).__name__}: {exc}); rebuilding it")
             _unlink(path)
@@ -258,10 +268,7 @@ class SceneCache:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
-                for name, arr in [*arrays.items(), (_META, np.frombuffer(head, np.uint8))]:
-                    with zf.open(name + ".npy", "w", force_zip64=True) as f:
-                        np.lib.format.write_array(f, np.asanyarray(arr), allow_pickle=False)
+            _write_npz(tmp, [*arrays.items(), (_META, np.frombuffer(head, np.uint8))])
             os.replace(tmp, path)
         except OSError as exc:
             self._warn("write", f"cannot write ({exc}); running without the cache")
@@ -316,6 +323,135 @@ class SceneCache:
 def _unlink(path: Path) -> None:
     with contextlib.suppress(OSError):
         path.unlink()
+
+
+# ------------------------------------------------------------------------------- the file format
+def _write_npz(path: Path, arrays) -> None:
+    """An ``.npz`` (a zip of ``.npy`` members) stored uncompressed, each member's data starting on a
+    ``_ALIGN``-byte boundary (padding in the local header's extra field), so ``_read_npz`` can map it."""
+    with open(path, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, arr in arrays:
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.asanyarray(arr), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_STORED
+            data_at = fh.tell() + 30 + len(info.filename.encode()) + 4  # after the local header
+            pad = -data_at % _ALIGN
+            info.extra = struct.pack("<HH", _PAD_ID, pad) + bytes(pad)
+            zf.writestr(info, buf.getbuffer())
+
+
+def _read_npz(path: Path) -> tuple[dict[str, np.ndarray], dict]:
+    """(arrays, head) of a cache file: its arrays as read-only views of a read-only memory map of the
+    file, ``head`` the parsed ``__meta__`` (CRC-checked). Files this module did not write (compressed
+    members, zip64) are read with ``np.load``. Raises on anything malformed."""
+    with open(path, "rb") as fh:
+        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)  # an empty file raises ValueError
+    members = _zip_members(mm)
+    if members is None:
+        with np.load(path, allow_pickle=False) as z:
+            return _split_meta({k: z[k] for k in z.files})
+    arrays = {}
+    for name, (start, end, crc) in members.items():
+        if name == _META:
+            data = mm[start:end]
+            if zlib.crc32(data) != crc:
+                raise ValueError("__meta__ fails its CRC")
+            arrays[name] = np.frombuffer(_npy_payload(data), np.uint8)
+        else:
+            arrays[name] = _npy_view(mm, start, end)
+    if _META not in arrays:
+        raise ValueError("no __meta__ member")
+    return _split_meta(arrays)
+
+
+_EOCD = struct.Struct("<4s4H2IH")  # end of central directory record
+_CDH = struct.Struct("<4s6H3I5H2I")  # central directory file header
+
+
+def _zip_members(mm) -> dict[str, tuple[int, int, int]] | None:
+    """{member name without ``.npy``: (data start, data end, crc32)} of a zip of stored members, read
+    from its central directory (a tenth of ``zipfile``'s cost); None when the file needs ``zipfile``
+    (compressed members, zip64). Raises if it is not a well-formed zip."""
+    size = len(mm)
+    at = mm.rfind(b"PK\x05\x06", max(0, size - 65557))
+    if at < 0:
+        raise ValueError("not a zip file (no end of central directory)")
+    sig, _, _, _, n, cd_size, cd_off, _ = _EOCD.unpack_from(mm, at)
+    if n == 0xFFFF or cd_off == 0xFFFFFFFF or cd_size == 0xFFFFFFFF:
+        return None
+    if cd_off + cd_size > at:
+        raise ValueError("central directory out of bounds")
+    out: dict[str, tuple[int, int, int]] = {}
+    pos = cd_off
+    for _ in range(n):
+        f = _CDH.unpack_from(mm, pos)
+        if f[0] != b"PK\x01\x02":
+            raise ValueError("bad central directory entry")
+        method, crc, csize, usize, n_name, n_extra, n_comment = f[4], *f[7:13]
+        off = f[16]
+        if method != zipfile.ZIP_STORED or 0xFFFFFFFF in (csize, usize, off):
+            return None
+        name = bytes(mm[pos + 46 : pos + 46 + n_name]).decode()
+        pos += 46 + n_name + n_extra + n_comment
+        if mm[off : off + 4] != b"PK\x03\x04":
+            raise ValueError(f"bad local header of {name!r}")
+        ln_name, ln_extra = struct.unpack_from("<HH", mm, off + 26)
+        start = off + 30 + ln_name + ln_extra
+        if not name.endswith(".npy") or start + usize > cd_off or csize != usize:
+            raise ValueError(f"bad member {name!r}")
+        out[name[:-4]] = (start, start + usize, crc)
+    return out
+
+
+def _split_meta(arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict]:
+    head = json.loads(arrays.pop(_META).tobytes().decode())
+    if not isinstance(head, dict):
+        raise ValueError("the file's head is not a JSON object")
+    return arrays, head
+
+
+def _npy_header(buf, start: int = 0) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """(shape, fortran order, dtype, header length) of the ``.npy`` member at ``buf[start:]``."""
+    pre = bytes(buf[start : start + 12])
+    if pre[:6] != b"\x93NUMPY" or pre[6] not in (1, 2):
+        raise ValueError("not a .npy member of a supported version")
+    v1 = pre[6] == 1
+    hlen = 10 + struct.unpack("<H", pre[8:10])[0] if v1 else 12 + struct.unpack("<I", pre[8:12])[0]
+    return (*_parse_npy_header(bytes(buf[start : start + hlen])), hlen)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_npy_header(header: bytes) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """Parsed once per distinct header (arrays of one kind share theirs): the parse is 80 us."""
+    fp = io.BytesIO(header)
+    major, _ = np.lib.format.read_magic(fp)
+    read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read(fp)
+    if dtype.hasobject:
+        raise ValueError("object arrays are not read from the cache")
+    return shape, fortran, dtype
+
+
+def _npy_view(mm: mmap.mmap, start: int, end: int) -> np.ndarray:
+    """Read-only array viewing the ``.npy`` member at ``mm[start:end]``."""
+    shape, fortran, dtype, hlen = _npy_header(mm, start)
+    count = math.prod(shape)
+    if start + hlen + count * dtype.itemsize != end:
+        raise ValueError("array size does not match its member")
+    if count == 0:
+        arr = np.empty(shape, dtype, order="F" if fortran else "C")
+    else:
+        arr = np.ndarray(shape, dtype, buffer=mm, offset=start + hlen, order="F" if fortran else "C")
+    arr.flags.writeable = False
+    return arr
+
+
+def _npy_payload(data: bytes) -> bytes:
+    shape, _, dtype, hlen = _npy_header(data)
+    if dtype != np.uint8 or len(shape) != 1 or hlen + shape[0] != len(data):
+        raise ValueError("malformed __meta__")
+    return data[hlen:]
 
 
 # ---------------------------------------------------------------------------------- scenes and grids

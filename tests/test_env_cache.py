@@ -194,3 +194,152 @@ def test_size_cap_evicts_least_recently_used(tmp_path):
         cache.save(k, {"frames": rng.integers(0, 255, 25_000, dtype=np.uint8)})
     assert cache.load(keys[0]) is None and cache.load(keys[-1]) is not None
     assert sum(p.stat().st_size for p in tmp_path.glob("*.npz")) <= 60_000
+
+
+# ------------------------------------------------------------------------------ fast warm path (issue 12)
+def test_cache_files_are_uncompressed_aligned_and_mapped(tmp_path):
+    cache = SceneCache(tmp_path)
+    rng = np.random.default_rng(0)
+    arrays = {"frames": rng.integers(0, 255, (3, 8, 8, 3), dtype=np.uint8), "field": rng.random((17, 9)),
+              "mask": rng.random((5, 7)) > 0.5, "empty": np.zeros((0, 3)), "fortran": np.asfortranarray(
+              rng.random((6, 4)))}  # fmt: skip
+    key = cache.key("tour", "seed-1", ("tour",))
+    path = cache.save(key, arrays, {"n": 1})
+    back, meta = cache.load(key)
+    assert meta == {"n": 1} and back.keys() == arrays.keys()
+    for name, a in arrays.items():
+        assert _same(back[name], a), name
+        assert not back[name].flags.writeable  # views of a read-only map of the file
+        if a.size:
+            assert back[name].ctypes.data % 64 == 0, name
+    with np.load(path) as z:  # still an ordinary .npz
+        assert _same({k: z[k] for k in arrays}, arrays)
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        assert {i.compress_type for i in zf.infolist()} == {zipfile.ZIP_STORED}
+    path.unlink()  # an open mapping outlives its file (eviction, replacement by another worker)
+    assert _same(back["field"], arrays["field"])
+    # a compressed .npz of the same layout (another writer) is still read
+    head = np.frombuffer(scene_cache.json.dumps({"key": key, "meta": None}).encode(), np.uint8)
+    np.savez_compressed(path, field=arrays["field"], __meta__=head)
+    assert _same(cache.load(key)[0]["field"], arrays["field"])
+    # a damaged head fails its CRC: the file is deleted and rebuilt
+    cache.save(key, arrays, {"n": 1})
+    data = bytearray(path.read_bytes())
+    at = data.rindex(b'"n": 1')
+    data[at + 5] = ord("2")
+    path.write_bytes(bytes(data))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert cache.load(key) is None
+    assert any("CRC" in str(w.message) for w in caught) and not path.exists()
+
+
+def test_triangle_cells_are_the_sampled_points_cells(scene):
+    from v4s_agent.envs.navigation import _sample_triangles, _triangle_cells
+
+    grid = NavGrid(scene)
+    tri = scene.vertices[:, :3].reshape(-1, 3, 3).astype(np.float64)
+    lo, hi = grid.floor_y + 0.2, grid.floor_y + 1.5
+    p, _ = _sample_triangles(tri, grid.cell_size * 0.5)
+    p = p[(p[:, 1] > lo) & (p[:, 1] < hi)]
+    ref = np.zeros(grid.shape, dtype=bool)
+    ref[grid._cells(p[:, 0], p[:, 2])] = True
+    got = _triangle_cells(tri, grid.cell_size * 0.5, lambda y: (y > lo) & (y < hi), grid.origin,
+                          grid.cell_size, grid.shape)  # fmt: skip
+    np.testing.assert_array_equal(got, ref)
+    assert ref.sum() > 100
+
+
+def test_semantic_probe_sees_objects_like_the_renderer():
+    from v4s_agent.envs.nav_env import _SemanticProbe
+
+    for split in (SPLIT, "outdoor"):
+        env = V4SNavEnv(split=split, tour_frames=2, cache_dir=False)
+        env.reset(seed=2)
+        probe = _SemanticProbe(env.renderer)
+        r = env.renderer
+        n = 0
+        for o in env.scene.objects[:4]:
+            c = env._viewpoint_candidates(o)
+            if c is None:
+                continue
+            _, _, _, cx, cz, order = c
+            poses = [env._view_pose(o, cx[j], cz[j]) for j in order[:12]]
+            views = probe.object_masks(o.instance_id, o.box_min, o.box_max, poses)
+            for T, seen in zip(poses, views, strict=True):
+                r.draw(T)
+                np.testing.assert_array_equal(seen, r.read_semantic() == o.instance_id)
+                n += int(seen.any())
+        probe.close()
+        env.close()
+        assert n > 5  # the objects were in view
+
+
+def _lru_run(env: V4SNavEnv, seeds) -> list:
+    return [_episode(env, s, steps=4) for s in seeds]
+
+
+def test_in_memory_lru_and_warm_cache_give_the_same_episodes(tmp_path, monkeypatch):
+    from v4s_agent.envs import nav_env
+
+    seeds = (3, 8, 3, 5, 8, 3)  # revisits: scenes come back from the in-memory LRU
+    kw = {"split": SPLIT, "tour_frames": 3, "obs_keys": KEYS}
+    ref = _lru_run(V4SNavEnv(cache_dir=False, **kw), seeds)  # off: in-memory LRU only
+    fresh = []
+    for s in seeds:  # a new env per episode: nothing in memory, the disk cache cold then warm
+        env = V4SNavEnv(cache_dir=tmp_path, **kw)
+        fresh += _lru_run(env, [s])
+        env.close()
+    assert _same(ref, fresh)
+    monkeypatch.setattr(nav_env, "_CATEGORY_MEMO", 1)
+    assert _same(ref, _lru_run(V4SNavEnv(cache_dir=tmp_path, scene_lru=1, **kw), seeds))  # all evicted
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="scene_lru"):
+        V4SNavEnv(scene_lru=0)
+
+    # a warm cache builds nothing: no scene, grid, goal viewpoint, goal distance field or tour (the
+    # expert's own field is computed when the expert is first asked)
+    def boom(*a, **k):
+        raise AssertionError("built on a warm cache")
+
+    plain_field = nav_env.NavGrid.distance_field
+
+    def expert_field_only(self, mask, safe=False):
+        assert safe, "a goal distance field was computed on a warm cache"
+        return plain_field(self, mask, safe=True)
+
+    monkeypatch.setattr(nav_env, "split_scene", boom)
+    monkeypatch.setattr(nav_env.NavGrid, "__init__", boom)
+    monkeypatch.setattr(nav_env.NavGrid, "distance_field", expert_field_only)
+    monkeypatch.setattr(nav_env.V4SNavEnv, "_goal_viewpoints", boom)
+    monkeypatch.setattr(nav_env, "make_tour", boom)
+    env = V4SNavEnv(cache_dir=tmp_path, **kw)
+    assert _same(ref, _lru_run(env, seeds))
+    same = V4SNavEnv(cache_dir=tmp_path, scene_repeat=100, **kw)
+    same.reset(seed=5)
+    key, cats = same._scene_key, set()
+    for _ in range(8):  # the scene's other categories: built with the scene, read with it
+        cats.add(same.reset()[1]["goal_category"])
+    assert len(cats) > 1 and same._scene_key == key
+    same.close()
+    # revisits read nothing from the disk either
+    bundles = dict(env._bundles)
+    monkeypatch.setattr(SceneCache, "load", boom)
+    obs, info = env.reset(seed=8)
+    assert env._bundle is bundles[env._scene_key]
+    assert info["context"]["frames"].flags.writeable  # the documented copy
+    env.close()
+
+
+def test_lazily_filled_goals_give_the_same_episodes(monkeypatch):
+    # backends without the semantic probe fill the goals category by category (exact usability check)
+    from v4s_agent.envs import nav_env
+
+    kw = {"split": SPLIT, "tour_frames": 3, "obs_keys": KEYS, "cache_dir": False}
+    ref = _lru_run(V4SNavEnv(**kw), (0, 5))
+    monkeypatch.setattr(nav_env.V4SNavEnv, "_goals_at_once", lambda self: False)
+    env = V4SNavEnv(**kw)
+    assert _same(ref, _lru_run(env, (0, 5)))
+    assert len(env._bundle._goals["masks"]) < len(env.scene.categories)  # only what was needed
