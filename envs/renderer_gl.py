@@ -79,6 +79,7 @@ SKY_TOP_RGB, SKY_BOTTOM_RGB = (0.55, 0.72, 0.95), (0.85, 0.9, 0.95)  #: sky grad
 _LOCK = threading.Lock()
 _CTX: dict[int, object] = {}
 _TEXTURES: dict[tuple[int, int], object] = {}  # (pid, id(images)) -> GL texture array of shared images
+_PROGRAMS: dict[int, tuple] = {}  # pid -> (scene program, background program), shared by all renderers
 
 
 def get_context():
@@ -107,6 +108,21 @@ def get_context():
         return ctx
 
 
+def _programs(ctx):
+    """The scene and background shader programs, compiled once per process: every renderer (one per
+    scene) shares them, so a scene switch does not pay llvmpipe's shader compilation again."""
+    key = os.getpid()
+    if key not in _PROGRAMS:
+        prog = ctx.program(vertex_shader=_VS, fragment_shader=_FS)
+        prog["u_light"].value = tuple(LIGHT_DIR)
+        prog["u_shade"].value = (SHADE_AMBIENT, SHADE_DIFFUSE)
+        prog["u_tex"].value = 0
+        bg = ctx.program(vertex_shader=_BG_VS, fragment_shader=_BG_FS)
+        bg["u_flip"].value = -1.0
+        _PROGRAMS[key] = (prog, bg)
+    return _PROGRAMS[key]
+
+
 def _check_resolution(resolution) -> tuple[int, int]:
     try:
         h, w = (int(v) for v in resolution)
@@ -133,14 +149,8 @@ class GLRenderer:
         self.hfov_deg = float(hfov_deg)
         self.ctx = get_context()
         ctx = self.ctx
-        self._prog = ctx.program(vertex_shader=_VS, fragment_shader=_FS)
-        self._bg_prog = ctx.program(vertex_shader=_BG_VS, fragment_shader=_BG_FS)
-        sky = scene.sky
-        self._bg_prog["u_top"].value = SKY_TOP_RGB if sky else VOID_RGB
-        self._bg_prog["u_bottom"].value = SKY_BOTTOM_RGB if sky else VOID_RGB
-        self._bg_prog["u_flip"].value = -1.0
-        self._prog["u_light"].value = tuple(LIGHT_DIR)
-        self._prog["u_shade"].value = (SHADE_AMBIENT, SHADE_DIFFUSE)
+        self._prog, self._bg_prog = _programs(ctx)
+        self._sky = (SKY_TOP_RGB, SKY_BOTTOM_RGB) if scene.sky else (VOID_RGB, VOID_RGB)
         data = np.ascontiguousarray(scene.vertices, dtype=np.float32)
         if data.ndim != 2 or data.shape[1] != VERTEX_FLOATS:
             raise ValueError(f"scene.vertices must be (N, {VERTEX_FLOATS}) float32, got {data.shape}")
@@ -162,7 +172,6 @@ class GLRenderer:
         )
         self._tex, self._own_tex = self._texture_array(scene)
         self._tex.use(location=0)
-        self._prog["u_tex"].value = 0
         self._bg_vbo = ctx.buffer(np.array([-1, -1, 3, -1, -1, 3], dtype=np.float32).tobytes())
         self._bg_vao = ctx.vertex_array(self._bg_prog, [(self._bg_vbo, "2f", "in_pos")])
         size = (self.width, self.height)
@@ -199,6 +208,7 @@ class GLRenderer:
             raise RuntimeError("GLRenderer was closed")
         view = np.linalg.inv(np.asarray(T_wc, dtype=np.float64))
         mvp = (self._proj @ view).astype("f4")
+        self._bg_prog["u_top"].value, self._bg_prog["u_bottom"].value = self._sky  # programs are shared
         self._prog["u_mvp"].write(mvp.T.tobytes())
         self._prog["u_view"].write(view.astype("f4").T.tobytes())
         ctx = self.ctx
@@ -249,7 +259,7 @@ class GLRenderer:
         self._released = True
         own = [self._tex] if self._own_tex else []
         for obj in (self._vao, self._bg_vao, self._vbo, self._bg_vbo, self.fbo, *self._rb, self._depth_rb,
-                    self._prog, self._bg_prog, *own):  # fmt: skip
+                    *own):  # fmt: skip
             with contextlib.suppress(Exception):
                 obj.release()
 
