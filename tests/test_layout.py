@@ -175,4 +175,7 @@ def test_moved_modules_still_find_their_files() -> None:
 
     assert (DEFAULT_CHECKPOINT / "pipeline" / "model_index.json").is_file(), DEFAULT_CHECKPOINT
     assert (DEFAULT_DETECTOR / "model.safetensors").is_file(), DEFAULT_DETECTOR
-    assert HABITAT_ASSETS.parent.name == "assets" and HABITAT_ASSETS.parents[2] == ROOT.parent, HABITAT_ASSETS
+    import v4s_agent.envs as envs_pkg
+
+    assert Path(envs_pkg.__file__).resolve().parent / "assets" / "habitat_test_assets" == HABITAT_ASSETS
+    assert (HABITAT_ASSETS / "chair_in_stage.glb").is_file(), HABITAT_ASSETS
