@@ -275,7 +275,7 @@ def write_glb(scene: Scene, path: str | os.PathLike, parts, offset=(0.0, 0.0, 0.
             continue
         col = np.round(np.clip(v[:, 6:9], 0, 1) * 255).astype(np.int64)
         layer = v[:, COL_LAYER].astype(np.int64)
-        key = (col[:, 0] << 24) | (col[:, 1] << 16) | (col[:, 2] << 8) | layer
+        key = (col[:, 0] << 48) | (col[:, 1] << 40) | (col[:, 2] << 32) | layer  # (r, g, b, layer) order
         # groups per triangle (its first vertex), so a triangle never straddles two primitives
         tri_key = key[0::3]
         uniq, inv = np.unique(tri_key, return_inverse=True)
