@@ -62,6 +62,35 @@ def bench_interleaved(env: V4SNavEnv, steps: int, block: int = 100) -> tuple[flo
     return n / t_raw, steps / t_env
 
 
+def bench_culling(env: V4SNavEnv, steps: int, block: int = 100) -> tuple[float, float]:
+    """(frames/s with culling, frames/s without) on the poses of a random walk, alternating blocks in one
+    process: the env's renderer (portal + back-face culling) against one that draws every triangle."""
+    from v4s_agent.envs.renderer_gl import GLRenderer
+
+    culled = env.renderer
+    full = GLRenderer(env.scene, (culled.height, culled.width), cull=False)
+    env.reset(seed=0)
+    poses = []
+    for a in np.random.default_rng(1).integers(1, 4, steps):
+        env.step(int(a))
+        poses.append(env.agent_pose)
+    rgb = np.empty((culled.height, culled.width, 3), np.uint8)
+    depth = np.empty((culled.height, culled.width), np.float32)
+    sem = np.empty((culled.height, culled.width), np.int32)
+    t = {"cull": 0.0, "full": 0.0}
+    for start in range(0, steps, block):
+        for name, r in (("cull", culled), ("full", full)):
+            t0 = time.perf_counter()
+            for T in poses[start : start + block]:
+                r.draw(T)
+                r.read_rgb(rgb)
+                r.read_depth(depth)
+                r.read_semantic(sem)
+            t[name] += time.perf_counter() - t0
+    full.close()
+    return steps / t["cull"], steps / t["full"]
+
+
 def bench_vec(num_envs: int, steps: int, resolution: int) -> float:
     """AsyncVectorEnv steps/s (total env steps over all workers)."""
     fns = [
@@ -167,6 +196,8 @@ def main() -> None:
         "env_steps_per_s": round(single, 1),
         "env_fraction_of_raw": round(single / raw, 3),
     }
+    fc, ff = bench_culling(env, args.steps)
+    out.update(culled_fps=round(fc, 1), unculled_fps=round(ff, 1), culling_speedup=round(fc / ff, 2))
     env.close()
     if not args.no_vector:
         out[f"vector_env_steps_per_s_{args.num_envs}"] = round(

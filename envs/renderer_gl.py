@@ -14,6 +14,7 @@ import threading
 
 import numpy as np
 
+from .culling import PortalCuller
 from .geometry import HFOV_DEG, perspective
 from .primitives import VERTEX_FLOATS
 from .scenes import Scene
@@ -140,10 +141,12 @@ class GLRenderer:
         scene: the scene to draw (uploaded once as one vertex buffer).
         resolution: (height, width) in pixels.
         hfov_deg: horizontal field of view.
+        cull: skip the rooms a camera inside a closed room cannot see (``culling.PortalCuller``; the
+            image is the same, the frame about 2x cheaper indoors). Scenes without doors draw all.
     """
 
     def __init__(self, scene: Scene, resolution=(128, 128), hfov_deg: float = HFOV_DEG,
-                 near: float = 0.05, far: float = 100.0) -> None:  # fmt: skip
+                 near: float = 0.05, far: float = 100.0, cull: bool = True) -> None:  # fmt: skip
         self.height, self.width = _check_resolution(resolution)
         self.scene = scene
         self.hfov_deg = float(hfov_deg)
@@ -182,6 +185,7 @@ class GLRenderer:
         flip = np.diag([1.0, -1.0, 1.0, 1.0])  # rows come back top-first
         self._proj = flip @ perspective(self.height, self.width, self.hfov_deg, near, far)
         self._rgba = np.empty((self.height, self.width, 4), dtype=np.uint8)
+        self.culler = PortalCuller(data, scene.rooms, enabled=cull)
         self._released = False
 
     def _texture_array(self, scene: Scene):
@@ -203,11 +207,16 @@ class GLRenderer:
 
     # -------------------------------------------------------------------------------------------------
     def draw(self, T_wc: np.ndarray) -> None:
-        """Rasterise the scene from pose ``T_wc`` into the framebuffer (no read-back)."""
+        """Rasterise the scene from rigid camera-to-world pose ``T_wc`` into the framebuffer (no
+        read-back)."""
         if self._released:
             raise RuntimeError("GLRenderer was closed")
-        view = np.linalg.inv(np.asarray(T_wc, dtype=np.float64))
-        mvp = (self._proj @ view).astype("f4")
+        T_wc = np.asarray(T_wc, dtype=np.float64)
+        view = np.eye(4)  # inverse of a rigid pose, without a general inversion
+        view[:3, :3] = T_wc[:3, :3].T
+        view[:3, 3] = -view[:3, :3] @ T_wc[:3, 3]
+        mvp64 = self._proj @ view
+        mvp = mvp64.astype("f4")
         self._bg_prog["u_top"].value, self._bg_prog["u_bottom"].value = self._sky  # programs are shared
         self._prog["u_mvp"].write(mvp.T.tobytes())
         self._prog["u_view"].write(view.astype("f4").T.tobytes())
@@ -217,7 +226,14 @@ class GLRenderer:
         self.fbo.clear(depth=1.0)
         ctx.enable(ctx.DEPTH_TEST)
         ctx.depth_func = "<="
-        self._vao.render()
+        ctx.front_face = "cw"  # the y flip of the projection mirrors the winding on screen
+        culling = False
+        for first, count, backface in self.culler.ranges(T_wc, mvp64):
+            if backface != culling:
+                (ctx.enable if backface else ctx.disable)(ctx.CULL_FACE)
+                culling = backface
+            self._vao.render(first=first, vertices=count)
+        ctx.disable(ctx.CULL_FACE)
         # sky/void last, at the far plane: the depth test rejects covered pixels before shading them
         self._bg_vao.render()
 

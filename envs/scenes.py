@@ -123,6 +123,8 @@ class Scene:
     floor_y: float = 0.0
     kind: str = "indoor"
     seed: int | None = None
+    #: indoor rooms: {"type", "bounds": [x0, z0, x1, z1], "height", "doors": [{"to": room index, "box":
+    #: [x0, y0, z0, x1, y1, z1] of the opening}]}; closed walls apart from the doors (portal culling)
     rooms: list[dict] = field(default_factory=list)
     sky: bool = False
     #: (L, S, S, 4) uint8 base-colour images indexed by the vertices' texture layer; None = the baked
@@ -405,17 +407,26 @@ def _make_indoor(seed: int, categories: tuple[str, ...]) -> Scene:
         elif rng.random() < 0.3:
             doors.append((a, b))
     room_doors: dict[tuple[int, int], dict[str, list]] = {cell: {} for cell in cells}
+    # each doorway's opening as a box through both walls, for the renderer's portal culling
+    portals: dict[tuple[int, int], list[dict]] = {cell: [] for cell in cells}
     for a, b in doors:
         if a[1] == b[1]:  # east-west neighbours: door in the vertical wall between
             lo, hi = zs[a[1]], zs[a[1] + 1]
             d0 = rng.uniform(lo + 0.4, hi - 0.4 - DOOR_W)
             room_doors[a].setdefault("e", []).append((d0, d0 + DOOR_W))
             room_doors[b].setdefault("w", []).append((d0, d0 + DOOR_W))
+            xw = xs[a[0] + 1]
+            box = [xw - WALL_T, 0.0, d0, xw + WALL_T, DOOR_H, d0 + DOOR_W]
         else:
             lo, hi = xs[a[0]], xs[a[0] + 1]
             d0 = rng.uniform(lo + 0.4, hi - 0.4 - DOOR_W)
             room_doors[a].setdefault("s", []).append((d0, d0 + DOOR_W))
             room_doors[b].setdefault("n", []).append((d0, d0 + DOOR_W))
+            zw = zs[a[1] + 1]
+            box = [d0, 0.0, zw - WALL_T, d0 + DOOR_W, DOOR_H, zw + WALL_T]
+        box = [float(v) for v in box]
+        portals[a].append({"to": cells.index(b), "box": box})
+        portals[b].append({"to": cells.index(a), "box": box})
 
     mb = MeshBuilder()
     objects: list[SceneObject] = []
@@ -436,7 +447,8 @@ def _make_indoor(seed: int, categories: tuple[str, ...]) -> Scene:
             (0.95, 0.95, 0.93),
         )
         _room_walls(mb, x0, z0, x1, z1, room_doors[(c, r)], wpat, wcol)
-        rooms.append({"type": rtype, "bounds": [float(x0), float(z0), float(x1), float(z1)]})
+        rooms.append({"type": rtype, "bounds": [float(x0), float(z0), float(x1), float(z1)],
+                      "height": WALL_HEIGHT, "doors": portals[(c, r)]})  # fmt: skip
         # furniture: against walls, keep doorways and a central corridor clear
         cands = [cat for cat in ROOM_TYPES[rtype] if cat in allowed]
         if not cands:
