@@ -480,6 +480,7 @@ class PlannerRuntime:
         latents: Any = None,
         context_noise: Any = None,
         output_type: str = "np",
+        context_camera: Any = None,
     ) -> RuntimeOutput:
         """Imagine the target video (``Video4SpatialPipeline.__call__`` semantics, see its docstring).
 
@@ -544,7 +545,7 @@ class PlannerRuntime:
         obs_lat = self._encode_video(np.ascontiguousarray(obs))
         _, c, _, h, w = ctx_lat.shape
         positions = ops.asarray(self.positions(pos, tl))
-        cam_full = cam_mask = None
+        cam_full = cam_mask = null_cam_mask = None
         if self.has_camera:
             cam_np = np.zeros((b, k + tl, int(mc["camera_dim"])), np.float32)
             mask_np = np.zeros((b, k + tl), np.float32)
@@ -564,7 +565,24 @@ class PlannerRuntime:
                 )
                 cam_np[:, k:] = cam
                 mask_np[:, k:] = m[:, None]
+            null_mask_np = mask_np.copy()
+            if context_camera is not None and bool(mc.get("context_pose", False)):
+                cc = np.asarray(
+                    context_camera.detach().cpu() if hasattr(context_camera, "detach") else context_camera,
+                    np.float32,
+                )
+                cc = np.broadcast_to(cc, (b, *cc.shape)) if cc.ndim == 2 else cc
+                if cc.shape != (b, k, int(mc["camera_dim"])):
+                    raise ValueError(
+                        f"context_camera must be ({k}, {mc['camera_dim']}) or "
+                        f"({b}, {k}, {mc['camera_dim']}). Got {cc.shape}"
+                    )
+                cam_np[:, :k] = cc
+                mask_np[:, :k] = 0.0 if drop_context else 1.0  # a noise context has no poses
+                if cfg_mode != "joint":  # the joint null branch's noise context has none either
+                    null_mask_np[:, :k] = mask_np[:, :k]
             cam_full, cam_mask = ops.asarray(cam_np), ops.asarray(mask_np)
+            null_cam_mask = ops.asarray(null_mask_np)
         elif camera is not None:
             raise ValueError("this model was exported without camera conditioning (camera_dim=0)")
 
@@ -606,6 +624,8 @@ class PlannerRuntime:
         if self.has_camera:
             cond.update(camera=cam_full, camera_mask=cam_mask)
         null = {**cond, "text_emb": ops.zeros_like(text)}
+        if self.has_camera:
+            null["camera_mask"] = null_cam_mask
         pair = {n: ops.cat([cond[n], null[n]], 0) for n in cond} if fuse else None
         frame_t = np.zeros((2 * b if fuse else b, k + tl), np.float32)
         for i, t in enumerate(timesteps):

@@ -9,12 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def make_tiny_checkpoint(path: Path, seed: int = 0) -> Path:
+def make_tiny_checkpoint(path: Path, seed: int = 0, **overrides) -> Path:
     """``path/pipeline`` (tiny random Video4SpatialPipeline) + ``path/idm`` (tiny random IDM)."""
     from v4s_agent.agent.inverse_dynamics import IDMConfig, InverseDynamicsModel
     from v4s_agent.model.pipeline_v4s import Video4SpatialPipeline
 
-    pipe = Video4SpatialPipeline.from_config_name("tiny", seed=seed)
+    pipe = Video4SpatialPipeline.from_config_name("tiny", seed=seed, **overrides)
     pipe.save_pretrained(str(path / "pipeline"))
     InverseDynamicsModel(IDMConfig(height=16, width=16, base_channels=4, num_stages=2)).save_pretrained(
         path / "idm"

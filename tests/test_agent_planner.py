@@ -136,3 +136,35 @@ def _plan_with_default():
     env.close()
     assert plan.frames.shape[0] == planner.num_target_frames
     assert len(plan.actions) == plan.num_trajectory_frames - 1
+
+
+def test_context_pose_planner_and_agent_pass_relative_poses(tmp_path, planner, env):
+    """With a ``context_pose`` model, the planner turns the tour's poses and the agent's odometry into
+    each chosen context frame's pose relative to the observation; other models get none."""
+    from v4s_agent.envs.geometry import encode_relative_pose
+
+    from v4s_agent.agent.agent import V4SAgent
+
+    cp = VideoPlanner.from_pretrained(make_tiny_checkpoint(tmp_path, context_pose=True), device="cpu")
+    obs, info = env.reset(seed=1)
+    ctx, pose = info["context"], info["agent_pose"]
+    frames, pos = cp.prepare_context(ctx, None, np.random.default_rng(0))
+    cam = cp.context_camera(ctx, None, pos, pose)
+    want = np.stack([encode_relative_pose(pose, ctx["poses"][int(p)]) for p in pos])
+    np.testing.assert_array_equal(cam, want)
+    assert planner.context_camera(ctx, None, pos, pose) is None  # the tiny default has no context_pose
+    assert cp.context_camera(ctx, None, pos, None) is None  # no odometry: no poses
+    seen = []
+    orig = cp.pipeline.__call__
+
+    def spy(**kw):
+        seen.append(kw.get("context_camera"))
+        return orig(**kw)
+
+    cp.pipeline = type("Spy", (), {"__call__": staticmethod(spy), "v4s_config": cp.pipeline.v4s_config})()
+    agent = V4SAgent(cp, replan_every=1)
+    agent.reset(obs, info)
+    agent.act(obs)
+    assert seen and seen[-1] is not None and seen[-1].shape == (cp.num_context_frames, 12)
+    _, p2, poses = agent.context_with_poses()
+    assert poses.shape == (cp.num_context_frames, 4, 4)

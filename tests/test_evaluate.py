@@ -77,6 +77,7 @@ def test_closed_loop_rows_do_not_depend_on_workers():
     env_kw = {"task": "object", "resolution": (32, 32), "max_steps": 8}
     one = run_rows(specs, env_kw, [0, 1, 2], workers=1)
     two = run_rows(specs, env_kw, [0, 1, 2], workers=2)
+
     def strip(res: dict) -> str:  # as JSON, so that nan == nan
         return json.dumps([{k: v for k, v in e.items() if "latency" not in k} for e in res], sort_keys=True)
 

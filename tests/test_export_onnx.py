@@ -528,3 +528,36 @@ def test_x_prediction_exports_and_plans_at_parity(tmp_path: Path) -> None:
     other = pipe(**inp, prompt="go to the bed", generator=torch.Generator().manual_seed(6))
     assert torch.equal(again.latents, ref.latents)  # the scheduler's noise comes from the generator
     assert not torch.equal(other.latents, ref.latents)
+
+
+def test_context_pose_exports_and_plans_at_parity(tmp_path: Path) -> None:
+    """``context_pose``: the context frames' relative poses enter the same ``camera`` input of the exported
+    denoiser; the ONNX Runtime plan equals the PyTorch plan with joint CFG (the null branch's noise context
+    carries no poses) and with a dropped context, and the poses change the plan."""
+    from v4s_agent.export.graphs import export_planner
+
+    from v4s_agent.agent.inverse_dynamics import IDMConfig, InverseDynamicsModel
+    from v4s_agent.model.pipeline_v4s import Video4SpatialPipeline
+
+    pipe = Video4SpatialPipeline.from_config_name("tiny", seed=2, context_pose=True)
+    pipe.set_progress_bar_config(disable=True)
+    w = pipe.transformer.camera_embedder.linear_2.weight  # starts as a no-op: make the poses act
+    w.data = torch.randn(w.shape, generator=torch.Generator().manual_seed(1)) * 0.5
+    pipe.save_pretrained(tmp_path / "pipeline")
+    InverseDynamicsModel(IDMConfig(height=16, width=16, base_channels=4, num_stages=2)).save_pretrained(
+        tmp_path / "idm"
+    )
+    export_planner(checkpoint=tmp_path, out_dir=tmp_path / "onnx")
+    ort = OrtPlannerBackend(tmp_path / "onnx", intra_op_threads=1)
+    inp = _inputs(pipe.v4s_config, seed=3)
+    k = pipe.v4s_config.num_context_frames
+    cc = np.random.default_rng(4).normal(size=(k, 12)).astype(np.float32)
+    lat = {}
+    cases = (("cfg", {"guidance_scale": 2.0}), ("drop", {"guidance_scale": 1.0, "drop_context": True}))
+    for name, kw in cases:
+        ref = pipe(**inp, **kw, context_camera=cc, prompt="go", generator=torch.Generator().manual_seed(5))
+        out = ort(**inp, **kw, context_camera=cc, prompt="go", generator=torch.Generator().manual_seed(5))
+        assert np.abs(ref.latents.numpy() - out.latents).max() < 1e-3, name
+        lat[name] = ref.latents
+    no_pose = pipe(**inp, guidance_scale=2.0, prompt="go", generator=torch.Generator().manual_seed(5))
+    assert not torch.allclose(no_pose.latents, lat["cfg"])

@@ -192,3 +192,34 @@ def test_expected_slice(pipe, inputs):
 
 # tiny config, seed 0, 2 steps, w = 2 (torch 2.13 CPU, diffusers 0.42.1)
 EXPECTED_SLICE = [0.0669, -0.4727, -0.3059, 0.3312, -0.5756, -0.3231, 1.9678, -0.7359]
+
+
+def test_context_pose_is_embedded_only_when_enabled(inputs):
+    """``context_pose`` models see the context frames' relative poses (not when the context is dropped);
+    other models ignore them; the per-frame camera tensor is exactly [context poses, target path]."""
+    pipes = {}
+    for flag in (True, False):
+        p = Video4SpatialPipeline.from_config_name("tiny", seed=0, context_pose=flag)
+        p.set_progress_bar_config(disable=True)
+        g = torch.Generator().manual_seed(5)  # the camera embedder starts as a no-op: make it act
+        w = p.transformer.camera_embedder.linear_2.weight
+        w.data = torch.randn(w.shape, generator=g) * 0.5
+        pipes[flag] = p
+    rng = np.random.default_rng(1)
+    ca, cb = (rng.normal(size=(2, 12)).astype(np.float32) for _ in range(2))
+
+    def run(p, cam, **kw):
+        kw = {"guidance_scale": 1.0, "generator": _gen(), "output_type": "latent", **kw}
+        return p(**inputs, context_camera=cam, **kw)
+
+    on, off = pipes[True], pipes[False]
+    assert not torch.equal(run(on, ca).latents, run(on, cb).latents)
+    assert torch.equal(run(off, ca).latents, run(off, cb).latents)
+    assert torch.equal(run(off, ca).latents, run(off, None).latents)
+    assert torch.equal(run(on, ca, drop_context=True).latents, run(on, cb, drop_context=True).latents)
+    full, mask = on.camera_inputs(None, None, 1, 2, torch.device("cpu"), torch.from_numpy(ca)[None])
+    tl = on.v4s_config.num_latent_target_frames
+    assert torch.equal(full[0, :2], torch.from_numpy(ca)) and not full[0, 2:].any()
+    assert mask.tolist() == [[1.0, 1.0] + [0.0] * tl]
+    with pytest.raises(ModelInputError, match="context_camera"):
+        run(on, np.zeros((3, 12), np.float32))

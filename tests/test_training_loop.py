@@ -243,3 +243,24 @@ def test_sigterm_checkpoints_the_current_step_then_resume(data_dir: Path, tmp_pa
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
     again = train(cfg.replace(max_steps=out["step"] + 2), run, resume=True, progress=False)
     assert again["step"] == out["step"] + 2 and not again["stopped_by_signal"]
+
+
+def test_init_from_starts_a_new_run_with_context_pose(data_dir: Path, tmp_path: Path) -> None:
+    """``init_from`` starts a new run (step 0, fresh optimiser) from another run's weights and EMA, here
+    with ``context_pose`` switched on; the probe logs the one-step context gain."""
+    train(tiny(data_dir, max_steps=2), tmp_path / "base", progress=False)
+    frozen = tiny(
+        data_dir, max_steps=2, lr=0.0, weight_decay=0.0, init_from=str(tmp_path / "base"),
+        model_overrides={"context_pose": True}, sample_every=2, val_data_dir=str(data_dir),
+    )  # fmt: skip
+    out = train(frozen, tmp_path / "ft", progress=False)
+    assert out["step"] == 2  # a new run: its own steps
+    assert_same(weights(tmp_path / "base", 2, "transformer"), weights(tmp_path / "ft", 2, "transformer"))
+    recs = [json.loads(x) for x in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
+    probe = [r for r in recs if "val/x0_context_gain" in r]
+    assert probe and all(0.0 <= probe[-1][f"val/x0_mse_wrongctx@{s:g}"] < 10.0 for s in (0.05, 1.0))
+    saved = json.loads((tmp_path / "ft" / "final" / "pipeline" / "model_index.json").read_text())
+    assert saved["model_config"]["context_pose"] is True
+    with pytest.raises(CheckpointError, match="init_from"):
+        bad = tiny(data_dir, max_steps=1, init_from=str(tmp_path / "nothing"))
+        train(bad, tmp_path / "bad", progress=False)

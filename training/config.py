@@ -48,6 +48,10 @@ class TrainConfig:
             "contiguous" (a contiguous window, positions 0..K-1) -- the paper's ablation switch.
         pose_task_prob: fraction of samples drawn from pose-path episodes (rest: object grounding).
         end_window_prob: fraction of object windows that end at the episode's end (goal centred).
+        init_from: a checkpoint folder (``.../checkpoints/step_N``) or run folder (its newest checkpoint)
+            whose weights and EMA start this NEW run (fresh optimiser, step 0): fine-tuning comparisons
+            from one trained model. The model config may differ only where the weights keep their
+            shapes (e.g. ``context_pose``); the load is strict.
     """
 
     name: str = "default"
@@ -79,6 +83,7 @@ class TrainConfig:
     context_mode: str = "sparse"
     pose_task_prob: float = 0.3
     end_window_prob: float = 0.5
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # type: ignore[assignment]  (JSON gives a list)

@@ -158,6 +158,9 @@ def build_sample(
     frames = shard[f"{kind}_frames"][widx]
     last = frames[-1]
     camera = np.zeros((T, 12), np.float32)
+    # the context frames' poses relative to the observation (used by models with ``context_pose``)
+    obs_pose = shard[f"{kind}_poses"][widx[0]]
+    context_camera = np.stack([encode_relative_pose(obs_pose, P) for P in shard["tour_poses"][cidx]])
     if kind == "obj":
         box = shard["obj_boxes"][widx[-1]]
         aux = draw_red_box(last, None if np.isnan(box).any() else tuple(float(v) for v in box))
@@ -177,6 +180,7 @@ def build_sample(
         "target": to_video_tensor(target, H, W),
         "camera": torch.from_numpy(camera),
         "camera_mask": torch.tensor(cam_mask, dtype=torch.float32),
+        "context_camera": torch.from_numpy(context_camera.astype(np.float32)),
         "instruction": "" if drop else instruction,
         "drop_context": torch.tensor(drop),
     }

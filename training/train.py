@@ -234,6 +234,16 @@ def save_checkpoint(
     return final
 
 
+def _init_checkpoint(path: Path) -> Path:
+    """``init_from``: a checkpoint folder, or a run folder's newest checkpoint."""
+    if (path / "transformer.safetensors").is_file() and (path / "ema.safetensors").is_file():
+        return path
+    found = list_checkpoints(path)
+    if not found:
+        raise CheckpointError(f"init_from={str(path)!r}: no checkpoint (transformer + ema safetensors) there")
+    return found[-1]
+
+
 def check_compatible(
     state: dict[str, Any], cfg: TrainConfig, model_cfg: dict[str, Any], ckpt: Path, world_size: int
 ) -> None:
@@ -314,6 +324,7 @@ def sample_videos(
                 observation=obs[i],
                 prompt=prompt,
                 camera=cam,
+                context_camera=batch["context_camera"][i].numpy() if "context_camera" in batch else None,
                 num_inference_steps=steps,
                 guidance_scale=scale,
                 generator=g,
@@ -435,6 +446,14 @@ def train(
             print(f"resuming from {ckpt} (step {start_step})", file=sys.stderr)
     elif resume and is_main:
         print(f"no checkpoint in {output}: starting from scratch", file=sys.stderr)
+    init = None
+    if ckpt is None and cfg.init_from:
+        from safetensors.torch import load_file
+
+        init = _init_checkpoint(Path(cfg.init_from))
+        transformer.load_state_dict(load_file(str(init / "transformer.safetensors")), strict=True)
+        if is_main:
+            print(f"initialised from {init} (weights and EMA; fresh optimiser, step 0)", file=sys.stderr)
 
     model, optimizer = accelerator.prepare(transformer, optimizer)
     unwrapped = accelerator.unwrap_model(model)
@@ -443,6 +462,10 @@ def train(
         from safetensors.torch import load_file
 
         ema = {k: v.to(accelerator.device) for k, v in load_file(str(ckpt / "ema.safetensors")).items()}
+    elif init is not None:
+        from safetensors.torch import load_file
+
+        ema = {k: v.to(accelerator.device) for k, v in load_file(str(init / "ema.safetensors")).items()}
     comps = _TrainComponents(pipe, model)
 
     loader = make_dataloader(

@@ -8,6 +8,8 @@ held-out batch (one object window ending at the goal and one pose window per hel
 
 * ``val/x0_mse@s``: MSE of the one-step clean estimate ``x_t - s v`` against the truth, per noise level ``s``
   (fixed noise; conditional branch; target frames after the observation);
+* ``val/x0_mse_wrongctx@s`` and ``val/x0_context_gain``: the same one-step estimate with another held-out
+  scene's context, and how much worse that is on average (> 0: the model uses its context);
 * ``val/sample_mse_{ctx,noctx,wrongctx}``, ``val/sample_psnr_*``: full sampled videos (the config's sampler
   steps and guidance) with the true context, with no context (pure noise, the null branch's) and with
   **another held-out scene's** context; trajectory frames only.
@@ -85,20 +87,36 @@ def run_probe(
     x0 = pipe.encode_video(tgt, per_frame=False).to(dtype)
     text, _ = pipe.encode_prompt([str(s) for s in batch["instruction"]], device)
     pos = pipe.frame_positions(batch["context_positions"].to(device).float(), tl)
-    cam, cam_mask = pipe.camera_inputs(batch["camera"], batch["camera_mask"], b, k, device)
+    wrong = batch["wrong_index"].to(device)
+    ctx_cam = batch.get("context_camera")
+    cam, cam_mask = pipe.camera_inputs(batch["camera"], batch["camera_mask"], b, k, device, ctx_cam)
+    cam_w, mask_w = pipe.camera_inputs(
+        batch["camera"], batch["camera_mask"], b, k, device, None if ctx_cam is None else ctx_cam[wrong.cpu()]
+    )
+    pos_w = pipe.frame_positions(batch["context_positions"][wrong.cpu()].to(device).float(), tl)
     tokens = cfg.tokens_per_frame
     g = torch.Generator(device=device).manual_seed(seed)
     noise = torch.randn(x0.shape, generator=g, device=device, dtype=dtype)
     for s in PROBE_SIGMAS:
         noisy = (1 - s) * x0 + s * noise
         noisy[:, :, :1] = x0[:, :, :1]
-        lat = torch.cat([ctx_lat, noisy], dim=2)
         tt = pipe.token_timesteps(torch.full((b,), 1000.0 * s, device=device), k, k + tl, tokens)
-        v = pipe.predict_velocity(lat, tt, pos, text, cam, cam_mask)
-        x0_hat = pipe.velocity_to_sample(lat, v, tt)[:, :, k + 1 :]
-        out[f"x0_mse@{s:g}"] = float(((x0_hat.float().clamp(-1, 1) - x0[:, :, 1:].float()) ** 2).mean())
+        # the same one-step estimate with the true context and with another scene's
+        pairs = (
+            ("x0_mse", ctx_lat, pos, cam, cam_mask),
+            ("x0_mse_wrongctx", ctx_lat[wrong], pos_w, cam_w, mask_w),
+        )
+        for name, c_lat, p, cm, mm in pairs:
+            lat = torch.cat([c_lat, noisy], dim=2)
+            v = pipe.predict_velocity(lat, tt, p, text, cm, mm)
+            x0_hat = pipe.velocity_to_sample(lat, v, tt)[:, :, k + 1 :]
+            out[f"{name}@{s:g}"] = float(((x0_hat.float().clamp(-1, 1) - x0[:, :, 1:].float()) ** 2).mean())
     # one held-out loss comparable across prediction types and training sigma distributions
     out["x0_mse_mean"] = float(np.mean([out[f"x0_mse@{s:g}"] for s in PROBE_SIGMAS]))
+    # context use in one step: how much worse another scene's context makes the estimate (> 0: used)
+    out["x0_context_gain"] = (
+        float(np.mean([out[f"x0_mse_wrongctx@{s:g}"] for s in PROBE_SIGMAS])) - out["x0_mse_mean"]
+    )
 
     # 2. sampled videos with the true, no, and another scene's context
     obs = ((tgt[:, :, 0].permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).byte().cpu().numpy()
@@ -106,9 +124,10 @@ def run_probe(
     is_pose = batch["camera_mask"].float() > 0
     for cond in CONDITIONS:
         c = ctx[batch["wrong_index"].to(device)] if cond == "wrongctx" else ctx
-        cpos = batch["context_positions"]
+        cpos, ccam = batch["context_positions"], batch.get("context_camera")
         if cond == "wrongctx":
             cpos = cpos[batch["wrong_index"]]
+            ccam = None if ccam is None else ccam[batch["wrong_index"]]
         g = torch.Generator(device=device).manual_seed(seed + 1)
         video = pipe(
             context=c,
@@ -117,6 +136,7 @@ def run_probe(
             prompt=[str(s) for s in batch["instruction"]],
             camera=batch["camera"].numpy(),
             camera_mask=batch["camera_mask"].numpy(),
+            context_camera=None if ccam is None else ccam.numpy(),
             num_inference_steps=steps,
             guidance_scale=guidance,
             drop_context=cond == "noctx",

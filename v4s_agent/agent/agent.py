@@ -174,8 +174,11 @@ class V4SAgent:
             )
         self._tour_frames = np.asarray(ctx["frames"])
         self._tour_len = len(self._tour_frames)
+        poses = ctx.get("poses") if isinstance(ctx, dict) else None
+        self._tour_poses = None if poses is None else np.asarray(poses, dtype=np.float64)
         self._seen: list[np.ndarray] = []
         self._seen_pos: list[int] = []
+        self._seen_poses: list[np.ndarray | None] = []
         self.instruction = str(info.get("instruction", ""))
         self.goal_pose = info.get("goal_pose")
         self.pose = info.get("agent_pose")
@@ -198,27 +201,37 @@ class V4SAgent:
             return
         self._seen.append(rgb)
         self._seen_pos.append(self._tour_len + self.steps // self.config.memory_every)
+        self._seen_poses.append(None if self.pose is None else np.array(self.pose, dtype=np.float64))
         if len(self._seen) > self.config.memory_max_seen:
             self._seen.pop(0)
             self._seen_pos.pop(0)
+            self._seen_poses.pop(0)
 
     def context(self) -> tuple[np.ndarray | None, np.ndarray | None]:
         """The K memory frames (and their source positions) the next plan is conditioned on."""
+        frames, pos, _ = self.context_with_poses()
+        return frames, pos
+
+    def context_with_poses(self) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+        """``context()`` plus each frame's pose (the tour's recorded poses, odometry for the agent's own
+        views), ``(K, 4, 4)``; poses are ``None`` when any is unknown."""
         if self.config.context_mode == "none":
-            return None, None
+            return None, None, None
         k = self.config.num_context_frames or self.planner.num_context_frames
         n = self._tour_len + len(self._seen)
         idx = sample_context_indices(
             n, k, self.config.context_sampling, self._rng, self.config.recent_context
         )
-        frames, pos = [], []
+        frames, pos, poses = [], [], []
         for i in idx:
             if i < self._tour_len:
                 frames.append(self._tour_frames[i])
                 pos.append(float(i))
+                poses.append(None if self._tour_poses is None else self._tour_poses[i])
             else:
                 frames.append(self._seen[i - self._tour_len])
                 pos.append(float(self._seen_pos[i - self._tour_len]))
+                poses.append(self._seen_poses[i - self._tour_len])
         p = np.asarray(pos, dtype=np.float32)
         span = max(self._tour_len - 1, 1)
         if self.config.position_mode == "tour_range" and p.size and p.max() > span:
@@ -226,7 +239,8 @@ class V4SAgent:
             # spacing of memory frames but squeeze the whole memory (tour + seen) into the tour's range
             total = self._tour_len + (self._seen_pos[-1] - self._tour_len + 1 if self._seen_pos else 0)
             p = p * (span / max(total - 1, 1))
-        return np.stack(frames), p
+        known = all(x is not None for x in poses)
+        return np.stack(frames), p, (np.stack(poses) if known else None)
 
     # ------------------------------------------------------------------ acting
     def camera_path(self) -> np.ndarray | None:
@@ -241,10 +255,17 @@ class V4SAgent:
 
     def replan(self, rgb: np.ndarray) -> Plan:
         """Make a new plan from the current view and memory; refill the action queue."""
-        ctx, pos = self.context()
+        ctx, pos, poses = self.context_with_poses()
         self._plan_seed += 1
         plan = self.planner.plan(
-            ctx, rgb, self.instruction, camera=self.camera_path(), context_positions=pos, seed=self._plan_seed
+            ctx,
+            rgb,
+            self.instruction,
+            camera=self.camera_path(),
+            context_positions=pos,
+            seed=self._plan_seed,
+            observation_pose=self.pose,
+            context_poses=poses,
         )
         self.last_plan = plan
         self.plan_step = 0

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..envs.geometry import encode_relative_pose
 from ..envs.goal_metrics import sd_from_box
 from .action_decoding import CVMotion, decode_actions, estimate_motion, idm_probs
 
@@ -274,6 +275,39 @@ class VideoPlanner:
             frames, positions = frames[idx], positions[idx]
         return _resize(frames, self.height, self.width), positions.astype(np.float32)
 
+    def context_camera(
+        self,
+        context: dict[str, np.ndarray] | np.ndarray | None,
+        context_positions: np.ndarray | None,
+        positions: np.ndarray | None,
+        observation_pose: np.ndarray | None,
+        context_poses: np.ndarray | None = None,
+    ) -> np.ndarray | None:
+        """``(K, 12)`` poses of the chosen context frames relative to the observation, for models with
+        ``context_pose``: from ``context_poses`` or the tour dict's ``"poses"`` and the agent's odometry.
+        ``None`` when the model does not use them or a pose is unknown."""
+        cfg = getattr(self.pipeline, "v4s_config", None)
+        if cfg is not None:
+            use = bool(getattr(cfg, "context_pose", False))
+        else:  # the ONNX Runtime / TensorRT pipelines keep their model config as a dict
+            use = bool(dict(getattr(self.pipeline, "model_config", None) or {}).get("context_pose", False))
+        if not use or context is None or observation_pose is None or positions is None:
+            return None
+        poses = context_poses if context_poses is not None else (
+            context.get("poses") if isinstance(context, dict) else None
+        )  # fmt: skip
+        if poses is None:
+            return None
+        poses = np.asarray(poses, dtype=np.float64)
+        src = np.arange(len(poses)) if context_positions is None else np.asarray(context_positions)
+        src = src.reshape(-1)
+        lookup = {float(p): i for i, p in enumerate(src)}  # chosen frames by their source position
+        idx = [lookup.get(float(p)) for p in positions]
+        if any(i is None for i in idx):
+            return None
+        ref = np.asarray(observation_pose, dtype=np.float64)
+        return np.stack([encode_relative_pose(ref, poses[i]) for i in idx]).astype(np.float32)
+
     def plan(
         self,
         context: dict[str, np.ndarray] | np.ndarray | None,
@@ -283,6 +317,8 @@ class VideoPlanner:
         context_positions: np.ndarray | None = None,
         seed: int | None = None,
         sampling: str = "stratified",
+        observation_pose: np.ndarray | None = None,
+        context_poses: np.ndarray | None = None,
     ) -> Plan:
         """Imagine the video of following ``instruction`` from ``observation`` and decode it to actions.
 
@@ -296,6 +332,10 @@ class VideoPlanner:
             context_positions: source indices of ``context`` frames in the tour (default ``0..N-1``).
             seed: noise seed (default: the planner seed plus a call counter, reproducible per instance).
             sampling: how a longer context is sub-sampled (``"stratified"``, ``"uniform"``, ``"contiguous"``).
+            observation_pose: the agent's pose (odometry, ``info["agent_pose"]``); with the context's poses
+                (the tour dict's ``"poses"`` or ``context_poses``, one per context frame) it gives models
+                trained with ``context_pose`` where each context frame was taken.
+            context_poses: ``(N, 4, 4)`` poses of ``context`` frames when it is a plain array.
         """
         t0 = time.perf_counter()
         seed = self.seed + self._calls if seed is None else seed
@@ -307,7 +347,8 @@ class VideoPlanner:
             camera = np.asarray(camera, dtype=np.float32)
             if camera.ndim != 2 or camera.shape[1] != 12:
                 raise ValueError(f"camera must be float (T, 12). Got shape {camera.shape}")
-        frames, box_pipe = self._generate(ctx, pos, obs, instruction, camera, seed)
+        ctx_cam = self.context_camera(context, context_positions, pos, observation_pose, context_poses)
+        frames, box_pipe = self._generate(ctx, pos, obs, instruction, camera, seed, ctx_cam)
         t_gen = time.perf_counter()
         n_traj = self.num_target_frames - self.num_box_frames
         box, conf = self.read_goal_box(frames[n_traj:])
@@ -340,6 +381,7 @@ class VideoPlanner:
         instruction: str,
         camera: np.ndarray | None,
         seed: int,
+        context_camera: np.ndarray | None = None,
     ) -> tuple[np.ndarray, Box | None]:
         """One pipeline call -> uint8 ``(T, H, W, 3)`` frames (+ the pipeline's own box, if any)."""
         kwargs: dict[str, Any] = {"observation": obs, "prompt": instruction, "output_type": "np"}
@@ -349,6 +391,8 @@ class VideoPlanner:
             kwargs["guidance_scale"] = self.guidance_scale
         if camera is not None:
             kwargs["camera"] = camera
+        if context_camera is not None and ctx is not None:
+            kwargs["context_camera"] = context_camera
         if self.cfg_mode is not None:
             kwargs["cfg_mode"] = self.cfg_mode
         if ctx is None:

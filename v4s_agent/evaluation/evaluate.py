@@ -215,8 +215,9 @@ def open_loop_grounding(
     for i, ep in enumerate(eps):
         with _no_crosscheck(planner):
             plan = planner.plan(
-                _context_for(ep, i, context, wrong), ep.frames[0], ep.instruction, seed=ep.seed
-            )
+                _context_for(ep, i, context, wrong), ep.frames[0], ep.instruction, seed=ep.seed,
+                observation_pose=ep.poses[0],
+            )  # fmt: skip
         if i < SHEET_EPISODES:
             sheet.append((plan.frames, _resize(ep.frames, planner.height, planner.width)))
         sds.append(_detector_sd(det, plan.trajectory[-1], ep.category))
@@ -266,8 +267,9 @@ def open_loop_navigation(planner: Any, eps: Sequence[Episode], context: str = "t
         cam = _relative_camera(ep.poses, planner.num_target_frames)
         with _no_crosscheck(planner):
             plan = planner.plan(
-                _context_for(ep, i, context, wrong), ep.frames[0], ep.instruction, camera=cam, seed=ep.seed
-            )
+                _context_for(ep, i, context, wrong), ep.frames[0], ep.instruction, camera=cam, seed=ep.seed,
+                observation_pose=ep.poses[0],
+            )  # fmt: skip
 
         real = _resize(ep.frames, planner.height, planner.width)
         gt = real[1:]

@@ -52,6 +52,9 @@ class ModelConfig:
         max_text_len: tokens kept per instruction (padded with zeros, like Wan's pipeline).
         camera_dim: per-frame relative-pose width (12 = top 3x4 of ``inv(ref) @ T``); 0 disables the
             camera-path conditioning.
+        context_pose: also embed each context frame's pose relative to the observation (the tour's
+            recorded poses against the agent's odometry) with the same camera embedder. Off in the
+            paper's method (context is tied to the target by RoPE positions only).
         positions: temporal RoPE positions: ``"source"`` (context keeps its scaled source indices, targets
             follow after the last one) or ``"contiguous"`` (0..F-1, diffusers' own RoPE).
         position_scale: multiplies the context source indices in ``"source"`` mode.
@@ -105,6 +108,7 @@ class ModelConfig:
     text_dim: int = MINILM_DIM
     max_text_len: int = 24
     camera_dim: int = CAMERA_DIM
+    context_pose: bool = False
     positions: str = "source"
     position_scale: float = 1.0
     cfg_mode: str = "joint"
@@ -149,6 +153,8 @@ class ModelConfig:
                 raise ValueError(f"{k} must be one of {allowed}. Got {getattr(self, k)!r}")
         if self.camera_dim not in (0, CAMERA_DIM):
             raise ValueError(f"camera_dim must be 0 (off) or {CAMERA_DIM}. Got {self.camera_dim}")
+        if self.context_pose and not self.camera_dim:
+            raise ValueError("context_pose needs the camera embedder (camera_dim=12)")
         if self.text_encoder == "minilm" and self.text_dim != MINILM_DIM:
             raise ValueError(f"text_dim must be {MINILM_DIM} with the MiniLM encoder. Got {self.text_dim}")
         if self.attention_head_dim % 2 or (self.attention_head_dim - 4 * (self.attention_head_dim // 6)) < 2:

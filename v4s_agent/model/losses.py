@@ -25,6 +25,7 @@ BATCH_KEYS = (
     "target",
     "camera",
     "camera_mask",
+    "context_camera",
     "instruction",
     "drop_context",
 )
@@ -147,7 +148,12 @@ def flow_matching_loss(
     pos = batch.get("context_positions")
     pos = torch.arange(k, device=device).float().expand(b, -1) if pos is None else pos.to(device).float()
     positions = pipe.frame_positions(pos, tl)
-    cam, cam_mask = pipe.camera_inputs(batch.get("camera"), batch.get("camera_mask"), b, k, device)
+    keep = None  # a dropped (pure-noise) context carries no poses
+    if drop is not None and cfg.context_pose and cfg.cfg_mode == "joint":
+        keep = (~torch.as_tensor(drop, device=device).bool().view(b)).float()
+    cam, cam_mask = pipe.camera_inputs(
+        batch.get("camera"), batch.get("camera_mask"), b, k, device, batch.get("context_camera"), keep
+    )
 
     pred = pipe.predict_velocity(latents, tt, positions, text_emb, cam, cam_mask)
     v_target = noise - x0

@@ -301,23 +301,45 @@ class Video4SpatialPipeline(DiffusionPipeline):
         batch: int,
         num_context: int,
         device: torch.device,
+        context_camera: torch.Tensor | None = None,
+        context_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Per-latent-frame camera ``(B, K + T', 12)`` (zeros on context) and mask ``(B, K + T')``."""
+        """Per-latent-frame camera ``(B, K + T', 12)`` and mask ``(B, K + T')``.
+
+        Target frames carry the camera path where ``camera`` is given (pose task); context frames carry
+        ``context_camera`` (their poses relative to the observation) when the config has
+        ``context_pose``, else zeros; ``context_mask`` ``(B,)`` switches it off per sample (a dropped
+        context has no poses). ``(None, None)`` when nothing is embedded.
+        """
         cfg = self.v4s_config
-        if not cfg.camera_dim or camera is None:
+        use_ctx = bool(cfg.camera_dim) and cfg.context_pose and context_camera is not None
+        if not cfg.camera_dim or (camera is None and not use_ctx):
             return None, None
-        cam = camera.to(device=device, dtype=torch.float32)[:, :: cfg.temporal_factor]
-        tl = cam.shape[1]
-        full = torch.cat([torch.zeros(batch, num_context, cam.shape[-1], device=device), cam], dim=1)
-        m = (
-            torch.ones(batch, device=device)
-            if camera_mask is None
-            else camera_mask.to(device).float().view(-1)
-        )
-        frame_mask = torch.cat(
-            [torch.zeros(batch, num_context, device=device), torch.ones(batch, tl, device=device)], 1
-        )
-        return full, frame_mask * m.view(-1, 1)
+        tl = cfg.num_latent_target_frames
+        if camera is None:
+            cam = torch.zeros(batch, tl, cfg.camera_dim, device=device)
+            tmask = torch.zeros(batch, tl, device=device)
+        else:
+            cam = camera.to(device=device, dtype=torch.float32)[:, :: cfg.temporal_factor]
+            m = (
+                torch.ones(batch, device=device)
+                if camera_mask is None
+                else camera_mask.to(device).float().view(-1)
+            )
+            tmask = torch.ones(batch, cam.shape[1], device=device) * m.view(-1, 1)
+        if use_ctx:
+            ctx = context_camera.to(device=device, dtype=torch.float32)
+            if tuple(ctx.shape) != (batch, num_context, cfg.camera_dim):
+                raise ModelInputError(
+                    f"context_camera must be ({num_context}, 12) or ({batch}, {num_context}, 12). "
+                    f"Got {tuple(ctx.shape)}"
+                )
+            cm = torch.ones(batch, device=device) if context_mask is None else context_mask.to(device).float()
+            cmask = cm.view(-1, 1).expand(batch, num_context)
+        else:
+            ctx = torch.zeros(batch, num_context, cam.shape[-1], device=device)
+            cmask = torch.zeros(batch, num_context, device=device)
+        return torch.cat([ctx, cam], dim=1), torch.cat([cmask, tmask], dim=1)
 
     def predict_velocity(
         self,
@@ -509,6 +531,7 @@ class Video4SpatialPipeline(DiffusionPipeline):
         return_dict: bool = True,
         callback_on_step_end: Callable[[Any, int, torch.Tensor, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
+        context_camera: Any = None,
     ) -> V4SPipelineOutput | tuple:
         r"""Imagine the target video for a context, the current observation and an instruction.
 
@@ -534,6 +557,9 @@ class Video4SpatialPipeline(DiffusionPipeline):
             return_dict: return a [`V4SPipelineOutput`] rather than a tuple.
             callback_on_step_end: `fn(pipe, step, timestep, callback_kwargs) -> dict`; may replace `latents`.
             callback_on_step_end_tensor_inputs: tensors passed to the callback (default `["latents"]`).
+            context_camera: `(K, 12)` / `(B, K, 12)` poses of the context frames relative to the
+                observation (`encode_relative_pose(observation_pose, tour_pose)`); used by models with
+                `context_pose`, ignored by others.
 
         Examples:
 
@@ -612,7 +638,15 @@ class Video4SpatialPipeline(DiffusionPipeline):
         p_h, p_w = cfg.patch_size[1:]
         tokens_per_frame = (h // p_h) * (w // p_w)
         positions = self.frame_positions(pos.to(device), tl)
-        cam_full, cam_frame_mask = self.camera_inputs(cam, cam_mask, b, k, device)
+        ctx_cam = None
+        if context_camera is not None and cfg.context_pose:
+            ctx_cam = torch.as_tensor(np.asarray(context_camera, dtype=np.float32))
+            ctx_cam = ctx_cam.unsqueeze(0).expand(b, -1, -1) if ctx_cam.ndim == 2 else ctx_cam
+        no_ctx = torch.zeros(b) if drop_context else torch.ones(b)  # a noise context has no poses
+        cam_full, cam_frame_mask = self.camera_inputs(cam, cam_mask, b, k, device, ctx_cam, no_ctx)
+        # the joint null branch's pure-noise context carries no poses either
+        _, null_mask = self.camera_inputs(cam, cam_mask, b, k, device, ctx_cam, torch.zeros(b))
+        null_ctx_mask = null_mask if cfg_mode == "joint" else cam_frame_mask
 
         # 2. noise: target latents after the observation, and the pure-noise context of the null branch
         noise_shape = (b, c, tl - 1, h, w)
@@ -648,7 +682,7 @@ class Video4SpatialPipeline(DiffusionPipeline):
                         torch.cat([positions, positions]),
                         torch.cat([text_emb, null_emb]),
                         None if cam_full is None else torch.cat([cam_full, cam_full]),
-                        None if cam_frame_mask is None else torch.cat([cam_frame_mask, cam_frame_mask]),
+                        None if cam_frame_mask is None else torch.cat([cam_frame_mask, null_ctx_mask]),
                     )
                     v_cond, v_null = v.chunk(2)
                     v = v_null + guidance_scale * (v_cond - v_null)
