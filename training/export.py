@@ -73,9 +73,9 @@ def plot_loss_curve(metrics_file: str | Path, out_png: str | Path, title: str = 
 
 
 def plot_probe_curves(metrics_file: str | Path, out_png: str | Path) -> dict[str, Any] | None:
-    """The held-out probe against step: one-step denoising error per noise level (left) and sampled-video
-    error with the true, no and another scene's context (right: the context-use curve). ``None`` without
-    probe records."""
+    """The held-out probe against step: one-step denoising error per noise level (left), sampled-video
+    error with the true, no and another scene's context (middle: the context-use curve) and, where logged,
+    the one-step context gain (right). ``None`` without probe records."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -86,7 +86,8 @@ def plot_probe_curves(metrics_file: str | Path, out_png: str | Path) -> dict[str
     if not recs:
         return None
     step = [r["step"] for r in recs]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    gain = [r for r in recs if "val/x0_context_gain" in r]
+    fig, axes = plt.subplots(1, 3 if gain else 2, figsize=(15 if gain else 10, 3.6))
     sig_keys = sorted((k for k in recs[-1] if k.startswith("val/x0_mse@")), key=lambda k: float(k[11:]))
     for k in sig_keys:
         axes[0].plot(step, [r.get(k) for r in recs], marker=".", label=f"σ = {k[11:]}")
@@ -100,6 +101,12 @@ def plot_probe_curves(metrics_file: str | Path, out_png: str | Path) -> dict[str
     axes[1].set_xlabel("optimiser step")
     axes[1].set_ylabel("MSE ([-1, 1] pixels)")
     axes[1].legend(fontsize=7)
+    if gain:  # one step, no sampler drift: how much worse another scene's context makes the estimate
+        axes[2].plot([r["step"] for r in gain], [r["val/x0_context_gain"] for r in gain], marker=".")
+        axes[2].axhline(0.0, c="k", lw=0.8)
+        axes[2].set_title("one-step context gain (wrong - true context; > 0: used)")
+        axes[2].set_xlabel("optimiser step")
+        axes[2].set_ylabel("Δ MSE, mean over σ")
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
