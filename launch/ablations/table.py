@@ -1,7 +1,11 @@
 """Issue 13's ablation table and plot from ONE evaluation run (``bash launch/ablations/run.sh``).
 
-    python launch/ablations/table.py outputs/ablations
+    python launch/ablations/table.py outputs/ablations [outputs/ablations_g2]
     # -> outputs/ablations/ablations.md and docs/images/ablations.png
+
+The optional second run scores the reference and the text-only-guidance ablation at a guidance scale
+above 1 (``evaluate --guidance 2``): at the shipped scale 1 no null branch is sampled, so the guidance
+mechanism only shows through training; with the second run its row uses that evaluation.
 
 For each mechanism the reference (full method) and its ablation are scored on the same held-out episodes,
 so each difference comes with a *paired* 95 % interval (per-episode differences; SD over episodes where
@@ -55,9 +59,11 @@ def _fmt(r: dict, key: str) -> str:
     return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and None not in ci else f"{v:.3f}"
 
 
-def main(out: Path) -> None:
+def main(out: Path, guided: Path | None = None) -> None:
     m = json.loads((out / "metrics.json").read_text())
     rows = m["open_loop"]["val_scenes"]
+    g = json.loads((guided / "metrics.json").read_text()) if guided else None
+    g_rows = g["open_loop"]["val_scenes"] if g else {}
     nav = m.get("navigation", {}).get("val_scenes", {})
     names = [REF, *[v[0] for v in MECHANISMS.values()], "ours, no context", "ours, another scene's context"]
     lines = [
@@ -71,6 +77,14 @@ def main(out: Path) -> None:
         r, p = rows[n], nav.get(n, {})
         lines.append(f"| {n} | {_fmt(r, 'SD')} | {_fmt(r, 'IF(SD<0.2)')} | {_fmt(r, 'IF(SD<0.1)')} | "
                      f"{_fmt(r, 'IF')} | {_fmt(p, 'PSNR')} | {r.get('n', '–')} |")  # fmt: skip
+    if g:
+        head = "| row | SD ↓ | IF(SD<0.2) ↑ | IF(SD<0.1) ↑ | IF ↑ | n |"
+        lines += ["", f"At guidance 2: `{g['command']}`", "", head, "|---|---|---|---|---|---|"]
+        for n in (REF, MECHANISMS["joint guidance (context + instruction dropped together)"][0]):
+            if n in g_rows and "error" not in g_rows[n]:
+                r = g_rows[n]
+                lines.append(f"| {n} (guidance 2) | {_fmt(r, 'SD')} | {_fmt(r, 'IF(SD<0.2)')} | "
+                             f"{_fmt(r, 'IF(SD<0.1)')} | {_fmt(r, 'IF')} | {r.get('n', '–')} |")  # fmt: skip
     lines += [
         "",
         "| mechanism | metric | paper: with → without | ours: with → without "
@@ -79,17 +93,20 @@ def main(out: Path) -> None:
     ]  # fmt: skip
     diffs = {}
     for mech, (abl, metric, p_with, p_without) in MECHANISMS.items():
-        if abl not in rows or "error" in rows[abl]:
+        src = g_rows if (g and mech.startswith("joint")) else rows
+        if abl not in src or "error" in src[abl]:
             lines.append(f"| {mech} | {metric} | – | not evaluated | – | – |")
             continue
-        ref_sd, abl_sd = rows[REF]["per_episode_sd"], rows[abl]["per_episode_sd"]
+        ref_sd, abl_sd = src[REF]["per_episode_sd"], src[abl]["per_episode_sd"]
         d, lo, hi, k = _paired(ref_sd, abl_sd, metric)
         diffs[mech] = (metric, d, lo, hi)
         better = -d if metric in LOWER_IS_BETTER else d  # > 0: the mechanism helps
         sig = not (lo <= 0.0 <= hi)
         if p_with is None:
-            verdict = ("helps" if better > 0 else "hurts") + (" (interval excludes 0)" if sig else
-                       " (interval includes 0: no measurable effect)")  # fmt: skip
+            word = "helps" if better > 0 else "hurts" if better < 0 else "no difference"
+            note = " (interval excludes 0)" if sig else " (interval includes 0: no measurable effect)"
+            verdict = word + note
+
             paper = "joint better (no number given in the issue)"
         else:
             paper_better = (p_without - p_with) if metric in LOWER_IS_BETTER else (p_with - p_without)
@@ -98,7 +115,8 @@ def main(out: Path) -> None:
             verdict = ("yes" if same else "no") + note
             paper = f"{p_with:.4f} → {p_without:.4f}"
         lines.append(
-            f"| {mech} | {metric} | {paper} | {rows[REF][metric]:.3f} → {rows[abl][metric]:.3f} | "
+            f"| {mech}{' (guidance 2)' if src is g_rows else ''} | {metric} | {paper} | "
+            f"{src[REF][metric]:.3f} → {src[abl][metric]:.3f} | "
             f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}] (n={k}) | {verdict} |"
         )
     (out / "ablations.md").write_text("\n".join(lines) + "\n")
@@ -111,7 +129,7 @@ def main(out: Path) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
     shown = [n for n in names[:4] if n in rows and "error" not in rows[n]]
-    labels = [n.replace("ablation: ", "") for n in shown]
+    labels = ["reference (full method)" if n == REF else n.replace("ablation: ", "") for n in shown]
     for ax, key in zip(axes, ("SD", "IF(SD<0.2)", "IF(SD<0.1)"), strict=True):
         vals = [rows[n][key] for n in shown]
         cis = [rows[n]["ci95"][key] for n in shown]
@@ -132,4 +150,7 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "outputs/ablations"))
+    main(
+        Path(sys.argv[1] if len(sys.argv) > 1 else "outputs/ablations"),
+        Path(sys.argv[2]) if len(sys.argv) > 2 else None,
+    )

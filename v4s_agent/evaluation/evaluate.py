@@ -523,6 +523,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default="torch")
     ap.add_argument("--device", default=None)
     ap.add_argument("--steps", type=int, default=None, help="diffusion sampler steps per plan")
+    ap.add_argument(
+        "--guidance", type=float, default=None, help="CFG scale for every planner (default: each model's)"
+    )
     ap.add_argument("--replan-every", type=int, default=None)
     ap.add_argument("--max-steps", type=int, default=100, help="closed-loop episode step limit")
     ap.add_argument(
@@ -553,6 +556,8 @@ def _load_planner(path: str | None, args: argparse.Namespace) -> Any:
     kw: dict[str, Any] = {"bf16": args.bf16}
     if args.steps is not None:
         kw["num_inference_steps"] = args.steps
+    if args.guidance is not None:
+        kw["guidance_scale"] = args.guidance
     return VideoPlanner.from_pretrained(path, backend=args.backend, device=args.device, **kw)
 
 
