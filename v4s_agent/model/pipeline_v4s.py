@@ -642,8 +642,8 @@ class Video4SpatialPipeline(DiffusionPipeline):
         if context_camera is not None and cfg.context_pose:
             ctx_cam = torch.as_tensor(np.asarray(context_camera, dtype=np.float32))
             ctx_cam = ctx_cam.unsqueeze(0).expand(b, -1, -1) if ctx_cam.ndim == 2 else ctx_cam
-        no_ctx = torch.zeros(b) if drop_context else torch.ones(b)  # a noise context has no poses
-        cam_full, cam_frame_mask = self.camera_inputs(cam, cam_mask, b, k, device, ctx_cam, no_ctx)
+        ctx_on = torch.zeros(b) if drop_context else torch.ones(b)  # a noise context has no poses
+        cam_full, cam_frame_mask = self.camera_inputs(cam, cam_mask, b, k, device, ctx_cam, ctx_on)
         # the joint null branch's pure-noise context carries no poses either
         _, null_mask = self.camera_inputs(cam, cam_mask, b, k, device, ctx_cam, torch.zeros(b))
         null_ctx_mask = null_mask if cfg_mode == "joint" else cam_frame_mask
