@@ -27,7 +27,8 @@ class PortalCuller:
 
     Args:
         vertices: (N, >=3) triangle-soup positions (3 rows per triangle), as the renderer's buffer.
-        rooms: ``Scene.rooms`` with ``bounds``, ``height`` and ``doors`` (other rooms are ignored).
+        rooms: ``Scene.rooms`` with ``bounds``, ``height`` and ``doors``; if any room lacks them (or
+            there are more than 62), no room is culled, only back faces.
         enabled: False draws every triangle two-sided (the reference the culled image must equal).
     """
 
@@ -134,6 +135,8 @@ class PortalCuller:
                     out[-1] = (out[-1][0], out[-1][1] + count, closed)
                 else:
                     out.append((first, count, closed))
+            if len(self._cache) >= 1024:  # distinct visible-room sets; bounded for many-room scenes
+                self._cache.clear()
             self._cache[key] = out
         return out
 
