@@ -149,11 +149,12 @@ def test_context_pose_planner_and_agent_pass_relative_poses(tmp_path, planner, e
     obs, info = env.reset(seed=1)
     ctx, pose = info["context"], info["agent_pose"]
     frames, pos = cp.prepare_context(ctx, None, np.random.default_rng(0))
-    cam = cp.context_camera(ctx, None, pos, pose)
-    want = np.stack([encode_relative_pose(pose, ctx["poses"][int(p)]) for p in pos])
+    idx = pos.astype(int)  # a tour dict without positions: the source positions are the frame indices
+    cam = cp.context_camera(ctx, idx, pose)
+    want = np.stack([encode_relative_pose(pose, ctx["poses"][i]) for i in idx])
     np.testing.assert_array_equal(cam, want)
-    assert planner.context_camera(ctx, None, pos, pose) is None  # the tiny default has no context_pose
-    assert cp.context_camera(ctx, None, pos, None) is None  # no odometry: no poses
+    assert planner.context_camera(ctx, idx, pose) is None  # the tiny default has no context_pose
+    assert cp.context_camera(ctx, idx, None) is None  # no odometry: no poses
     seen = []
     orig = cp.pipeline.__call__
 

@@ -260,8 +260,19 @@ class VideoPlanner:
         sampling: str = "stratified",
     ) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Bring a tour (``{"frames", ...}`` dict or uint8 array) to K sorted frames + source positions."""
+        frames, positions, _ = self._select_context(context, context_positions, rng, sampling)
+        return frames, positions
+
+    def _select_context(
+        self,
+        context: dict[str, np.ndarray] | np.ndarray | None,
+        context_positions: np.ndarray | None,
+        rng: np.random.Generator | None,
+        sampling: str,
+    ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+        """``prepare_context`` plus the indices of the chosen frames in ``context`` (for their poses)."""
         if context is None:
-            return None, None
+            return None, None, None
         frames = context["frames"] if isinstance(context, dict) else context
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3:
@@ -270,28 +281,23 @@ class VideoPlanner:
         positions = np.arange(n) if context_positions is None else np.asarray(context_positions).reshape(-1)
         if len(positions) != n:
             raise ValueError(f"context_positions has {len(positions)} entries for {n} frames")
+        idx = np.arange(n)
         if n != self.num_context_frames:
             idx = sample_context_indices(n, self.num_context_frames, sampling, rng)
             frames, positions = frames[idx], positions[idx]
-        return _resize(frames, self.height, self.width), positions.astype(np.float32)
+        return _resize(frames, self.height, self.width), positions.astype(np.float32), idx
 
     def context_camera(
         self,
         context: dict[str, np.ndarray] | np.ndarray | None,
-        context_positions: np.ndarray | None,
-        positions: np.ndarray | None,
+        idx: np.ndarray | None,
         observation_pose: np.ndarray | None,
         context_poses: np.ndarray | None = None,
     ) -> np.ndarray | None:
-        """``(K, 12)`` poses of the chosen context frames relative to the observation, for models with
+        """``(K, 12)`` poses of the context frames ``idx`` relative to the observation, for models with
         ``context_pose``: from ``context_poses`` or the tour dict's ``"poses"`` and the agent's odometry.
         ``None`` when the model does not use them or a pose is unknown."""
-        cfg = getattr(self.pipeline, "v4s_config", None)
-        if cfg is not None:
-            use = bool(getattr(cfg, "context_pose", False))
-        else:  # the ONNX Runtime / TensorRT pipelines keep their model config as a dict
-            use = bool(dict(getattr(self.pipeline, "model_config", None) or {}).get("context_pose", False))
-        if not use or context is None or observation_pose is None or positions is None:
+        if not self.model_config.get("context_pose", False) or idx is None or observation_pose is None:
             return None
         poses = context_poses if context_poses is not None else (
             context.get("poses") if isinstance(context, dict) else None
@@ -299,12 +305,6 @@ class VideoPlanner:
         if poses is None:
             return None
         poses = np.asarray(poses, dtype=np.float64)
-        src = np.arange(len(poses)) if context_positions is None else np.asarray(context_positions)
-        src = src.reshape(-1)
-        lookup = {float(p): i for i, p in enumerate(src)}  # chosen frames by their source position
-        idx = [lookup.get(float(p)) for p in positions]
-        if any(i is None for i in idx):
-            return None
         ref = np.asarray(observation_pose, dtype=np.float64)
         return np.stack([encode_relative_pose(ref, poses[i]) for i in idx]).astype(np.float32)
 
@@ -341,13 +341,13 @@ class VideoPlanner:
         seed = self.seed + self._calls if seed is None else seed
         self._calls += 1
         rng = np.random.default_rng(seed)
-        ctx, pos = self.prepare_context(context, context_positions, rng, sampling)
+        ctx, pos, idx = self._select_context(context, context_positions, rng, sampling)
         obs = _resize(np.asarray(observation), self.height, self.width)
         if camera is not None:
             camera = np.asarray(camera, dtype=np.float32)
             if camera.ndim != 2 or camera.shape[1] != 12:
                 raise ValueError(f"camera must be float (T, 12). Got shape {camera.shape}")
-        ctx_cam = self.context_camera(context, context_positions, pos, observation_pose, context_poses)
+        ctx_cam = self.context_camera(context, idx, observation_pose, context_poses)
         frames, box_pipe = self._generate(ctx, pos, obs, instruction, camera, seed, ctx_cam)
         t_gen = time.perf_counter()
         n_traj = self.num_target_frames - self.num_box_frames

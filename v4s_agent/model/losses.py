@@ -148,9 +148,8 @@ def flow_matching_loss(
     pos = batch.get("context_positions")
     pos = torch.arange(k, device=device).float().expand(b, -1) if pos is None else pos.to(device).float()
     positions = pipe.frame_positions(pos, tl)
-    keep = None  # a dropped (pure-noise) context carries no poses
-    if drop is not None and cfg.context_pose and cfg.cfg_mode == "joint":
-        keep = (~torch.as_tensor(drop, device=device).bool().view(b)).float()
+    # a dropped (pure-noise) context carries no poses; ``drop`` is a (B,) bool tensor in joint mode
+    keep = (~drop).float() if drop is not None and cfg.context_pose and cfg.cfg_mode == "joint" else None
     cam, cam_mask = pipe.camera_inputs(
         batch.get("camera"), batch.get("camera_mask"), b, k, device, batch.get("context_camera"), keep
     )
