@@ -74,12 +74,14 @@ class PortalCuller:
         ]  # fmt: skip
         self._bounds = [tuple(float(v) for v in r["bounds"]) for r in self.rooms]
         self._height = [float(r["height"]) for r in self.rooms]
-        # every door's box corners in one array, projected once per frame
-        self._doors = [[(int(d["to"]), -1) for d in r["doors"]] for r in self.rooms]
+        # per room: (room it leads to, door number); every door's box corners in one array, projected
+        # once per frame
+        self._doors: list[list[tuple[int, int]]] = []
         boxes = []
-        for room, r in zip(self._doors, self.rooms, strict=True):
-            for k, d in enumerate(r["doors"]):
-                room[k] = (room[k][0], len(boxes))
+        for r in self.rooms:
+            self._doors.append([])
+            for d in r["doors"]:
+                self._doors[-1].append((int(d["to"]), len(boxes)))
                 boxes.append(_box_corners(d["box"]))
         self._corners = np.concatenate(boxes) if boxes else np.zeros((0, 4))
 

@@ -87,13 +87,13 @@ def run_probe(
     x0 = pipe.encode_video(tgt, per_frame=False).to(dtype)
     text, _ = pipe.encode_prompt([str(s) for s in batch["instruction"]], device)
     pos = pipe.frame_positions(batch["context_positions"].to(device).float(), tl)
-    wrong = batch["wrong_index"].to(device)
+    wrong = batch["wrong_index"]  # another scene's sample for each one
     ctx_cam = batch.get("context_camera")
     cam, cam_mask = pipe.camera_inputs(batch["camera"], batch["camera_mask"], b, k, device, ctx_cam)
     cam_w, mask_w = pipe.camera_inputs(
-        batch["camera"], batch["camera_mask"], b, k, device, None if ctx_cam is None else ctx_cam[wrong.cpu()]
+        batch["camera"], batch["camera_mask"], b, k, device, None if ctx_cam is None else ctx_cam[wrong]
     )
-    pos_w = pipe.frame_positions(batch["context_positions"][wrong.cpu()].to(device).float(), tl)
+    pos_w = pipe.frame_positions(batch["context_positions"][wrong].to(device).float(), tl)
     tokens = cfg.tokens_per_frame
     g = torch.Generator(device=device).manual_seed(seed)
     noise = torch.randn(x0.shape, generator=g, device=device, dtype=dtype)
@@ -104,7 +104,7 @@ def run_probe(
         # the same one-step estimate with the true context and with another scene's
         pairs = (
             ("x0_mse", ctx_lat, pos, cam, cam_mask),
-            ("x0_mse_wrongctx", ctx_lat[wrong], pos_w, cam_w, mask_w),
+            ("x0_mse_wrongctx", ctx_lat[wrong.to(device)], pos_w, cam_w, mask_w),
         )
         for name, c_lat, p, cm, mm in pairs:
             lat = torch.cat([c_lat, noisy], dim=2)
