@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from v4s_agent.evaluation.metrics import mean_interval
+
 REF = "ours"
 # mechanism -> (ablation row, metric the paper reports it on, paper value with the mechanism, without)
 MECHANISMS = {
@@ -46,10 +48,8 @@ def _paired(ref: list[float], abl: list[float], metric: str) -> tuple[float, flo
             return ~np.isnan(x) & (np.nan_to_num(x, nan=math.inf) < thr)
 
         d = hit(a).astype(float) - hit(b).astype(float)
-    if len(d) < 2:
-        return float("nan"), float("nan"), float("nan"), len(d)
-    half = 1.96 * float(d.std(ddof=1)) / math.sqrt(len(d))
-    return float(d.mean()), float(d.mean()) - half, float(d.mean()) + half, len(d)
+    lo, hi = mean_interval(d.tolist())  # the evaluator's own normal interval of a mean
+    return (float(d.mean()) if len(d) else float("nan")), lo, hi, len(d)
 
 
 def _fmt(r: dict, key: str) -> str:
@@ -91,7 +91,6 @@ def main(out: Path, guided: Path | None = None) -> None:
         "| with − without, paired 95 % interval | same direction as the paper? |",
         "|---|---|---|---|---|---|",
     ]  # fmt: skip
-    diffs = {}
     for mech, (abl, metric, p_with, p_without) in MECHANISMS.items():
         src = g_rows if (g and mech.startswith("joint")) else rows
         if abl not in src or "error" in src[abl]:
@@ -99,7 +98,6 @@ def main(out: Path, guided: Path | None = None) -> None:
             continue
         ref_sd, abl_sd = src[REF]["per_episode_sd"], src[abl]["per_episode_sd"]
         d, lo, hi, k = _paired(ref_sd, abl_sd, metric)
-        diffs[mech] = (metric, d, lo, hi)
         better = -d if metric in LOWER_IS_BETTER else d  # > 0: the mechanism helps
         sig = not (lo <= 0.0 <= hi)
         if p_with is None:
