@@ -7,7 +7,10 @@ A can see lies in A, or in a room B seen through a door of A whose opening proje
 so on through B's doors with the screen rectangle narrowed each time (Luebke & Georges 1995, "Portals and
 mirrors"). The test is conservative (axis-aligned screen bounds of each opening's box), so culling never
 removes a visible triangle; the drawn triangles keep their original order, so the image is the same.
-Cameras outside every room (top-down maps, scenes without ``rooms``) draw everything.
+Cameras outside every room (top-down maps, scenes without ``rooms``) draw every room.
+
+Frustum: each part (an instance's consecutive triangles) whose bounding box lies wholly outside the view
+frustum is skipped too; llvmpipe shades every vertex it is given, clipped or not.
 
 Back faces: a closed, outward-wound mesh (every directed edge matched by its reverse, positive volume;
 walls, floors and closed furniture parts) never shows a back face to a camera outside it, so those
@@ -23,55 +26,65 @@ FULL: Rect = (-1.0, -1.0, 1.0, 1.0)
 
 
 class PortalCuller:
-    """Draw runs (first vertex, vertex count, back-face cullable) of what a pose can see.
+    """What a pose can see, as draw commands: portal culling of rooms, frustum culling of parts, and
+    back-face culling of closed solids.
+
+    The buffer is cut into segments (consecutive triangles of one instance, with the same rooms and
+    back-face state). A pose keeps the segments of the rooms it sees (``visible_rooms``) whose bounding
+    box meets the view frustum; kept neighbours are merged into runs, in buffer order, so depth ties
+    resolve as in a full draw. The renderer submits each stretch of runs with the same back-face state as
+    one multi-draw (``glMultiDrawArraysIndirect``): under llvmpipe a draw call costs about as much as
+    shading a few hundred vertices, so many small draws would eat what culling saves.
 
     Args:
-        vertices: (N, >=3) triangle-soup positions (3 rows per triangle), as the renderer's buffer.
+        vertices: (N, >=3) triangle-soup positions (3 rows per triangle), as the renderer's buffer; column
+            10, where present, is the instance id (closed solids and segments never span two).
         rooms: ``Scene.rooms`` with ``bounds``, ``height`` and ``doors``; if any room lacks them (or
-            there are more than 62), no room is culled, only back faces.
+            there are more than 62), no room is culled, only parts outside the view and back faces.
         enabled: False draws every triangle two-sided (the reference the culled image must equal).
     """
 
     def __init__(self, vertices: np.ndarray, rooms: list[dict], enabled: bool = True) -> None:
         self.n_vertices = int(len(vertices))
+        self.chunk = 600  # vertices per draw command (a multiple of 3)
         ntri = self.n_vertices // 3
+        self.enabled = bool(enabled) and ntri > 0
         self.rooms: list[dict] = []
         self._closed = np.zeros(ntri, bool)
-        self._all: list[tuple[int, int, bool]] = [(0, self.n_vertices, False)]
-        self._cache: dict[frozenset[int], list[tuple[int, int, bool]]] = {}
-        if not enabled:  # everything, two-sided, in one draw
+        if not self.enabled:  # everything, two-sided, in one draw
             return
-        tri = np.asarray(vertices[:, :3], dtype=np.float64).reshape(-1, 3, 3)
-        groups = np.asarray(vertices[::3, 10]) if vertices.shape[1] > 10 else np.zeros(ntri)
+        tri = np.asarray(vertices[: ntri * 3, :3], dtype=np.float64).reshape(-1, 3, 3)
+        groups = np.asarray(vertices[::3, 10])[:ntri] if vertices.shape[1] > 10 else np.zeros(ntri)
         self._closed = closed_outward(tri, groups)
-        self._all = _split(np.ones(ntri, bool), self._closed)
-        usable = bool(rooms) and all("doors" in r and "height" in r for r in rooms) and len(rooms) <= 62
-        if not usable:
-            return
-        self.rooms = rooms
         lo, hi = tri.min(axis=1), tri.max(axis=1)
-        b = np.array([r["bounds"] for r in self.rooms], dtype=np.float64)  # (R, 4) x0 z0 x1 z1
-        eps = 1e-4
-        # a triangle belongs to every room its xz bounding box overlaps (with area), or whose closed
-        # rectangle holds its centroid; one belonging to none is always drawn in full
-        c = tri.mean(axis=1)
-        member = (
-            (lo[:, None, 0] < b[None, :, 2] - eps) & (hi[:, None, 0] > b[None, :, 0] + eps)
-            & (lo[:, None, 2] < b[None, :, 3] - eps) & (hi[:, None, 2] > b[None, :, 1] + eps)
-        ) | (
-            (c[:, None, 0] >= b[None, :, 0] - eps) & (c[:, None, 0] <= b[None, :, 2] + eps)
-            & (c[:, None, 2] >= b[None, :, 1] - eps) & (c[:, None, 2] <= b[None, :, 3] + eps)
-        )  # fmt: skip
-        mask = (member.astype(np.int64) << np.arange(len(self.rooms))).sum(axis=1)
-        # segments: consecutive triangles with the same rooms and back-face state
-        sig = mask * 2 + self._closed
-        cut = np.flatnonzero(np.diff(sig)) + 1
+        mask = np.zeros(ntri, np.int64)
+        usable = bool(rooms) and all("doors" in r and "height" in r for r in rooms) and len(rooms) <= 62
+        if usable:
+            self.rooms = rooms
+            b = np.array([r["bounds"] for r in self.rooms], dtype=np.float64)  # (R, 4) x0 z0 x1 z1
+            eps = 1e-4
+            # a triangle belongs to every room its xz bounding box overlaps (with area), or whose closed
+            # rectangle holds its centroid; one belonging to none is always drawn in full
+            c = tri.mean(axis=1)
+            member = (
+                (lo[:, None, 0] < b[None, :, 2] - eps) & (hi[:, None, 0] > b[None, :, 0] + eps)
+                & (lo[:, None, 2] < b[None, :, 3] - eps) & (hi[:, None, 2] > b[None, :, 1] + eps)
+            ) | (
+                (c[:, None, 0] >= b[None, :, 0] - eps) & (c[:, None, 0] <= b[None, :, 2] + eps)
+                & (c[:, None, 2] >= b[None, :, 1] - eps) & (c[:, None, 2] <= b[None, :, 3] + eps)
+            )  # fmt: skip
+            mask = (member.astype(np.int64) << np.arange(len(self.rooms))).sum(axis=1)
+        # segments: consecutive triangles of one instance with the same rooms and back-face state
+        cut = np.flatnonzero((np.diff(mask) != 0) | (np.diff(self._closed.astype(np.int8)) != 0)
+                             | (np.diff(groups) != 0)) + 1  # fmt: skip
         starts, ends = np.r_[0, cut], np.r_[cut, ntri]
-        self._segments = [
-            (int(s0) * 3, int(s1 - s0) * 3, bool(self._closed[s0]),
-             [r for r in range(len(self.rooms)) if (int(mask[s0]) >> r) & 1])
-            for s0, s1 in zip(starts, ends, strict=True)
-        ]  # fmt: skip
+        self._seg_first = (starts * 3).astype(np.int64)
+        self._seg_end = (ends * 3).astype(np.int64)
+        self._seg_closed = self._closed[starts]
+        self._seg_rooms = mask[starts]
+        seg_lo, seg_hi = np.minimum.reduceat(lo, starts), np.maximum.reduceat(hi, starts)
+        self._seg_centre, self._seg_extent = (seg_lo + seg_hi) / 2, (seg_hi - seg_lo) / 2
+        self._cache: dict[bytes, tuple[np.ndarray, list[tuple[bool, int, int]]]] = {}
         self._bounds = [tuple(float(v) for v in r["bounds"]) for r in self.rooms]
         self._height = [float(r["height"]) for r in self.rooms]
         # per room: (room it leads to, door number); every door's box corners in one array, projected
@@ -87,7 +100,15 @@ class PortalCuller:
 
     @property
     def active(self) -> bool:
+        """Whether rooms are culled (the scene's rooms have doors)."""
         return bool(self.rooms)
+
+    @property
+    def max_commands(self) -> int:
+        """An upper bound on the draw commands of one pose (the indirect buffer's size in rows)."""
+        if not self.enabled:
+            return max(1, -(-self.n_vertices // self.chunk))
+        return max(1, int((-(-(self._seg_end - self._seg_first) // self.chunk)).sum()))
 
     def rooms_at(self, eye: np.ndarray, margin: float = 0.1) -> list[int]:
         """Rooms whose box (grown by ``margin``) holds the camera centre."""
@@ -118,29 +139,74 @@ class PortalCuller:
                 stack.append((to, sub, (*path, to)))
         return seen
 
-    def ranges(self, T_wc: np.ndarray, mvp: np.ndarray) -> list[tuple[int, int, bool]]:
-        """(first vertex, count, cull back faces) runs to draw, in buffer order (so depth ties resolve
-        as in a full draw)."""
-        if not self.rooms:
-            return self._all
-        seen = self.visible_rooms(T_wc, mvp)
-        if seen is None or len(seen) == len(self.rooms):
-            return self._all
-        key = frozenset(seen)
-        out = self._cache.get(key)
-        if out is None:
-            out = []
-            for first, count, closed, rooms in self._segments:
-                if rooms and not any(r in key for r in rooms):
-                    continue
-                if out and out[-1][0] + out[-1][1] == first and out[-1][2] == closed:
-                    out[-1] = (out[-1][0], out[-1][1] + count, closed)
-                else:
-                    out.append((first, count, closed))
-            if len(self._cache) >= 1024:  # distinct visible-room sets; bounded for many-room scenes
-                self._cache.clear()
-            self._cache[key] = out
+    def keep(self, T_wc: np.ndarray, mvp: np.ndarray, frustum: bool = True) -> np.ndarray:
+        """Per segment: is it drawn from this pose (in a visible room, and, with ``frustum``, its box
+        meets the view frustum)?"""
+        keep = np.ones(len(self._seg_first), bool)
+        if self.rooms:
+            seen = self.visible_rooms(T_wc, mvp)
+            if seen is not None:
+                vis = sum(1 << r for r in seen)
+                keep = (self._seg_rooms == 0) | ((self._seg_rooms & vis) != 0)
+        if frustum:
+            # Gribb & Hartmann: the frustum's planes are sums of mvp rows; a box is outside when its
+            # corner farthest along a plane's normal is behind that plane
+            m = np.asarray(mvp, np.float64)
+            planes = np.stack([m[3] + m[0], m[3] - m[0], m[3] + m[1], m[3] - m[1], m[3] + m[2], m[3] - m[2]])
+            n = planes[:, :3].T
+            far = self._seg_centre @ n + self._seg_extent @ np.abs(n) + planes[:, 3]
+            keep &= (far >= 0).all(axis=1)
+        return keep
+
+    def draws(self, T_wc: np.ndarray, mvp: np.ndarray, frustum: bool = True
+              ) -> tuple[np.ndarray, list[tuple[bool, int, int]]]:  # fmt: skip
+        """Draw commands for pose ``T_wc``: a (K, 5) uint32 array of (vertex count, 1, first vertex, 0,
+        0) rows in buffer order, and the batches that submit them: (cull back faces, first row, rows)."""
+        if not self.enabled:
+            return self._commands(np.array([0]), np.array([self.n_vertices]), np.array([False]))
+        keep = self.keep(T_wc, mvp, frustum)
+        key = keep.tobytes()
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        k = np.flatnonzero(keep)
+        if len(k) == 0:
+            return np.zeros((0, 5), np.uint32), []
+        closed = self._seg_closed[k]
+        new_run = np.r_[True, (np.diff(k) != 1) | (closed[1:] != closed[:-1])]
+        heads = np.flatnonzero(new_run)
+        tails = np.r_[heads[1:], len(k)] - 1
+        first = self._seg_first[k[heads]]
+        count = self._seg_end[k[tails]] - first
+        out = self._commands(first, count, closed[heads])
+        if len(self._cache) >= 4096:  # distinct visible sets; bounded for long walks in big scenes
+            self._cache.clear()
+        self._cache[key] = out
         return out
+
+    def _commands(self, first: np.ndarray, count: np.ndarray, closed: np.ndarray
+                  ) -> tuple[np.ndarray, list[tuple[bool, int, int]]]:  # fmt: skip
+        """Runs (first vertex, vertex count, back-face state) as draw commands and batches. llvmpipe's
+        draw module costs more per vertex on long draws (one 12k-vertex draw takes 4x as long as its
+        600-vertex pieces), so long runs go in pieces of at most ``chunk`` vertices."""
+        pieces = -(-count // self.chunk)
+        run = np.repeat(np.arange(len(first)), pieces)
+        offset = (np.arange(len(run)) - np.repeat(np.cumsum(pieces) - pieces, pieces)) * self.chunk
+        cmds = np.zeros((len(run), 5), np.uint32)
+        cmds[:, 0] = np.minimum(self.chunk, count[run] - offset)
+        cmds[:, 1] = 1
+        cmds[:, 2] = first[run] + offset
+        state = closed[run]
+        cut = np.flatnonzero(state[1:] != state[:-1]) + 1
+        b0, b1 = np.r_[0, cut], np.r_[cut, len(run)]
+        return cmds, [(bool(state[a]), int(a), int(b - a)) for a, b in zip(b0, b1, strict=True)]
+
+    def ranges(self, T_wc: np.ndarray, mvp: np.ndarray, frustum: bool = False) -> list[tuple[int, int, bool]]:
+        """(first vertex, count, cull back faces) runs to draw, in buffer order; by default those of the
+        visible rooms only (``frustum=True`` also drops parts outside the view, as the renderer does)."""
+        cmds, batches = self.draws(T_wc, mvp, frustum)
+        return [(int(cmds[i, 2]), int(cmds[i, 0]), closed)
+                for closed, a, n in batches for i in range(a, a + n)]  # fmt: skip
 
 
 def _union(a: Rect, b: Rect) -> Rect:
@@ -185,13 +251,6 @@ def closed_outward(tri: np.ndarray, groups: np.ndarray) -> np.ndarray:
     return out
 
 
-def _split(keep: np.ndarray, closed: np.ndarray) -> list[tuple[int, int, bool]]:
-    """Runs of kept triangles in buffer order (so depth ties resolve as in a full draw), cut wherever
-    the back-face state changes."""
-    runs = [(f, c, True) for f, c in _runs(keep & closed)] + [(f, c, False) for f, c in _runs(keep & ~closed)]
-    return sorted(runs)
-
-
 def _box_corners(box) -> np.ndarray:
     x0, y0, z0, x1, y1, z1 = (float(v) for v in box)
     return np.array([[x, y, z, 1.0] for x in (x0, x1) for y in (y0, y1) for z in (z0, z1)])
@@ -203,23 +262,9 @@ def _door_rects(clip: np.ndarray) -> list[Rect | None]:
     c = clip.reshape(-1, 8, 4)
     x, y, w = c[..., 0], c[..., 1], c[..., 3]
     outside = (x < -w).all(1) | (x > w).all(1) | (y < -w).all(1) | (y > w).all(1) | (w <= 1e-6).all(1)
-    straddle = (w <= 1e-6).any(1)
+    straddle = (w <= 1e-6).any(1).tolist()
     ws = np.where(w > 1e-6, w, 1.0)
     nx, ny = x / ws, y / ws
-    lo_x, hi_x, lo_y, hi_y = nx.min(1), nx.max(1), ny.min(1), ny.max(1)
-    return [
-        None
-        if outside[k]
-        else FULL
-        if straddle[k]
-        else (float(lo_x[k]), float(lo_y[k]), float(hi_x[k]), float(hi_y[k]))
-        for k in range(len(c))
-    ]
-
-
-def _runs(keep: np.ndarray) -> list[tuple[int, int]]:
-    """Contiguous runs of kept triangles as (first vertex, vertex count)."""
-    k = np.concatenate([[False], keep, [False]]).astype(np.int8)
-    d = np.diff(k)
-    starts, ends = np.nonzero(d == 1)[0], np.nonzero(d == -1)[0]
-    return [(int(s) * 3, int(e - s) * 3) for s, e in zip(starts, ends, strict=True)]
+    rects = np.stack([nx.min(1), ny.min(1), nx.max(1), ny.max(1)], axis=1).tolist()
+    return [None if out else FULL if st else tuple(r)
+            for out, st, r in zip(outside.tolist(), straddle, rects, strict=True)]  # fmt: skip

@@ -46,8 +46,10 @@ layout(location = 0) out vec4 f_color;
 layout(location = 1) out float f_depth;
 layout(location = 2) out int f_id;
 uniform sampler2DArray u_tex;
+uniform bool u_plain0;  // layer 0 is plain white: skip its lookup (llvmpipe's trilinear fetch is dear)
 void main() {
-    f_color = vec4(clamp(v_color * texture(u_tex, vec3(v_uv, v_layer)).rgb, 0.0, 1.0), 1.0);
+    vec3 tex = u_plain0 && v_layer < 0.5 ? vec3(1.0) : texture(u_tex, vec3(v_uv, v_layer)).rgb;
+    f_color = vec4(clamp(v_color * tex, 0.0, 1.0), 1.0);
     f_depth = v_depth;
     f_id = v_id;
 }
@@ -153,7 +155,7 @@ class GLRenderer:
         self.ctx = get_context()
         ctx = self.ctx
         self._prog, self._bg_prog = _programs(ctx)
-        self._sky = (SKY_TOP_RGB, SKY_BOTTOM_RGB) if scene.sky else (VOID_RGB, VOID_RGB)
+        self._sky = (SKY_TOP_RGB, SKY_BOTTOM_RGB) if scene.sky else None  # None: a plain void colour
         data = np.ascontiguousarray(scene.vertices, dtype=np.float32)
         if data.ndim != 2 or data.shape[1] != VERTEX_FLOATS:
             raise ValueError(f"scene.vertices must be (N, {VERTEX_FLOATS}) float32, got {data.shape}")
@@ -174,6 +176,7 @@ class GLRenderer:
             ],  # fmt: skip
         )
         self._tex, self._own_tex = self._texture_array(scene)
+        self._plain0 = bool((scene.texture_layers()[0] == 255).all())
         self._tex.use(location=0)
         self._bg_vbo = ctx.buffer(np.array([-1, -1, 3, -1, -1, 3], dtype=np.float32).tobytes())
         self._bg_vao = ctx.vertex_array(self._bg_prog, [(self._bg_vbo, "2f", "in_pos")])
@@ -182,10 +185,13 @@ class GLRenderer:
                     ctx.renderbuffer(size, 1, dtype="i4")]  # fmt: skip
         self._depth_rb = ctx.depth_renderbuffer(size)
         self.fbo = ctx.framebuffer(color_attachments=self._rb, depth_attachment=self._depth_rb)
+        self._rgb_fbo = ctx.framebuffer(color_attachments=self._rb[:1])  # to clear RGB alone to the void
         flip = np.diag([1.0, -1.0, 1.0, 1.0])  # rows come back top-first
         self._proj = flip @ perspective(self.height, self.width, self.hfov_deg, near, far)
         self._rgba = np.empty((self.height, self.width, 4), dtype=np.uint8)
         self.culler = PortalCuller(data, scene.rooms, enabled=cull)
+        # one multi-draw command per run; rewritten each frame (llvmpipe reads it on the CPU)
+        self._indirect = ctx.buffer(reserve=self.culler.max_commands * 20)
         self._released = False
 
     def _texture_array(self, scene: Scene):
@@ -217,25 +223,32 @@ class GLRenderer:
         view[:3, 3] = -view[:3, :3] @ T_wc[:3, 3]
         mvp64 = self._proj @ view
         mvp = mvp64.astype("f4")
-        self._bg_prog["u_top"].value, self._bg_prog["u_bottom"].value = self._sky  # programs are shared
         self._prog["u_mvp"].write(mvp.T.tobytes())
         self._prog["u_view"].write(view.astype("f4").T.tobytes())
         ctx = self.ctx
+        self._prog["u_plain0"].value = self._plain0  # programs are shared by every renderer
         self._tex.use(location=0)
+        self.fbo.clear(depth=1.0)  # depth 0 (no hit), id 0 and RGB 0 on every target
+        if self._sky is None:  # indoors the background is one colour: a clear, not a full-screen pass
+            self._rgb_fbo.clear(*VOID_RGB, 1.0)
         self.fbo.use()
-        self.fbo.clear(depth=1.0)
         ctx.enable(ctx.DEPTH_TEST)
         ctx.depth_func = "<="
         ctx.front_face = "cw"  # the y flip of the projection mirrors the winding on screen
+        cmds, batches = self.culler.draws(T_wc, mvp64)
+        if len(cmds):
+            self._indirect.write(cmds.tobytes())
         culling = False
-        for first, count, backface in self.culler.ranges(T_wc, mvp64):
+        for backface, first, count in batches:
             if backface != culling:
                 (ctx.enable if backface else ctx.disable)(ctx.CULL_FACE)
                 culling = backface
-            self._vao.render(first=first, vertices=count)
+            self._vao.render_indirect(self._indirect, count=count, first=first)
         ctx.disable(ctx.CULL_FACE)
-        # sky/void last, at the far plane: the depth test rejects covered pixels before shading them
-        self._bg_vao.render()
+        if self._sky is not None:
+            # sky last, at the far plane: the depth test rejects covered pixels before shading them
+            self._bg_prog["u_top"].value, self._bg_prog["u_bottom"].value = self._sky
+            self._bg_vao.render()
 
     def read_rgb(self, out: np.ndarray | None = None) -> np.ndarray:
         out = np.empty((self.height, self.width, 3), dtype=np.uint8) if out is None else out
@@ -274,8 +287,8 @@ class GLRenderer:
             return
         self._released = True
         own = [self._tex] if self._own_tex else []
-        for obj in (self._vao, self._bg_vao, self._vbo, self._bg_vbo, self.fbo, *self._rb, self._depth_rb,
-                    *own):  # fmt: skip
+        for obj in (self._vao, self._bg_vao, self._vbo, self._bg_vbo, self._indirect, self.fbo, self._rgb_fbo,
+                    *self._rb, self._depth_rb, *own):  # fmt: skip
             with contextlib.suppress(Exception):
                 obj.release()
 

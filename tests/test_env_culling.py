@@ -14,7 +14,7 @@ from v4s_agent.envs.culling import FULL, PortalCuller, closed_outward
 from v4s_agent.envs.geometry import make_pose
 from v4s_agent.envs.navigation import NavGrid
 from v4s_agent.envs.primitives import box_tris
-from v4s_agent.envs.renderer_gl import GLRenderer
+from v4s_agent.envs.renderer_gl import VOID_RGB, GLRenderer
 from v4s_agent.envs.scenes import VAL_CATEGORIES_SPLIT, VAL_SCENES, load_gltf_scene, make_scene, split_scene
 
 SIMPLE_ROOM = Path(v4s_agent.envs.__file__).parent / "assets" / "habitat_test_assets" / "simple_room.glb"
@@ -48,7 +48,7 @@ def test_culled_image_equals_the_full_draw(which):
     full, culled = GLRenderer(scene, (64, 64), cull=False), GLRenderer(scene, (64, 64))
     poses = _poses(scene, 40, seed=1)
     same = {"rgb": 0, "depth": 0, "semantic": 0}
-    drawn, through_doors = [], 0
+    drawn, in_view, through_doors = [], [], 0
     for T in poses:
         a, b = full.render(T), culled.render(T)
         for k in same:
@@ -56,12 +56,19 @@ def test_culled_image_equals_the_full_draw(which):
             same[k] += int((eq.all(-1) if eq.ndim == 3 else eq).sum())
         runs = culled.culler.ranges(T, culled._proj @ np.linalg.inv(T))
         drawn.append(sum(c for _, c, *_ in runs))
+        cmds, batches = culled.culler.draws(T, culled._proj @ np.linalg.inv(T))
+        assert cmds[:, 0].max() <= culled.culler.chunk and len(cmds) <= culled.culler.max_commands
+        assert sum(n for _, _, n in batches) == len(cmds)
+        in_view.append(int(cmds[:, 0].sum()))
         seen = culled.culler.visible_rooms(T, culled._proj @ np.linalg.inv(T))
         through_doors += bool(seen) and any(rect != FULL for rect in seen.values())
     total = len(poses) * 64 * 64
     for k, v in same.items():  # equal up to depth ties between coplanar faces (a handful of pixels)
         assert v / total >= 0.9999, (which, k, v / total)
     assert drawn[-1] == culled.culler.n_vertices  # the top view culls no room
+    assert np.mean(in_view) <= np.mean(drawn)
+    if which != "simple_room":  # (one mesh, one box: nothing to cull by part)
+        assert np.mean(in_view) < 0.9 * np.mean(drawn)  # parts outside the view frustum are skipped too
     if scene.kind == "indoor" and scene.rooms:
         assert culled.culler.active
         assert np.mean(drawn[:-1]) < 0.8 * culled.culler.n_vertices  # rooms behind walls are skipped
@@ -91,3 +98,22 @@ def test_culler_without_doors_draws_everything_once():
     assert not c.active
     runs = c.ranges(np.eye(4), np.eye(4))
     assert sum(n for _, n, *_ in runs) == len(scene.vertices)
+
+
+@pytest.mark.parametrize("which", ["default", "simple_room"])
+def test_fast_paths_leave_the_image_unchanged(which):
+    """Indoors the void is a clear, not a full-screen pass, and plain-white layer 0 skips its texture
+    lookup: both must give exactly the frames of the slow path (void pass, every lookup)."""
+    scene = make_scene(0) if which == "default" else load_gltf_scene(SIMPLE_ROOM)
+    fast, slow = GLRenderer(scene, (64, 64)), GLRenderer(scene, (64, 64))
+    assert fast._sky is None and (fast._plain0 or which == "simple_room")
+    slow._sky, slow._plain0 = (VOID_RGB, VOID_RGB), False
+    void = 0
+    for T in _poses(scene, 12, seed=2):
+        a, b = fast.render(T), slow.render(T)
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+        void += int((a["depth"] == 0).sum())
+    assert void > 0  # the views do show the void
+    fast.close()
+    slow.close()
