@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -116,6 +116,15 @@ def relative_camera(poses: np.ndarray) -> np.ndarray:
     return np.stack([(ref_inv @ T)[:3, :].reshape(-1) for T in poses]).astype(np.float32)
 
 
+class _Seen(NamedTuple):
+    """One of the agent's own views kept as context: the frame, its RoPE source position (after the
+    tour's), and its odometry pose (None when the env gives none)."""
+
+    frame: np.ndarray
+    position: int
+    pose: np.ndarray | None
+
+
 class V4SAgent:
     """Receding-horizon agent around a :class:`VideoPlanner`.
 
@@ -176,9 +185,7 @@ class V4SAgent:
         self._tour_len = len(self._tour_frames)
         poses = ctx.get("poses") if isinstance(ctx, dict) else None
         self._tour_poses = None if poses is None else np.asarray(poses, dtype=np.float64)
-        self._seen: list[np.ndarray] = []
-        self._seen_pos: list[int] = []
-        self._seen_poses: list[np.ndarray | None] = []
+        self._seen: deque[_Seen] = deque(maxlen=max(self.config.memory_max_seen, 0))
         self.instruction = str(info.get("instruction", ""))
         self.goal_pose = info.get("goal_pose")
         self.pose = info.get("agent_pose")
@@ -199,13 +206,8 @@ class V4SAgent:
         """Add the current view to the context memory (every ``memory_every`` steps)."""
         if self.config.memory_max_seen == 0 or self.steps % self.config.memory_every:
             return
-        self._seen.append(rgb)
-        self._seen_pos.append(self._tour_len + self.steps // self.config.memory_every)
-        self._seen_poses.append(None if self.pose is None else np.array(self.pose, dtype=np.float64))
-        if len(self._seen) > self.config.memory_max_seen:
-            self._seen.pop(0)
-            self._seen_pos.pop(0)
-            self._seen_poses.pop(0)
+        pose = None if self.pose is None else np.array(self.pose, dtype=np.float64)
+        self._seen.append(_Seen(rgb, self._tour_len + self.steps // self.config.memory_every, pose))
 
     def context(self) -> tuple[np.ndarray | None, np.ndarray | None]:
         """The K memory frames (and their source positions) the next plan is conditioned on."""
@@ -229,15 +231,16 @@ class V4SAgent:
                 pos.append(float(i))
                 poses.append(None if self._tour_poses is None else self._tour_poses[i])
             else:
-                frames.append(self._seen[i - self._tour_len])
-                pos.append(float(self._seen_pos[i - self._tour_len]))
-                poses.append(self._seen_poses[i - self._tour_len])
+                seen = self._seen[i - self._tour_len]
+                frames.append(seen.frame)
+                pos.append(float(seen.position))
+                poses.append(seen.pose)
         p = np.asarray(pos, dtype=np.float32)
         span = max(self._tour_len - 1, 1)
         if self.config.position_mode == "tour_range" and p.size and p.max() > span:
             # the model only saw positions inside the tour during training: keep the order and relative
             # spacing of memory frames but squeeze the whole memory (tour + seen) into the tour's range
-            total = self._tour_len + (self._seen_pos[-1] - self._tour_len + 1 if self._seen_pos else 0)
+            total = self._tour_len + (self._seen[-1].position - self._tour_len + 1 if self._seen else 0)
             p = p * (span / max(total - 1, 1))
         known = all(x is not None for x in poses)
         return np.stack(frames), p, (np.stack(poses) if known else None)
