@@ -9,16 +9,13 @@ EPS=${1:-50}
 RUNS=(reference no_aux_box contiguous_rope text_only_cfg)
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 PY=${PY:-python}
+source "$(dirname "$0")/../pairs.sh"
 train() {
   $PY -m v4s_agent.training.train --config-path "launch/ablations/$1.yaml" --output "runs/ablation_$1" \
     --resume --no-progress > "runs/ablation_$1.log" 2>&1
 }
 mkdir -p runs
-for ((i = 0; i < ${#RUNS[@]}; i += 2)); do
-  train "${RUNS[i]}" &
-  train "${RUNS[i + 1]}" &
-  wait
-done
+in_pairs train "${RUNS[@]}"
 for r in "${RUNS[@]}"; do
   $PY -m v4s_agent.training.export --run "runs/ablation_$r" --idm v4s_agent/checkpoints/default/idm \
     --out "runs/ablation_$r/ckpt" > /dev/null

@@ -9,16 +9,13 @@ EPS=${2:-24}
 CANDS=(${CANDS:-v8 x8 x16 x16k16})
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 PY=${PY:-python}
+source "$(dirname "$0")/../pairs.sh"
 train() {
   $PY -m v4s_agent.training.train --config-path "launch/compare/$1.yaml" --output "runs/compare_$1" \
     --max-minutes "$MIN" --resume --no-progress > "runs/compare_$1.log" 2>&1
 }
 mkdir -p runs
-for ((i = 0; i < ${#CANDS[@]}; i += 2)); do
-  train "${CANDS[i]}" &
-  if ((i + 1 < ${#CANDS[@]})); then train "${CANDS[i + 1]}" & fi
-  wait
-done
+in_pairs train "${CANDS[@]}"
 for c in "${CANDS[@]}"; do
   $PY -m v4s_agent.training.export --run "runs/compare_$c" --idm v4s_agent/checkpoints/default/idm \
     --out "runs/compare_$c/ckpt" > /dev/null
@@ -28,9 +25,5 @@ evaluate() {
     --episodes "$EPS" --baselines no_context,wrong_context --num-threads 1 --bf16 \
     --out "outputs/compare/$1" > "runs/compare_$1.eval.log" 2>&1
 }
-for ((i = 0; i < ${#CANDS[@]}; i += 2)); do
-  evaluate "${CANDS[i]}" &
-  if ((i + 1 < ${#CANDS[@]})); then evaluate "${CANDS[i + 1]}" & fi
-  wait
-done
+in_pairs evaluate "${CANDS[@]}"
 $PY launch/compare/table.py "${CANDS[@]}"
