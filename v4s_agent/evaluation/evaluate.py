@@ -361,20 +361,23 @@ def markdown_report(m: dict[str, Any]) -> str:
     if m.get("closed_loop"):
         lines.append("## Closed loop\n")
         lines.append(
-            "| split | agent | success ↑ | SPL ↑ | final SD ↓ | collisions/ep | plan latency ms | n |"
+            "| split | agent | success ↑ | SPL ↑ | final SD ↓ | collisions/ep | plan latency ms | n | "
+            "success / stopped short / stuck / wandered |"
         )
-        lines.append("|---|---|---|---|---|---|---|---|")
+        lines.append("|---|---|---|---|---|---|---|---|---|")
         for split, rows in m["closed_loop"].items():
             for row, r in rows.items():
                 if "error" in r:
-                    lines.append(f"| {split} | {row} | not run: {r['error']} | | | | | |")
+                    lines.append(f"| {split} | {row} | not run: {r['error']} | | | | | | |")
                     continue
                 ci = r.get("ci95", {})
                 lines.append(
                     f"| {split} | {row} | {_fmt_ci(r['success_rate'], ci.get('success_rate'))} | "
                     f"{_fmt_ci(r['spl'], ci.get('spl'))} | "
                     f"{_fmt(r['mean_final_sd'])} | {_fmt(r['collisions_per_episode'], 2)} | "
-                    f"{_fmt(r['plan_latency_ms'], 0)} | {r['episodes']} |"
+                    f"{_fmt(r['plan_latency_ms'], 0)} | {r['episodes']} | "
+                    + (" / ".join(str(v) for v in r["outcomes"].values()) if "outcomes" in r else "–")
+                    + " |"
                 )
     if m.get("not_run"):
         lines.append("\n## Rows not run\n")

@@ -128,6 +128,9 @@ def make_env(
 # ---------------------------------------------------------------------- episodes
 
 
+OUTCOMES = ("success", "stopped_short", "stuck", "wandered")
+
+
 @dataclass
 class EpisodeResult:
     """Metrics of one closed-loop episode (+ the composed video frames when recorded)."""
@@ -145,12 +148,25 @@ class EpisodeResult:
     instruction: str
     goal_category: str | None
     stop_reason: str | None
+    stopped: bool = False  # the episode ended on the agent's STOP (else on the step limit)
     frames: list[np.ndarray] = field(default_factory=list, repr=False)
     plan_log: list[tuple[int, np.ndarray, Any]] = field(default_factory=list, repr=False)
+
+    @property
+    def outcome(self) -> str:
+        """How the episode ended, for counting failure modes: ``success``; ``stopped_short`` (STOP away
+        from the goal); ``stuck`` (step limit, at least half the steps blocked by a collision);
+        ``wandered`` (step limit, moving freely but never stopping at the goal)."""
+        if self.success > 0:
+            return "success"
+        if self.stopped:
+            return "stopped_short"
+        return "stuck" if self.collisions >= 0.5 * max(self.steps, 1) else "wandered"
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in self.__dict__.items() if k not in ("frames", "plan_log")}
         d["plan_latency_ms"] = float(np.mean(self.plan_latency_ms)) if self.plan_latency_ms else None
+        d["outcome"] = self.outcome
         return d
 
 
@@ -211,6 +227,7 @@ def run_episode(
     frames: list[np.ndarray] = []
     plan_log: list[tuple[int, np.ndarray, Any]] = []
     steps = collisions = 0
+    stopped = False
     while True:
         a = policy.act(obs, info)
         plan = getattr(policy, "last_plan", None)
@@ -226,6 +243,7 @@ def run_episode(
                 )
             )
         obs, _, term, trunc, info = env.step(int(a))
+        stopped = int(a) == STOP
         steps += 1
         collisions += int(bool(info.get("collided", False)))
         if on_step is not None:
@@ -250,6 +268,7 @@ def run_episode(
         instruction=str(info.get("instruction", "")),
         goal_category=info.get("goal_category"),
         stop_reason=stats.get("stop_reason"),
+        stopped=stopped,
         frames=frames,
         plan_log=plan_log,
     )
@@ -274,6 +293,7 @@ def summarize(results: Sequence[EpisodeResult]) -> dict[str, Any]:
         "plan_latency_ms_p95": float(np.percentile(lat, 95)) if lat else None,
         "plans": int(sum(r.plans for r in results)),
         "cv_disagreements": int(sum(r.cv_disagreements for r in results)),
+        "outcomes": {k: sum(r.outcome == k for r in results) for k in OUTCOMES},
     }
 
 
