@@ -7,7 +7,9 @@ Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/bench_render_breakdown.py --steps 1000 --resolution 128
 
-Prints one JSON line: frames/s per variant and each one's ratio to the shipped frame.
+Prints one JSON line: frames/s per variant and each one's ratio to the shipped frame. A second line
+times llvmpipe's draw module alone (an 8×8 target, so rasterisation is negligible): the whole scene
+buffer as one draw against the same vertices in pieces of 600 (what ``culling.PortalCuller`` submits).
 """
 
 from __future__ import annotations
@@ -85,7 +87,41 @@ def main() -> None:
     out = {"bench": "render_breakdown", "resolution": list(res), "frames_per_s": fps,
            "ratio_to_shipped": {k: round(v / fps["shipped"], 3) for k, v in fps.items()}}  # fmt: skip
     print(json.dumps(out), flush=True)
+    print(json.dumps(bench_draw_sizes(env.scene, poses[len(poses) // 2])), flush=True)
     env.close()
+
+
+def bench_draw_sizes(scene, T: np.ndarray, pieces: int = 600, n: int = 200) -> dict:
+    """ms per frame to submit every vertex of ``scene`` as one draw vs in ``pieces``-vertex draws (one
+    multi-draw either way), at 8×8 pixels, same pose, alternating."""
+    from v4s_agent.envs.renderer_gl import GLRenderer
+
+    r = GLRenderer(scene, (8, 8), cull=False)
+    ctx, nv = r.ctx, r.culler.n_vertices
+    bufs = {}
+    for name, size in (("one_draw", nv), (f"pieces_of_{pieces}", pieces)):
+        starts = np.arange(0, nv, size)
+        cmds = np.stack(
+            [np.minimum(size, nv - starts), np.ones_like(starts), starts, 0 * starts, 0 * starts], 1
+        )
+        bufs[name] = (ctx.buffer(cmds.astype(np.uint32).tobytes()), len(cmds))
+    t = dict.fromkeys(bufs, 0.0)
+    for _ in range(n):
+        for name, (buf, count) in bufs.items():
+            r.draw(T)  # state, uniforms and clear as in a frame; its own draw is timed out below
+            ctx.finish()
+            t0 = time.perf_counter()
+            r._vao.render_indirect(buf, count=count)
+            ctx.finish()
+            t[name] += time.perf_counter() - t0
+    for buf, _ in bufs.values():
+        buf.release()
+    r.close()
+    return {
+        "bench": "draw_sizes",
+        "vertices": nv,
+        "ms_per_frame": {k: round(v / n * 1e3, 3) for k, v in t.items()},
+    }
 
 
 if __name__ == "__main__":
