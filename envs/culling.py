@@ -33,8 +33,7 @@ class PortalCuller:
     back-face state). A pose keeps the segments of the rooms it sees (``visible_rooms``) whose bounding
     box meets the view frustum; kept neighbours are merged into runs, in buffer order, so depth ties
     resolve as in a full draw. The renderer submits each stretch of runs with the same back-face state as
-    one multi-draw (``glMultiDrawArraysIndirect``): under llvmpipe a draw call costs about as much as
-    shading a few hundred vertices, so many small draws would eat what culling saves.
+    one multi-draw (``glMultiDrawArraysIndirect``), so the many small runs cost one call.
 
     Args:
         vertices: (N, >=3) triangle-soup positions (3 rows per triangle), as the renderer's buffer; column
@@ -186,9 +185,10 @@ class PortalCuller:
 
     def _commands(self, first: np.ndarray, count: np.ndarray, closed: np.ndarray
                   ) -> tuple[np.ndarray, list[tuple[bool, int, int]]]:  # fmt: skip
-        """Runs (first vertex, vertex count, back-face state) as draw commands and batches. llvmpipe's
-        draw module costs more per vertex on long draws (one 12k-vertex draw takes 4x as long as its
-        600-vertex pieces), so long runs go in pieces of at most ``chunk`` vertices."""
+        """Runs (first vertex, vertex count, back-face state) as draw commands and batches. Long runs go in
+        pieces of at most ``chunk`` vertices: from some poses llvmpipe's draw module takes 3-4x as long
+        for one 12k-vertex draw as for the same vertices in 600-vertex pieces (from others the same;
+        ``benchmarks/bench_render_breakdown.py`` measures both)."""
         pieces = -(-count // self.chunk)
         run = np.repeat(np.arange(len(first)), pieces)
         offset = (np.arange(len(run)) - np.repeat(np.cumsum(pieces) - pieces, pieces)) * self.chunk
