@@ -50,7 +50,7 @@ class PortalCuller:
         self.enabled = bool(enabled) and ntri > 0
         self.rooms: list[dict] = []
         self._closed = np.zeros(ntri, bool)
-        if not self.enabled:  # everything, two-sided, in one draw
+        if not self.enabled:  # everything, two-sided
             return
         tri = np.asarray(vertices[: ntri * 3, :3], dtype=np.float64).reshape(-1, 3, 3)
         groups = np.asarray(vertices[::3, 10])[:ntri] if vertices.shape[1] > 10 else np.zeros(ntri)
