@@ -264,18 +264,6 @@ void main() { f_id = v_id; }
 """
 
 
-_PROBE_PROGRAMS: dict[int, Any] = {}  # pid -> the probe's program, shared by every scene's probe
-
-
-def _probe_program(ctx):
-    """Compiled once per process, like the renderer's programs: a scene switch does not pay llvmpipe's
-    shader compilation again."""
-    pid = os.getpid()
-    if pid not in _PROBE_PROGRAMS:
-        _PROBE_PROGRAMS[pid] = ctx.program(vertex_shader=_PROBE_VS, fragment_shader=_PROBE_FS)
-    return _PROBE_PROGRAMS[pid]
-
-
 class _SemanticProbe:
     """Where an object is visible, for the goal-viewpoint checks (hundreds of views per scene, 7x faster
     than the renderer on llvmpipe): the renderer's geometry, projection and depth test, drawing instance
@@ -292,6 +280,7 @@ class _SemanticProbe:
 
     def __init__(self, renderer) -> None:
         from .geometry import perspective
+        from .renderer_gl import shared_program
 
         ctx = renderer.ctx
         h, w = renderer.height, renderer.width
@@ -301,7 +290,7 @@ class _SemanticProbe:
         tri = self._verts.reshape(-1, 3, 4)
         self._tri_lo, self._tri_hi = tri[:, :, :3].min(axis=1), tri[:, :, :3].max(axis=1)
         self._tri_id = np.rint(tri[:, 0, 3]).astype(np.int64)
-        self._prog = _probe_program(ctx)
+        self._prog = shared_program(ctx, _PROBE_VS, _PROBE_FS)
         self._rb = ctx.renderbuffer((w, h), 1, dtype="i4")
         self._depth = ctx.depth_renderbuffer((w, h))
         self._fbo = ctx.framebuffer(color_attachments=[self._rb], depth_attachment=self._depth)

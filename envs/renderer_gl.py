@@ -82,7 +82,7 @@ SKY_TOP_RGB, SKY_BOTTOM_RGB = (0.55, 0.72, 0.95), (0.85, 0.9, 0.95)  #: sky grad
 _LOCK = threading.Lock()
 _CTX: dict[int, object] = {}
 _TEXTURES: dict[tuple[int, int], object] = {}  # (pid, id(images)) -> GL texture array of shared images
-_PROGRAMS: dict[int, tuple] = {}  # pid -> (scene program, background program), shared by all renderers
+_PROGRAMS: dict[tuple[int, str, str], object] = {}  # (pid, vertex, fragment source) -> compiled program
 
 
 def get_context():
@@ -111,19 +111,25 @@ def get_context():
         return ctx
 
 
+def shared_program(ctx, vertex_shader: str, fragment_shader: str):
+    """A shader program compiled once per process and shared by every user (all renderers, the env's
+    semantic probe), so a scene switch does not pay llvmpipe's shader compilation again."""
+    key = (os.getpid(), vertex_shader, fragment_shader)
+    prog = _PROGRAMS.get(key)
+    if prog is None:
+        prog = _PROGRAMS[key] = ctx.program(vertex_shader=vertex_shader, fragment_shader=fragment_shader)
+    return prog
+
+
 def _programs(ctx):
-    """The scene and background shader programs, compiled once per process: every renderer (one per
-    scene) shares them, so a scene switch does not pay llvmpipe's shader compilation again."""
-    key = os.getpid()
-    if key not in _PROGRAMS:
-        prog = ctx.program(vertex_shader=_VS, fragment_shader=_FS)
-        prog["u_light"].value = tuple(LIGHT_DIR)
-        prog["u_shade"].value = (SHADE_AMBIENT, SHADE_DIFFUSE)
-        prog["u_tex"].value = 0
-        bg = ctx.program(vertex_shader=_BG_VS, fragment_shader=_BG_FS)
-        bg["u_flip"].value = -1.0
-        _PROGRAMS[key] = (prog, bg)
-    return _PROGRAMS[key]
+    """The scene and background programs (shared), with their constant uniforms set."""
+    prog = shared_program(ctx, _VS, _FS)
+    prog["u_light"].value = tuple(LIGHT_DIR)
+    prog["u_shade"].value = (SHADE_AMBIENT, SHADE_DIFFUSE)
+    prog["u_tex"].value = 0
+    bg = shared_program(ctx, _BG_VS, _BG_FS)
+    bg["u_flip"].value = -1.0
+    return prog, bg
 
 
 def _check_resolution(resolution) -> tuple[int, int]:
@@ -188,7 +194,6 @@ class GLRenderer:
         self._rgb_fbo = ctx.framebuffer(color_attachments=self._rb[:1])  # to clear RGB alone to the void
         flip = np.diag([1.0, -1.0, 1.0, 1.0])  # rows come back top-first
         self._proj = flip @ perspective(self.height, self.width, self.hfov_deg, near, far)
-        self._rgba = np.empty((self.height, self.width, 4), dtype=np.uint8)
         self.culler = PortalCuller(data, scene.rooms, enabled=cull)
         # one multi-draw command per run; rewritten each frame (llvmpipe reads it on the CPU)
         self._indirect = ctx.buffer(reserve=self.culler.max_commands * 20)
