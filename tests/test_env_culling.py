@@ -54,13 +54,14 @@ def test_culled_image_equals_the_full_draw(which):
         for k in same:
             eq = a[k] == b[k]
             same[k] += int((eq.all(-1) if eq.ndim == 3 else eq).sum())
-        runs = culled.culler.ranges(T, culled._proj @ np.linalg.inv(T))
+        mvp = culled._proj @ np.linalg.inv(T)
+        runs = culled.culler.ranges(T, mvp)
         drawn.append(sum(c for _, c, *_ in runs))
-        cmds, batches = culled.culler.draws(T, culled._proj @ np.linalg.inv(T))
+        cmds, batches = culled.culler.draws(T, mvp)
         assert cmds[:, 0].max() <= culled.culler.chunk and len(cmds) <= culled.culler.max_commands
         assert sum(n for _, _, n in batches) == len(cmds)
         in_view.append(int(cmds[:, 0].sum()))
-        seen = culled.culler.visible_rooms(T, culled._proj @ np.linalg.inv(T))
+        seen = culled.culler.visible_rooms(T, mvp)
         through_doors += bool(seen) and any(rect != FULL for rect in seen.values())
     total = len(poses) * 64 * 64
     for k, v in same.items():  # equal up to depth ties between coplanar faces (a handful of pixels)

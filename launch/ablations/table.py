@@ -104,7 +104,6 @@ def main(out: Path, guided: Path | None = None) -> None:
             word = "helps" if better > 0 else "hurts" if better < 0 else "no difference"
             note = " (interval excludes 0)" if sig else " (interval includes 0: no measurable effect)"
             verdict = word + note
-
             paper = "joint better (no number given in the issue)"
         else:
             paper_better = (p_without - p_with) if metric in LOWER_IS_BETTER else (p_with - p_without)
