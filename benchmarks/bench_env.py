@@ -10,7 +10,9 @@ Prints one JSON line per measurement. All figures use RGB + depth + semantics at
 The backend comparison runs both backends in ONE process, alternating blocks of the same action
 sequence from the same start, so load changes on a shared machine hit both equally; it does so on
 Habitat's ``simple_room.glb`` (pose task) and on the embedded default scene (``gym.make("V4SNav-v0")``'s,
-exported with ``Scene.export_glb`` and loaded back; object task).
+exported with ``Scene.export_glb`` and loaded back; object task). The moderngl figures include its
+pose cache (a pose drawn again reuses its uniforms and draw commands; habitat-sim has none): the first
+line gives the share of steps it served on the walk.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import importlib.util
 import json
 import tempfile
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 import gymnasium as gym
@@ -33,33 +36,54 @@ KEYS = ("rgb", "depth", "semantic")
 SIMPLE_ROOM = Path(v4s_agent.envs.__file__).parent / "assets" / "habitat_test_assets" / "simple_room.glb"
 
 
-def bench_interleaved(env: V4SNavEnv, steps: int, block: int = 100) -> tuple[float, float]:
-    """(raw renderer frames/s, env steps/s), measured in alternating blocks so that load changes on a
-    shared machine hit both equally. Raw = draw + read back rgb, depth and semantics into preallocated
-    arrays from the poses the env visits; env = ``step`` with random moves/turns (no STOP)."""
-    r = env.renderer
+def bench_interleaved(env: V4SNavEnv, steps: int, block: int = 100) -> tuple[float, float, float]:
+    """(raw renderer frames/s, env steps/s, pose-cache hit fraction), measured in alternating blocks so
+    that load changes on a shared machine hit both equally. Env = ``step`` with random moves/turns (no
+    STOP); raw = draw + read back rgb, depth and semantics into preallocated arrays, of the same poses in
+    the same order, by a second renderer of the scene (its pose cache sees the same sequence as the
+    env's). The hit fraction is the share of steps whose pose the renderer's pose cache held (the agent
+    turned back to it or bumped a wall)."""
+    from v4s_agent.envs.renderer_gl import GLRenderer
+
+    acts = np.random.default_rng(1).integers(1, 4, steps)
+    walker = V4SNavEnv(resolution=(env.renderer.height, env.renderer.width), obs_keys=env.obs_keys)
+    walker.reset(seed=0)  # records the walk's poses, so that neither timed renderer has seen them
+    poses = []
+    for a in acts:
+        walker.step(int(a))
+        poses.append(walker.agent_pose)
+    walker.close()
+    r = GLRenderer(env.scene, (env.renderer.height, env.renderer.width))
+    recent: OrderedDict[bytes, None] = OrderedDict()  # the pose cache's rule (least recently used out)
+    hits = 0
+    for T in poses:
+        key = T.tobytes()
+        hits += key in recent
+        recent[key] = None
+        recent.move_to_end(key)
+        while len(recent) > r.POSE_CACHE:
+            recent.popitem(last=False)
     rgb = np.empty((r.height, r.width, 3), np.uint8)
     depth = np.empty((r.height, r.width), np.float32)
     sem = np.empty((r.height, r.width), np.int32)
-    acts = np.random.default_rng(1).integers(1, 4, steps)
     env.reset(seed=0)
-    poses = [env.agent_pose]
     t_raw = t_env = 0.0
     for start in range(0, steps, block):
         t = time.perf_counter()
         for a in acts[start : start + block]:
             env.step(int(a))
         t_env += time.perf_counter() - t
-        poses.append(env.agent_pose)
         t = time.perf_counter()
-        for i in range(block):
-            r.draw(poses[i % len(poses)])
+        for T in poses[start : start + block]:
+            r.draw(T)
             r.read_rgb(rgb)
             r.read_depth(depth)
             r.read_semantic(sem)
         t_raw += time.perf_counter() - t
-    n = len(range(0, steps, block)) * block
-    return n / t_raw, steps / t_env
+    if not np.array_equal(env.agent_pose, poses[-1]):
+        raise RuntimeError("the timed env left the recorded walk; the raw comparison is void")
+    r.close()
+    return steps / t_raw, steps / t_env, hits / steps
 
 
 def bench_culling(env: V4SNavEnv, steps: int, block: int = 100) -> tuple[float, float]:
@@ -188,13 +212,14 @@ def main() -> None:
     res = (args.resolution, args.resolution)
     env = V4SNavEnv(resolution=res, obs_keys=KEYS)
     env.reset(seed=0)
-    raw, single = bench_interleaved(env, args.steps)
+    raw, single, hit = bench_interleaved(env, args.steps)
     out = {
         "bench": "moderngl",
         "resolution": res,
         "raw_render_fps": round(raw, 1),
         "env_steps_per_s": round(single, 1),
         "env_fraction_of_raw": round(single / raw, 3),
+        "pose_cache_hit_fraction": round(hit, 3),
     }
     fc, ff = bench_culling(env, args.steps)
     out.update(culled_fps=round(fc, 1), unculled_fps=round(ff, 1), culling_speedup=round(fc / ff, 2))

@@ -1,7 +1,15 @@
-"""Where a frame of the moderngl renderer goes: the shipped frame against the same frame without the
-texture lookup (vertex colour only) and without reading depth and semantics back, on the poses of a
-random walk in the embedded default scene, in alternating blocks in one process (so load changes on a
-shared machine hit every variant alike). The variants are measurements only; the env never uses them.
+"""Where a frame of the moderngl renderer goes, on the poses of a random walk in the embedded default
+scene, in alternating blocks in one process (so load changes on a shared machine hit every variant
+alike). Each variant has its own renderer, so each pose cache sees the same sequence. Against the
+shipped frame:
+
+- ``trilinear``: ``LINEAR_MIPMAP_LINEAR`` minification instead of the shipped ``MIN_FILTER`` (with the
+  PSNR between the two frames);
+- ``buffer_order_uncached``: the scene's draw order and no pose cache (what this renderer did before);
+- ``untextured``: no texture lookup (vertex colour only), the lookup's share of a frame;
+- ``rgb_only``: no read-back of depth and semantics.
+
+The variants are measurements only; the env never uses them.
 
 Usage::
 
@@ -20,9 +28,34 @@ import time
 
 import numpy as np
 from v4s_agent.envs import V4SNavEnv
-from v4s_agent.envs.renderer_gl import _FS, _VS, LIGHT_DIR, SHADE_AMBIENT, SHADE_DIFFUSE
+from v4s_agent.envs.renderer_gl import (
+    _FS,
+    _VS,
+    LIGHT_DIR,
+    MIN_FILTER,
+    SHADE_AMBIENT,
+    SHADE_DIFFUSE,
+    GLRenderer,
+)
 
 _LOOKUP = "vec3 tex = u_plain0 && v_layer < 0.5 ? vec3(1.0) : texture(u_tex, vec3(v_uv, v_layer)).rgb;"
+
+
+class _Uniforms:
+    """The flat program's uniforms as the renderer writes them (it has no texture uniforms)."""
+
+    def __init__(self, prog) -> None:
+        self.prog = prog
+
+    def __getitem__(self, name: str):
+        return self.prog[name] if name in self.prog else _Ignored()
+
+
+class _Ignored:
+    value = None
+
+    def write(self, data: bytes) -> None:
+        pass
 
 
 def main() -> None:
@@ -38,56 +71,68 @@ def main() -> None:
     for a in np.random.default_rng(1).integers(1, 4, args.steps):
         env.step(int(a))
         poses.append(env.agent_pose)
-    r, ctx = env.renderer, env.renderer.ctx
+    scene, ctx = env.scene, env.renderer.ctx
     if _LOOKUP not in _FS:
         raise SystemExit("the renderer's fragment shader changed; update _LOOKUP in this benchmark")
+    r = {k: GLRenderer(scene, res) for k in ("shipped", "trilinear", "untextured", "rgb_only")}
+    r["buffer_order_uncached"] = GLRenderer(scene, res, order="buffer")
+    r["buffer_order_uncached"].POSE_CACHE = 0
+    # trilinear: its own copy of the texture array (the shipped one is shared by every renderer)
+    layers = np.ascontiguousarray(scene.texture_layers(), np.uint8)
+    tri = ctx.texture_array((layers.shape[2], layers.shape[1], layers.shape[0]), 4, layers.tobytes())
+    tri.build_mipmaps()
+    tri.filter, tri.repeat_x, tri.repeat_y = (ctx.LINEAR_MIPMAP_LINEAR, ctx.LINEAR), True, True
+    r["trilinear"]._tex = tri
+    # untextured: the same draw path (culling, multi-draw, void) with a program without the lookup
     flat = ctx.program(vertex_shader=_VS, fragment_shader=_FS.replace(_LOOKUP, "vec3 tex = vec3(1.0);"))
     flat["u_light"].value, flat["u_shade"].value = tuple(LIGHT_DIR), (SHADE_AMBIENT, SHADE_DIFFUSE)
     attrs = ("in_pos", "in_normal", "in_color", "in_id")  # uv and layer are unused without the lookup
-    flat_vao = ctx.vertex_array(flat, [(r._vbo, "3f 3f 3f 4x 1f 12x", *attrs)])
+    r["untextured"]._vao = ctx.vertex_array(flat, [(r["untextured"]._vbo, "3f 3f 3f 4x 1f 12x", *attrs)])
+    r["untextured"]._prog = _Uniforms(flat)
     rgb = np.empty((*res, 3), np.uint8)
     depth, sem = np.empty(res, np.float32), np.empty(res, np.int32)
 
-    def shipped(T: np.ndarray) -> None:
-        r.draw(T)
-        r.read_rgb(rgb), r.read_depth(depth), r.read_semantic(sem)
+    def frame(name: str, T: np.ndarray) -> None:
+        r[name].draw(T)
+        r[name].read_rgb(rgb)
+        if name != "rgb_only":
+            r[name].read_depth(depth), r[name].read_semantic(sem)
 
-    def rgb_only(T: np.ndarray) -> None:
-        r.draw(T)
-        r.read_rgb(rgb)
-
-    def untextured(T: np.ndarray) -> None:
-        vao, view = r._vao, np.linalg.inv(T)
-        flat["u_mvp"].write((r._proj @ view).astype("f4").T.tobytes())
-        flat["u_view"].write(view.astype("f4").T.tobytes())
-        r._vao = flat_vao  # the same draw path (culling, multi-draw, void) with the flat program
-        try:
-            r.draw(T)
-        finally:
-            r._vao = vao
-        r.read_rgb(rgb), r.read_depth(depth), r.read_semantic(sem)
-
-    for T in poses[:: max(1, len(poses) // 10)]:  # the flat variant draws the same geometry
-        shipped(T)
-        want = depth.copy(), sem.copy()
-        untextured(T)
-        if not (np.array_equal(want[0], depth) and np.array_equal(want[1], sem)):
-            raise SystemExit("the untextured variant drew different geometry; the comparison is void")
-    variants = {"shipped": shipped, "rgb_only": rgb_only, "untextured": untextured}
-    t = dict.fromkeys(variants, 0.0)
+    psnr = []
+    for T in poses[:: max(1, len(poses) // 20)]:  # every variant draws the same geometry
+        want = r["shipped"].render(T)
+        for name in r:
+            got = r[name].render(T)
+            if any(not np.array_equal(want[k], got[k]) for k in ("depth", "semantic")):
+                raise SystemExit(f"the {name} variant drew different geometry; the comparison is void")
+            if name == "trilinear":
+                mse = float(np.mean((want["rgb"].astype(np.float64) - got["rgb"]) ** 2))
+                psnr.append(10 * np.log10(255.0**2 / max(mse, 1e-12)))
+    for x in r.values():  # every pose cache starts empty
+        x._poses.clear()
+    t = dict.fromkeys(r, 0.0)
     block = 100
     for _ in range(args.repeats):
         for start in range(0, len(poses), block):
-            for name, fn in variants.items():
+            for name in r:
                 t0 = time.perf_counter()
                 for T in poses[start : start + block]:
-                    fn(T)
+                    frame(name, T)
                 t[name] += time.perf_counter() - t0
     fps = {k: round(args.repeats * len(poses) / v, 1) for k, v in t.items()}
-    out = {"bench": "render_breakdown", "resolution": list(res), "frames_per_s": fps,
-           "ratio_to_shipped": {k: round(v / fps["shipped"], 3) for k, v in fps.items()}}  # fmt: skip
+    out = {
+        "bench": "render_breakdown",
+        "resolution": list(res),
+        "min_filter": MIN_FILTER,
+        "frames_per_s": fps,
+        "ratio_to_shipped": {k: round(v / fps["shipped"], 3) for k, v in fps.items()},
+        "trilinear_psnr_db": {"min": round(min(psnr), 1), "mean": round(float(np.mean(psnr)), 1)},
+    }
     print(json.dumps(out), flush=True)
-    print(json.dumps(bench_draw_sizes(env.scene, poses[:: max(1, len(poses) // 8)])), flush=True)
+    print(json.dumps(bench_draw_sizes(scene, poses[:: max(1, len(poses) // 8)])), flush=True)
+    for x in r.values():
+        x.close()
+    tri.release()
     env.close()
 
 
@@ -95,8 +140,6 @@ def bench_draw_sizes(scene, poses: list[np.ndarray], pieces: int = 600, n: int =
     """ms per frame to submit every vertex of ``scene`` as one draw vs in ``pieces``-vertex draws (one
     multi-draw either way), at 8×8 pixels, alternating on each pose: the mean over the poses and the
     largest per-pose ratio (it depends on the pose)."""
-    from v4s_agent.envs.renderer_gl import GLRenderer
-
     r = GLRenderer(scene, (8, 8), cull=False)
     ctx, nv = r.ctx, r.culler.n_vertices
     bufs = {}

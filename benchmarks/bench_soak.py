@@ -120,8 +120,10 @@ def main() -> int:
     after_close = live_gl()
     from v4s_agent.envs import nav_env, renderer_gl
 
-    # shared by every renderer of the process and kept on purpose (the procedural texture atlas)
-    shared = sum(1 for k in getattr(renderer_gl, "_TEXTURES", {}) if k[0] == os.getpid())
+    # shared by every renderer of the process and kept on purpose (the procedural texture atlas and the
+    # compiled shader programs)
+    kept = [*getattr(renderer_gl, "_TEXTURES", {}), *getattr(renderer_gl, "_PROGRAMS", {})]
+    shared = sum(1 for k in kept if k[0] == os.getpid())
     # warm-up covers the in-memory scene LRU filling up
     warm_step = max(args.warmup * args.steps, (nav_env._BUNDLE_LRU + 1) * every)
     post = [s for s in samples if s["step"] >= warm_step]

@@ -32,7 +32,7 @@ def box_from_mask(mask: np.ndarray, min_pixels: int = 1) -> Box | None:
     mask = np.asarray(mask, dtype=bool)
     if mask.ndim != 2:
         raise ValueError(f"mask must be 2-D, got shape {mask.shape}")
-    if int(mask.sum()) < min_pixels:
+    if np.count_nonzero(mask) < min_pixels:
         return None
     ys, xs = np.nonzero(mask)
     return float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)

@@ -477,6 +477,8 @@ class V4SNavEnv(gym.Env):
         self._bundles: OrderedDict[Any, _SceneBundle] = OrderedDict()
         self._bundle: _SceneBundle | None = None
         self._episode_ready = False
+        self._pose_key: tuple | None = None
+        self._pose = np.eye(4)
         self.instruction = ""
         self.task_description = ""
         self.goal_category = ""
@@ -840,7 +842,13 @@ class V4SNavEnv(gym.Env):
 
     @property
     def agent_pose(self) -> np.ndarray:
-        return make_pose(self._x, self._z, self.yaw, self._bundle.scene.floor_y, pitch=self.camera_pitch)
+        """Camera-to-world pose (4x4 float64, a fresh array). The last one is kept: a step asks for it
+        twice (render, info), and turning back or bumping a wall returns to a pose just seen."""
+        key = (self._x, self._z, self._yaw_steps, self._bundle.scene.floor_y, self.camera_pitch)
+        if self._pose_key != key:
+            self._pose = make_pose(self._x, self._z, self.yaw, key[3], pitch=self.camera_pitch)
+            self._pose_key = key
+        return self._pose.copy()
 
     def _try_forward(self) -> tuple[float, float, bool]:
         """Forward step with Habitat-like sliding; returns new (x, z) and whether it collided."""
@@ -866,10 +874,13 @@ class V4SNavEnv(gym.Env):
             raise RuntimeError("step() called before reset(): call env.reset() to start an episode")
         if self._done:
             raise RuntimeError("episode is over (STOP was called): call env.reset()")
-        try:
-            valid = self.action_space.contains(action)
-        except Exception:
-            valid = False
+        if type(action) is int:  # the common case, without gymnasium's generic check
+            valid = 0 <= action < self.action_space.n
+        else:
+            try:
+                valid = self.action_space.contains(action)
+            except Exception:
+                valid = False
         if not valid:
             raise ValueError(
                 f"invalid action {action!r}: expected an int in 0..3 ({', '.join(ACTION_NAMES)})"
@@ -927,7 +938,7 @@ class V4SNavEnv(gym.Env):
         best, best_n = None, 0
         for gid in self._goal_ids:
             m = sem == gid
-            n = int(m.sum()) if len(self._goal_ids) > 1 else -1
+            n = np.count_nonzero(m) if len(self._goal_ids) > 1 else -1
             if len(self._goal_ids) == 1 or n > best_n:
                 box = box_from_mask(m, min_pixels=max(4, (h * w) // 2000))
                 if box is not None:

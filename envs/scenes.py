@@ -217,9 +217,9 @@ def write_glb(scene: Scene, path: str | os.PathLike, parts, offset=(0.0, 0.0, 0.
 
     Each part's triangles are grouped by (colour, texture layer) into one primitive per group, whose
     material is that colour as ``baseColorFactor`` times the layer's image as ``baseColorTexture``
-    (PNG, repeat-wrapped, mipmapped): exactly the renderer's base colour, in a form that every glTF
-    reader (habitat-sim included) shows. Parts with many distinct vertex colours (a loaded vertex-coloured
-    scan) keep them as ``COLOR_0`` instead."""
+    (PNG, repeat-wrapped, mipmapped, with the renderer's ``MIN_FILTER``): exactly the renderer's base
+    colour, in a form that every glTF reader (habitat-sim included) shows. Parts with many distinct vertex
+    colours (a loaded vertex-coloured scan) keep them as ``COLOR_0`` instead."""
     import cv2
     import pygltflib as g
 
@@ -229,7 +229,7 @@ def write_glb(scene: Scene, path: str | os.PathLike, parts, offset=(0.0, 0.0, 0.
     blob = bytearray()
     gl = g.GLTF2(asset=g.Asset(generator="video4spatial"), scene=0, scenes=[g.Scene(nodes=[])])
     gl.samplers = [
-        g.Sampler(magFilter=g.LINEAR, minFilter=g.LINEAR_MIPMAP_LINEAR, wrapS=g.REPEAT, wrapT=g.REPEAT)
+        g.Sampler(magFilter=g.LINEAR, minFilter=g.LINEAR_MIPMAP_NEAREST, wrapS=g.REPEAT, wrapT=g.REPEAT)
     ]
     image_of: dict[int, int] = {}
     material_of: dict[tuple, int] = {}
