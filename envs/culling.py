@@ -16,9 +16,10 @@ vertices on the benchmark walk).
 
 Order: the kept parts are drawn nearest first (by the distance from the camera's 0.5 m cell to each
 part's box centre), so llvmpipe's early depth test rejects what nearer parts already cover before the
-fragment shader (and its texture lookup) runs; from views through a door that is 10-25 % of a frame.
-The order only decides which of two exactly coplanar faces wins a depth tie (a handful of pixels per
-thousand frames); ``order="buffer"`` keeps the scene's own order.
+fragment shader (and its texture lookup) runs: on the benchmark walk 1.22 instead of 1.46 fragments per
+pixel pass the depth test.
+The order only decides which of two exactly coplanar faces wins a depth tie (no pixel on 200 indoor walk
+poses, 31 pixel values in 40 outdoor frames); ``order="buffer"`` keeps the scene's own order.
 
 Back faces: a closed, outward-wound mesh (every directed edge matched by its reverse, positive volume;
 walls, floors and closed furniture parts) never shows a back face to a camera outside it, so those

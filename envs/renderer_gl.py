@@ -82,7 +82,8 @@ SKY_TOP_RGB, SKY_BOTTOM_RGB = (0.55, 0.72, 0.95), (0.85, 0.9, 0.95)  #: sky grad
 
 #: minification: bilinear in the nearest mip level. Trilinear (``LINEAR_MIPMAP_LINEAR``) blends two levels
 #: per lookup, which llvmpipe pays for in every textured fragment: frames differ from it by 49.6 dB PSNR at
-#: worst (mean 57.5 dB) on the benchmark walk, and the env steps 1.12x faster. Exported GLBs say the same.
+#: worst (mean 57.5 dB) on the benchmark walk and are drawn 1.04-1.18x faster
+#: (``benchmarks/bench_render_breakdown.py``). Exported GLBs name the same filter.
 MIN_FILTER = "LINEAR_MIPMAP_NEAREST"
 
 _LOCK = threading.Lock()
