@@ -6,7 +6,7 @@ procedural indoor scenes are closed boxes whose only openings are their doors, s
 A can see lies in A, or in a room B seen through a door of A whose opening projects into the screen, and
 so on through B's doors with the screen rectangle narrowed each time (Luebke & Georges 1995, "Portals and
 mirrors"). The test is conservative (axis-aligned screen bounds of each opening's box), so culling never
-removes a visible triangle; the drawn triangles keep their original order, so the image is the same.
+removes a visible triangle: culling alone never changes the image.
 Cameras outside every room (top-down maps, scenes without ``rooms``) draw every room.
 
 Frustum: each part (an instance's consecutive triangles) whose bounding box lies wholly outside the view

@@ -237,6 +237,8 @@ class GLRenderer:
         if self._released:
             raise RuntimeError("GLRenderer was closed")
         T_wc = np.ascontiguousarray(T_wc, dtype=np.float64)
+        if T_wc.shape != (4, 4):
+            raise ValueError(f"T_wc must be a 4x4 camera-to-world pose, got shape {T_wc.shape}")
         key = T_wc.tobytes()
         hit = self._poses.get(key)
         if hit is None:

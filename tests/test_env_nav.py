@@ -160,6 +160,8 @@ def test_renderer_targets_metric_depth_and_ids():
     assert out["rgb"][48, 80, 0] > 100 and out["rgb"][48, 80, 1] < 30
     assert out["semantic"][90, 80] == 0 and out["depth"][90, 80] > 0  # floor, bottom rows (image order)
     assert out["depth"][2, 80] == 0  # nothing above: background has depth 0
+    with pytest.raises(ValueError, match="4x4"):
+        r.render(make_pose(0, 0, 0.0)[:3])
     r2 = GLRenderer(scene, (32, 32))  # second renderer shares the process's context
     assert r2.ctx is r.ctx
     r.close()
