@@ -200,9 +200,10 @@ class PortalCuller:
             k = k[np.lexsort((k, d, ~self._seg_closed[k]))]  # closed first, then nearest, then buffer
         closed = self._seg_closed[k]
         first, end = self._seg_first[k], self._seg_end[k]
-        new_run = np.r_[True, (first[1:] != end[:-1]) | (closed[1:] != closed[:-1])]
-        heads = np.flatnonzero(new_run)
-        tails = np.r_[heads[1:], len(k)] - 1
+        # (np.concatenate, not np.r_: this runs per frame, and np.r_ costs ~10 us a call)
+        cut = np.flatnonzero((first[1:] != end[:-1]) | (closed[1:] != closed[:-1])) + 1
+        heads = np.concatenate(([0], cut))
+        tails = np.concatenate((heads[1:], [len(k)])) - 1
         out = self._commands(first[heads], end[tails] - first[heads], closed[heads])
         if len(self._cache) >= 4096:  # distinct visible sets; bounded for long walks in big scenes
             self._cache.clear()
@@ -224,7 +225,7 @@ class PortalCuller:
         cmds[:, 2] = first[run] + offset
         state = closed[run]
         cut = np.flatnonzero(state[1:] != state[:-1]) + 1
-        b0, b1 = np.r_[0, cut], np.r_[cut, len(run)]
+        b0, b1 = np.concatenate(([0], cut)), np.concatenate((cut, [len(run)]))
         return cmds, [(bool(state[a]), int(a), int(b - a)) for a, b in zip(b0, b1, strict=True)]
 
     def ranges(self, T_wc: np.ndarray, mvp: np.ndarray, frustum: bool = False) -> list[tuple[int, int, bool]]:
