@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import warnings
@@ -19,6 +18,7 @@ from .actions import ACTION_NAMES, FORWARD_STEP_M, MOVE_FORWARD, STOP, TURN_ANGL
 from .expert import expert_action, heading_to, lookahead_point, turn_towards
 from .geometry import DEFAULT_CAMERA_PITCH_DEG, forward_xz, make_pose, wrap_angle
 from .goal_metrics import box_from_mask, sd_from_box
+from .goals import SemanticProbe, footprint_distance, line_of_sight, mask_box, predicted_sd
 from .navigation import NavGrid
 from .scene_cache import (
     NAVGRID_DEPS,
@@ -102,7 +102,7 @@ class _SceneBundle:
         self._episodes: OrderedDict[str, tuple] = OrderedDict()
         self._safe_fields: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cells: tuple[np.ndarray, np.ndarray] | None = None
-        self.probe: _SemanticProbe | None = None  # while the goals are built (moderngl)
+        self.probe: SemanticProbe | None = None  # while the goals are built (moderngl)
         on_disk = cache is not None and ident is not None and render_key is not None
         self._cache = cache if on_disk else None
         self._ident, self._render_key = ident, render_key
@@ -230,14 +230,6 @@ class _SceneBundle:
         self._safe_fields.clear()
 
 
-def _mask_box(mask: np.ndarray, min_pixels: int) -> tuple[float, float, float, float] | None:
-    """``goal_metrics.box_from_mask`` of a 2-D bool mask (the same box), from its row/column projections."""
-    if np.count_nonzero(mask) < min_pixels:
-        return None
-    ys, xs = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    return float(xs[0]), float(ys[0]), float(xs[-1] + 1), float(ys[-1] + 1)
-
-
 def _start_cells(g: NavGrid, field: np.ndarray) -> np.ndarray:
     """Flat indices (int32, row-major) of the reachable cells an episode may start from: 1.5-12 m
     geodesic from the goal when possible, else anywhere off the goal, else anywhere reachable."""
@@ -247,97 +239,6 @@ def _start_cells(g: NavGrid, field: np.ndarray) -> np.ndarray:
     if len(ok) == 0:
         ok = np.nonzero(dist > 0)[0] if (dist > 0).any() else np.arange(len(rr))
     return (rr[ok] * g.shape[1] + cc[ok]).astype(np.int32)
-
-
-_PROBE_VS = """
-#version 330
-uniform mat4 u_mvp;
-in vec3 in_pos; in float in_id;
-flat out int v_id;
-void main() { gl_Position = u_mvp * vec4(in_pos, 1.0); v_id = int(in_id + 0.5); }
-"""
-_PROBE_FS = """
-#version 330
-flat in int v_id;
-layout(location = 0) out int f_id;
-void main() { f_id = v_id; }
-"""
-
-
-class _SemanticProbe:
-    """Where an object is visible, for the goal-viewpoint checks (hundreds of views per scene, 7x faster
-    than the renderer on llvmpipe): the renderer's geometry, projection and depth test, drawing instance
-    ids only (no shading, textures, colour or depth targets, no sky pass), and only the triangles that can
-    matter: those whose bounding box meets the box around the object's triangles and all the cameras of its
-    views. Any surface in front of the object at a pixel lies on the segment from the camera to the
-    object's surface there, inside that (convex) box, and the sky is drawn only where nothing nearer than
-    ~90 m is, so the object's pixels are the renderer's bit for bit (the same positions through the same
-    transform and depth test, in the same order; ``tests/test_env_cache.py`` compares them). The env also
-    compares each scene's views with the renderer's until one shows the object, and falls back to the
-    renderer if they ever differ."""
-
-    _MARGIN = 0.05  # m around the box: keeps every triangle within rounding of it
-
-    def __init__(self, renderer) -> None:
-        from .geometry import perspective
-        from .renderer_gl import shared_program
-
-        ctx = renderer.ctx
-        h, w = renderer.height, renderer.width
-        self.ctx = ctx
-        v = np.asarray(renderer.scene.vertices)
-        self._verts = np.ascontiguousarray(v[:, [0, 1, 2, 10]], dtype=np.float32)  # position, instance id
-        tri = self._verts.reshape(-1, 3, 4)
-        self._tri_lo, self._tri_hi = tri[:, :, :3].min(axis=1), tri[:, :, :3].max(axis=1)
-        self._tri_id = np.rint(tri[:, 0, 3]).astype(np.int64)
-        self._prog = shared_program(ctx, _PROBE_VS, _PROBE_FS)
-        self._rb = ctx.renderbuffer((w, h), 1, dtype="i4")
-        self._depth = ctx.depth_renderbuffer((w, h))
-        self._fbo = ctx.framebuffer(color_attachments=[self._rb], depth_attachment=self._depth)
-        self._proj = np.diag([1.0, -1.0, 1.0, 1.0]) @ perspective(h, w, renderer.hfov_deg)
-        self._out = np.empty((h, w), dtype=np.int32)
-        self.checked = False
-
-    def object_masks(self, instance_id: int, box_min, box_max, poses: list[np.ndarray]):
-        """Yield, per camera-to-world pose, the bool (H, W) mask of the pixels where the object is seen."""
-        own = self._tri_id == int(instance_id)
-        cams = np.array([T[:3, 3] for T in poses], dtype=np.float64).reshape(-1, 3)
-        pts = [cams, np.asarray(box_min, np.float64)[None], np.asarray(box_max, np.float64)[None]]
-        if own.any():
-            pts += [self._tri_lo[own], self._tri_hi[own]]
-        pts = np.concatenate(pts)
-        lo, hi = pts.min(axis=0) - self._MARGIN, pts.max(axis=0) + self._MARGIN
-        keep = np.all((self._tri_hi >= lo) & (self._tri_lo <= hi), axis=1)
-        data = self._verts.reshape(-1, 3, 4)[keep].tobytes()
-        if not data:
-            for _ in poses:
-                yield np.zeros(self._out.shape, dtype=bool)
-            return
-        vbo = self.ctx.buffer(data)
-        vao = self.ctx.vertex_array(self._prog, [(vbo, "3f 1f", "in_pos", "in_id")])
-        try:
-            for T in poses:
-                yield self._draw(vao, T) == int(instance_id)
-        finally:
-            vao.release()
-            vbo.release()
-
-    def _draw(self, vao, T_wc: np.ndarray) -> np.ndarray:
-        view = np.linalg.inv(np.asarray(T_wc, dtype=np.float64))
-        self._prog["u_mvp"].write((self._proj @ view).astype("f4").T.tobytes())
-        ctx = self.ctx
-        self._fbo.use()
-        self._fbo.clear(depth=1.0)
-        ctx.enable(ctx.DEPTH_TEST)
-        ctx.depth_func = "<="
-        vao.render()  # the renderer's sky pass after it only touches pixels farther than ~90 m: not needed
-        self._fbo.read_into(self._out, components=1, attachment=0, dtype="i4")
-        return self._out
-
-    def close(self) -> None:
-        for obj in (self._fbo, self._rb, self._depth):  # (the program is shared)
-            with contextlib.suppress(Exception):
-                obj.release()
 
 
 def _make_renderer(scene: Scene, resolution, backend: str, pitch: float, **habitat_kwargs):
@@ -585,12 +486,12 @@ class V4SNavEnv(gym.Env):
         b = self._bundle
         g = b.navgrid
         wx, wz = b.cell_centres()
-        d = _footprint_distance(wx, wz, o)
+        d = footprint_distance(wx, wz, o)
         cand = g.navigable & (d <= _VIEW_REACH) & (d >= 0.2)
         rr, cc = np.nonzero(cand)
         if len(rr) == 0:
             return None
-        vis = _line_of_sight(g, rr, cc, o)
+        vis = line_of_sight(g, rr, cc, o)
         rr, cc = rr[vis], cc[vis]
         if len(rr) == 0:
             return None
@@ -598,7 +499,7 @@ class V4SNavEnv(gym.Env):
         # rank by the SD predicted from the 3-D box, then confirm the best ones by rendering (occlusion)
         cx, cz = g.to_world(rr, cc)
         h, w = self.resolution
-        sd = _predicted_sd(cx, cz, o, b.scene.floor_y, self.camera_pitch, h, w)
+        sd = predicted_sd(cx, cz, o, b.scene.floor_y, self.camera_pitch, h, w)
         order = np.argsort(sd, kind="stable")[:64:2] if len(sd) > 32 else np.argsort(sd, kind="stable")
         return cand, rr, cc, cx, cz, order
 
@@ -651,7 +552,7 @@ class V4SNavEnv(gym.Env):
             poses = [self._view_pose(o, cx[j], cz[j]) for j in order]
             real = np.full(len(order), np.inf)
             for i, seen in enumerate(self._object_masks(o, poses)):
-                box = _mask_box(seen, min_pixels)
+                box = mask_box(seen, min_pixels)
                 if box is not None:
                     real[i] = sd_from_box(box, h, w)
             keep = np.zeros(len(rr), dtype=bool)
@@ -677,7 +578,7 @@ class V4SNavEnv(gym.Env):
         if not self._goals_at_once():
             return goals
         if b.scene.objects:
-            b.probe = _SemanticProbe(b.renderer)
+            b.probe = SemanticProbe(b.renderer)
         try:
             for cat in b.scene.categories:
                 self._ensure_goal(cat, goals)
@@ -729,7 +630,7 @@ class V4SNavEnv(gym.Env):
         if not objs:
             return False
         wx, wz = b.cell_centres()
-        near = np.min([_footprint_distance(wx, wz, o) for o in objs], axis=0)
+        near = np.min([footprint_distance(wx, wz, o) for o in objs], axis=0)
         if not (near[g.navigable] > START_MIN_GEODESIC + _VIEW_REACH + 0.01).any():
             self._ensure_goal(category)
             return bool(self._scene_goals()["usable"][category])
@@ -741,7 +642,7 @@ class V4SNavEnv(gym.Env):
                 continue
             _, _, _, cx, cz, order = c
             for seen in self._object_masks(o, [self._view_pose(o, cx[j], cz[j]) for j in order]):
-                box = _mask_box(seen, min_pixels)
+                box = mask_box(seen, min_pixels)
                 if box is not None and sd_from_box(box, h, w) < SUCCESS_SD:
                     return True
         return False
@@ -947,7 +848,7 @@ class V4SNavEnv(gym.Env):
 
     def _near_goal_object(self) -> bool:
         return any(
-            float(_footprint_distance(np.float64(self._x), np.float64(self._z), o)) <= SUCCESS_DISTANCE
+            float(footprint_distance(np.float64(self._x), np.float64(self._z), o)) <= SUCCESS_DISTANCE
             for o in self._goal_objs
         )
 
@@ -1014,10 +915,10 @@ class V4SNavEnv(gym.Env):
     def _goal_heading(self) -> tuple[float, float]:
         """The 15-deg heading from which the nearest goal instance looks best centred (predicted from its
         3-D box, so the expert never dithers between two headings)."""
-        o = min(self._goal_objs, key=lambda o: float(_footprint_distance(self._x, self._z, o)))
+        o = min(self._goal_objs, key=lambda o: float(footprint_distance(self._x, self._z, o)))
         yaws = np.arange(24) * _TURN
         h, w = self.resolution
-        sd = _predicted_sd(np.full(24, self._x), np.full(24, self._z), o, self._bundle.scene.floor_y,
+        sd = predicted_sd(np.full(24, self._x), np.full(24, self._z), o, self._bundle.scene.floor_y,
                            self.camera_pitch, h, w, yaw=yaws)  # fmt: skip
         bearing = heading_to(self._x, self._z, float(o.center[0]), float(o.center[2]))
         facing = np.cos(yaws - bearing) > 0.5
@@ -1115,48 +1016,3 @@ def _gl_identity(renderer) -> str:
         info = ctx.info
         _GL_IDS[id(ctx)] = f"{info['GL_RENDERER']} | {info['GL_VERSION']} | moderngl {moderngl.__version__}"
     return _GL_IDS[id(ctx)]
-
-
-def _footprint_distance(x, z, obj) -> np.ndarray:
-    """Floor distance from (x, z) to the object's box footprint (0 inside)."""
-    dx = np.maximum(np.maximum(obj.box_min[0] - x, x - obj.box_max[0]), 0.0)
-    dz = np.maximum(np.maximum(obj.box_min[2] - z, z - obj.box_max[2]), 0.0)
-    return np.hypot(dx, dz)
-
-
-def _line_of_sight(g: NavGrid, rr: np.ndarray, cc: np.ndarray, obj, n: int = 24) -> np.ndarray:
-    """Which cells see the object's centre without crossing a wall cell (2-D check on the wall mask)."""
-    wx, wz = g.to_world(rr, cc)
-    t = np.linspace(0.0, 0.85, n)[None, :]
-    px = wx[:, None] + (obj.center[0] - wx[:, None]) * t
-    pz = wz[:, None] + (obj.center[2] - wz[:, None]) * t
-    r, c = g._cells(px, pz)
-    return ~g.wall_mask[r, c].any(axis=1)
-
-
-def _predicted_sd(cx, cz, obj, floor_y: float, pitch: float, h: int, w: int, yaw=None) -> np.ndarray:
-    """SD of the object's projected 3-D box seen from floor points (cx, cz); by default at the 15-deg heading
-    nearest to the object (the agent can only face multiples of 15 deg)."""
-    cx, cz = np.atleast_1d(np.asarray(cx, np.float64)), np.atleast_1d(np.asarray(cz, np.float64))
-    if yaw is None:
-        bearing = np.arctan2(-(obj.center[0] - cx), -(obj.center[2] - cz))
-        yaw = np.round(bearing / _TURN) * _TURN
-    yaw = np.broadcast_to(np.asarray(yaw, np.float64), cx.shape)
-    corners = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)], dtype=np.float64)
-    pts = obj.box_min + corners * (obj.box_max - obj.box_min)  # (8, 3)
-    rel = pts[None, :, :] - np.stack([cx, np.full_like(cx, floor_y + 1.5), cz], axis=1)[:, None, :]
-    cy, sy = np.cos(yaw)[:, None], np.sin(yaw)[:, None]
-    # world -> yawed frame (inverse of rot_y), then -> pitched camera frame (inverse of rot_x)
-    x1 = cy * rel[..., 0] - sy * rel[..., 2]
-    z1 = sy * rel[..., 0] + cy * rel[..., 2]
-    y1 = rel[..., 1]
-    cp, sp = math.cos(pitch), math.sin(pitch)
-    yc = cp * y1 + sp * z1
-    zc = -sp * y1 + cp * z1
-    depth = np.maximum(-zc, 0.05)
-    f = 0.5 * w
-    u = np.clip(f * x1 / depth + 0.5 * w, 0, w)
-    v = np.clip(-f * yc / depth + 0.5 * h, 0, h)
-    bx = 0.5 * (u.min(axis=1) + u.max(axis=1)) - 0.5 * w
-    by = 0.5 * (v.min(axis=1) + v.max(axis=1)) - 0.5 * h
-    return np.hypot(bx, by) / (0.5 * math.hypot(h, w))

@@ -253,12 +253,12 @@ def test_triangle_cells_are_the_sampled_points_cells(scene):
 
 
 def test_semantic_probe_sees_objects_like_the_renderer():
-    from v4s_agent.envs.nav_env import _SemanticProbe
+    from v4s_agent.envs.goals import SemanticProbe
 
     for split in (SPLIT, "outdoor"):
         env = V4SNavEnv(split=split, tour_frames=2, cache_dir=False)
         env.reset(seed=2)
-        probe = _SemanticProbe(env.renderer)
+        probe = SemanticProbe(env.renderer)
         r = env.renderer
         n = 0
         for o in env.scene.objects[:4]:
