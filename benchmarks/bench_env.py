@@ -36,6 +36,17 @@ KEYS = ("rgb", "depth", "semantic")
 SIMPLE_ROOM = Path(v4s_agent.envs.__file__).parent / "assets" / "habitat_test_assets" / "simple_room.glb"
 
 
+def cpu_probe_ms() -> float:
+    """ms for a fixed pure-Python loop (best of 3): a yardstick of how fast this shared VM is running
+    right now, printed beside the figures so that slow phases show."""
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        sum(i * i for i in range(200_000))
+        best = min(best, time.perf_counter() - t)
+    return round(best * 1e3, 2)
+
+
 def bench_interleaved(env: V4SNavEnv, steps: int, block: int = 100) -> tuple[float, float, float]:
     """(raw renderer frames/s, env steps/s, pose-cache hit fraction), measured in alternating blocks so
     that load changes on a shared machine hit both equally. Env = ``step`` with random moves/turns (no
@@ -212,7 +223,9 @@ def main() -> None:
     res = (args.resolution, args.resolution)
     env = V4SNavEnv(resolution=res, obs_keys=KEYS)
     env.reset(seed=0)
+    probe = [cpu_probe_ms()]
     raw, single, hit = bench_interleaved(env, args.steps)
+    probe.append(cpu_probe_ms())
     out = {
         "bench": "moderngl",
         "resolution": res,
@@ -220,6 +233,7 @@ def main() -> None:
         "env_steps_per_s": round(single, 1),
         "env_fraction_of_raw": round(single / raw, 3),
         "pose_cache_hit_fraction": round(hit, 3),
+        "cpu_probe_ms_before_after": probe,
     }
     fc, ff = bench_culling(env, args.steps)
     out.update(culled_fps=round(fc, 1), unculled_fps=round(ff, 1), culling_speedup=round(fc / ff, 2))
