@@ -98,16 +98,15 @@ class PortalCuller:
         self._seg_first = (starts * 3).astype(np.int64)
         self._seg_end = (ends * 3).astype(np.int64)
         self._seg_closed = self._closed[starts]
-        self._seg_rooms = mask[starts]
         seg_lo, seg_hi = np.minimum.reduceat(lo, starts), np.maximum.reduceat(hi, starts)
-        self._seg_centre = (seg_lo + seg_hi) / 2
-        self._seg_boxes = np.concatenate([self._seg_centre, (seg_hi - seg_lo) / 2], axis=1)  # centre, extent
+        # per segment: box centre and half extent (one array for the frustum test's single matmul)
+        self._seg_boxes = np.concatenate([(seg_lo + seg_hi) / 2, (seg_hi - seg_lo) / 2], axis=1)
+        self._seg_centre = self._seg_boxes[:, :3]
         self._cache: dict[bytes, tuple[np.ndarray, list[tuple[bool, int, int]]]] = {}
         self._bounds = [tuple(float(v) for v in r["bounds"]) for r in self.rooms]
         self._height = [float(r["height"]) for r in self.rooms]
         # per room: (room it leads to, door number); every door's box corners in one array, projected
-        # once per frame
-        # (a door listed by both of its rooms is projected once)
+        # once per frame (a door listed by both of its rooms, once)
         self._doors: list[list[tuple[int, int]]] = []
         boxes: dict[tuple[float, ...], int] = {}
         for r in self.rooms:
@@ -117,8 +116,9 @@ class PortalCuller:
                 self._doors[-1].append((int(d["to"]), boxes.setdefault(box, len(boxes))))
         self._corners = np.concatenate([_box_corners(b) for b in boxes]) if boxes else np.zeros((0, 4))
         # per segment and room: does the segment belong to it (last column: to no room)
-        rooms_bits = self._seg_rooms[:, None] >> np.arange(len(self.rooms))
-        self._member = np.concatenate([(rooms_bits & 1).astype(bool), (self._seg_rooms == 0)[:, None]], 1)
+        seg_rooms = mask[starts]
+        rooms_bits = seg_rooms[:, None] >> np.arange(len(self.rooms))
+        self._member = np.concatenate([(rooms_bits & 1).astype(bool), (seg_rooms == 0)[:, None]], 1)
 
     @property
     def active(self) -> bool:

@@ -20,14 +20,6 @@ from .navigation import NavGrid
 _TURN = math.radians(TURN_ANGLE_DEG)
 
 
-def mask_box(mask: np.ndarray, min_pixels: int) -> tuple[float, float, float, float] | None:
-    """``goal_metrics.box_from_mask`` of a 2-D bool mask (the same box), from its row/column projections."""
-    if np.count_nonzero(mask) < min_pixels:
-        return None
-    ys, xs = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    return float(xs[0]), float(ys[0]), float(xs[-1] + 1), float(ys[-1] + 1)
-
-
 _PROBE_VS = """
 #version 330
 uniform mat4 u_mvp;

@@ -18,7 +18,7 @@ from .actions import ACTION_NAMES, FORWARD_STEP_M, MOVE_FORWARD, STOP, TURN_ANGL
 from .expert import expert_action, heading_to, lookahead_point, turn_towards
 from .geometry import DEFAULT_CAMERA_PITCH_DEG, forward_xz, make_pose, wrap_angle
 from .goal_metrics import box_from_mask, sd_from_box
-from .goals import SemanticProbe, footprint_distance, line_of_sight, mask_box, predicted_sd
+from .goals import SemanticProbe, footprint_distance, line_of_sight, predicted_sd
 from .navigation import NavGrid
 from .scene_cache import (
     NAVGRID_DEPS,
@@ -552,7 +552,7 @@ class V4SNavEnv(gym.Env):
             poses = [self._view_pose(o, cx[j], cz[j]) for j in order]
             real = np.full(len(order), np.inf)
             for i, seen in enumerate(self._object_masks(o, poses)):
-                box = mask_box(seen, min_pixels)
+                box = box_from_mask(seen, min_pixels)
                 if box is not None:
                     real[i] = sd_from_box(box, h, w)
             keep = np.zeros(len(rr), dtype=bool)
@@ -642,7 +642,7 @@ class V4SNavEnv(gym.Env):
                 continue
             _, _, _, cx, cz, order = c
             for seen in self._object_masks(o, [self._view_pose(o, cx[j], cz[j]) for j in order]):
-                box = mask_box(seen, min_pixels)
+                box = box_from_mask(seen, min_pixels)
                 if box is not None and sd_from_box(box, h, w) < SUCCESS_SD:
                     return True
         return False

@@ -194,6 +194,7 @@ def test_draw_order_door_frustum_and_pose_cache_leave_the_image_unchanged():
             wide = c._member[:, [*seen, len(c.rooms)]].any(1) & in_view
             assert not (keep & ~wide).any()
             narrowed += int((wide & ~keep).sum() > 0)
+    assert fast.pose_cache_hits == len(poses) and ref.pose_cache_hits == 0  # each pose drawn again once
     assert same / (len(poses) * 3 * 64 * 64) >= 0.9999
     assert reordered > 0 and narrowed > 0
     fast.POSE_CACHE = 8
