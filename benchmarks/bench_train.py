@@ -1,7 +1,10 @@
 """Training throughput (samples/s) of the real train loop: ``tiny`` and ``default`` on CPU, 1 process vs
-2-process DDP (gloo) in the same run.
+2-process DDP (gloo), torch's default attention kernel vs the math kernel, all in the same run.
 
-    python benchmarks/bench_train.py --data data/val_scenes --steps 20 --warmup 3
+    python benchmarks/bench_train.py --data data/val_scenes --steps 20 --warmup 3 --attention auto math
+
+"Today's" loop (issue 24's baseline) is ``--attention auto`` in 1 process; the shipped loop trains with
+``cpu_attention="math"``, and 2-process DDP on the 2 cores when nothing else runs.
 
 Why the real loop: the figure users care about includes data loading, the text-embedding cache, the
 optimiser, EMA and DDP's gradient all-reduce; timings come from the loop's own per-step log.
@@ -27,7 +30,7 @@ def _throughput(run: Path, warmup: int) -> float:
     return (b["step"] - a["step"]) * b["_samples_per_step"] / max(1e-9, b["elapsed_s"] - a["elapsed_s"])
 
 
-def _run(config: str, data: str, steps: int, out: str, threads: int) -> None:
+def _run(config: str, data: str, steps: int, out: str, threads: int, attention: str = "math") -> None:
     from v4s_agent.training.config import get_train_config
     from v4s_agent.training.train import train
 
@@ -39,6 +42,7 @@ def _run(config: str, data: str, steps: int, out: str, threads: int) -> None:
         log_every=1,
         sample_every=0,
         num_threads=threads,
+        cpu_attention=attention,
     )
     train(cfg, out, progress=False, stop_after=steps)  # stop_after: no final export / samples in the timing
     if int(os.environ.get("RANK", "0")) == 0:
@@ -51,8 +55,9 @@ def _run(config: str, data: str, steps: int, out: str, threads: int) -> None:
 
 
 def _ddp_worker(
-    rank: int, world: int, port: int, config: str, data: str, steps: int, out: str, threads: int
-) -> None:
+    rank: int, world: int, port: int, config: str, data: str, steps: int, out: str, threads: int,
+    attention: str,
+) -> None:  # fmt: skip
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
@@ -62,15 +67,17 @@ def _ddp_worker(
         LOCAL_WORLD_SIZE=str(world),
         OMP_NUM_THREADS=str(threads),
     )
-    _run(config, data, steps, out, threads)
+    _run(config, data, steps, out, threads, attention)
 
 
-def bench(config: str, data: str, steps: int, warmup: int, procs: int, threads: int) -> float:
+def bench(
+    config: str, data: str, steps: int, warmup: int, procs: int, threads: int, attention: str = "math"
+) -> float:
     """Samples/s of ``config`` with ``procs`` processes (``threads`` torch threads each)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = str(Path(tmp) / "run")
         if procs == 1:
-            _run(config, data, steps, out, threads)
+            _run(config, data, steps, out, threads, attention)
         else:
             import torch.multiprocessing as mp
 
@@ -78,7 +85,10 @@ def bench(config: str, data: str, steps: int, warmup: int, procs: int, threads: 
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
             mp.spawn(
-                _ddp_worker, args=(procs, port, config, data, steps, out, threads), nprocs=procs, join=True
+                _ddp_worker,
+                args=(procs, port, config, data, steps, out, threads, attention),
+                nprocs=procs,
+                join=True,
             )
         return _throughput(Path(out), warmup)
 
@@ -90,22 +100,25 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    p.add_argument("--attention", nargs="+", default=["auto", "math"], choices=["auto", "math"])
+    p.add_argument("--procs", nargs="+", type=int, default=[1, 2], help="process counts to compare")
     a = p.parse_args()
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, torch "
         f"{torch.__version__}, load average {os.getloadavg()[0]:.1f}"
     )
-    rows = []
+    rows: dict[str, dict[str, float]] = {}
     for c in a.configs:
-        one = bench(c, a.data, a.steps, a.warmup, 1, a.threads)
-        two = bench(c, a.data, a.steps, a.warmup, 2, a.threads)
-        rows.append((c, one, two))
-        print(
-            f"{c:8s} 1 proc: {one:7.2f} samples/s   2-proc DDP (gloo): {two:7.2f} samples/s   "
-            f"speed-up x{two / one:.2f}",
-            flush=True,
-        )
-    print(json.dumps({c: {"1proc": round(o, 2), "ddp2": round(t, 2)} for c, o, t in rows}))
+        for att in a.attention:
+            for n in a.procs:
+                sps = bench(c, a.data, a.steps, a.warmup, n, a.threads, att)
+                rows.setdefault(c, {})[f"{att}_{n}proc"] = round(sps, 3)
+                print(f"{c:8s} attention={att:4s} {n} proc: {sps:7.3f} samples/s", flush=True)
+        base = rows[c].get("auto_1proc")
+        if base:
+            best = max(rows[c].values())
+            print(f"{c:8s} best / today's (auto, 1 proc): x{best / base:.2f}", flush=True)
+    print(json.dumps(rows))
 
 
 if __name__ == "__main__":

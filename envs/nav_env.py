@@ -46,6 +46,7 @@ START_MIN_GEODESIC = 1.5  # episodes start at least this far (m) from the goal w
 _TURN = math.radians(TURN_ANGLE_DEG)
 _VIEW_REACH = SUCCESS_DISTANCE - 0.2  # goal viewpoints lie within this floor distance (m) of the object
 _BUNDLE_LRU = 16  # default scene_lru: scenes kept in memory per env (renderer, grid, tour, goals)
+CONTEXT_VIDEOS = ("scene", "tour", "none")  # what info["context"] serves: scene video, short tour, nothing
 _CATEGORY_MEMO = 4  # per scene: the last categories' full distance fields (expanded from the goals)
 
 
@@ -97,6 +98,7 @@ class _SceneBundle:
         self.pitch = pitch
         self.tour_frames = tour_frames
         self._tour: dict[str, np.ndarray] | None = None
+        self._video: dict[str, np.ndarray] | None = None
         self._goals: dict[str, dict] | None = None  # {"masks", "fields", "starts", "usable"}
         # the last few categories' full fields and expert fields: same-scene resets reuse them
         self._episodes: OrderedDict[str, tuple] = OrderedDict()
@@ -139,6 +141,22 @@ class _SceneBundle:
             tour["poses"].flags.writeable = False
             self._tour = tour
         return self._tour
+
+    def video(self, build) -> dict[str, np.ndarray]:
+        """The scene video (``scene_video.record_scene_video``), built once or read from the disk cache."""
+        if self._video is None:
+            if self._cache is None:
+                video = build()
+            else:
+                seed = self.scene.seed if self.scene.seed is not None else 0
+                params = {**self._render_key, "seed": seed}  # type: ignore[dict-item]
+                deps = ("scene_video", "nav_env", "expert", "tour", "renderer_gl")
+                key = self._cache.key("scene_video", self._ident, deps, params)  # type: ignore[arg-type]
+                video = self._cache.cached(key, build, lambda v: (dict(v), None), lambda a, m: dict(a))
+            for v in video.values():
+                v.flags.writeable = False
+            self._video = video
+        return self._video
 
     # ------------------------------------------------------------------------------------------ goals
     def goals(self, build, complete: bool = True) -> dict[str, dict]:
@@ -225,6 +243,7 @@ class _SceneBundle:
             self.probe = None
         self.renderer.close()
         self._tour = None
+        self._video = None
         self._goals = None
         self._episodes.clear()
         self._safe_fields.clear()
@@ -274,14 +293,17 @@ class V4SNavEnv(gym.Env):
     ## Info
     ``is_success``/``success``, ``spl``, ``distance_to_goal`` (geodesic, m), ``goal_sd`` (nan if not
     visible), ``goal_box``, ``goal_visible``, ``agent_pose`` (4x4), ``collided``, ``goal_category``,
-    ``instruction``; at reset also ``context`` = ``{"frames", "poses"}`` (the scene tour, never per step).
+    ``instruction``; at reset also ``context`` = ``{"frames", "poses"}`` (the scene video, never per step).
     Object success: STOP within 1.0 m of a goal instance with it visible and SD < 0.2. Pose success: STOP
     within 0.5 m and 15 deg of the goal pose (``info["goal_pose"]``).
 
     ## Arguments
     task, scene (None = embedded default, an int seed, a split name or a GLB/glTF path), split,
     resolution=(H, W), backend ("moderngl" | "habitat_sim"), obs_keys, render_mode ("rgb_array"),
-    goal_category (fix the object goal), tour_frames, camera_pitch_deg (fixed camera pitch, default -30
+    goal_category (fix the object goal), context_video ("scene": ``info["context"]`` is the scene video,
+    hundreds of frames that visit the objects and look around, ``scene_video.py``; "tour": the short
+    covering tour of ``tour_frames`` frames; "none": no context), tour_frames, camera_pitch_deg (fixed
+    camera pitch, default -30
     so that objects within 1 m can be centred in view from a 1.5 m camera), gpu_device_id (habitat_sim
     only: CUDA device to render on; None = 0 when an NVIDIA EGL device serves it, else -1 = the default
     EGL device, e.g. Mesa on a CPU machine), cache_dir (disk cache of procedural scenes, nav grids, goal
@@ -306,6 +328,7 @@ class V4SNavEnv(gym.Env):
         render_mode: str | None = "rgb_array",
         goal_category: str | None = None,
         tour_frames: int = 48,
+        context_video: str = "scene",
         camera_pitch_deg: float = DEFAULT_CAMERA_PITCH_DEG,
         annotation: str | os.PathLike | dict | None = None,
         gpu_device_id: int | None = None,
@@ -341,6 +364,8 @@ class V4SNavEnv(gym.Env):
             from .renderer_habitat import require_habitat_sim
 
             require_habitat_sim()  # fail at construction with install instructions, not at the first reset
+        if context_video not in CONTEXT_VIDEOS:
+            raise ValueError(f"context_video must be one of {CONTEXT_VIDEOS}, got {context_video!r}")
         if tour_frames < 1:
             raise ValueError(f"tour_frames must be >= 1, got {tour_frames}")
         if int(scene_repeat) < 1:
@@ -358,6 +383,7 @@ class V4SNavEnv(gym.Env):
         self.render_mode = render_mode
         self.goal_category_fixed = goal_category
         self.tour_frames = int(tour_frames)
+        self.context_video = context_video
         self.camera_pitch_deg = float(camera_pitch_deg)
         self.camera_pitch = math.radians(self.camera_pitch_deg)
         self.annotation = annotation
@@ -446,6 +472,7 @@ class V4SNavEnv(gym.Env):
                                  dump_scene, restore_scene)  # fmt: skip
             navgrid = cache.cached(cache.key("navgrid", ident, NAVGRID_DEPS), lambda: NavGrid(scene),
                                    dump_navgrid, restore_navgrid)  # fmt: skip
+        _check_walkable(scene, navgrid)
         kw = {}
         if self.backend == "habitat_sim":  # one sensor per target read: rgb, depth if observed, semantic if
             keys = ["rgb"] + [k for k in ("depth",) if k in self.obs_keys]  # observed or object goals
@@ -468,11 +495,60 @@ class V4SNavEnv(gym.Env):
 
     # --------------------------------------------------------------------------------------- episodes
     def get_context(self) -> dict[str, np.ndarray]:
-        """The current scene's context tour ``{"frames": uint8 (N,H,W,3), "poses": float64 (N,4,4)}``
-        (read-only arrays shared by the scene's episodes; copy before modifying)."""
+        """The current scene's context video ``{"frames": uint8 (N,H,W,3), "poses": float64 (N,4,4)}``
+        (read-only arrays shared by the scene's episodes; copy before modifying): the scene video
+        (``context_video="scene"``, hundreds of frames) or the short covering tour (``"tour"``)."""
         if self._bundle is None:
             raise RuntimeError("call reset() first: the context belongs to the scene chosen at reset")
+        if self.context_video == "none":
+            raise RuntimeError("this env was made with context_video='none': it serves no context")
+        if self.context_video == "tour":
+            return self._bundle.tour()
+        v = self.get_scene_video()
+        return {"frames": v["frames"], "poses": v["poses"]}
+
+    def get_tour(self) -> dict[str, np.ndarray]:
+        """The short covering tour (``tour_frames`` frames) of the current scene."""
+        if self._bundle is None:
+            raise RuntimeError("call reset() first: the tour belongs to the scene chosen at reset")
         return self._bundle.tour()
+
+    def get_scene_video(self) -> dict[str, np.ndarray]:
+        """The full scene video of the current scene (``scene_video.record_scene_video``'s arrays:
+        frames, poses, actions, per-category boxes and the visit table; read-only). Training data is cut
+        from it; the boxes and visits are privileged (an agent gets only ``get_context()``)."""
+        if self._bundle is None:
+            raise RuntimeError("call reset() first: the video belongs to the scene chosen at reset")
+        return self._bundle.video(self._record_scene_video)
+
+    def _record_scene_video(self) -> dict[str, np.ndarray]:
+        """Drive a private object-task env that shares this scene's bundle (renderer, grid, goals)."""
+        from .scene_video import SceneVideoConfig, record_scene_video, tour_as_video
+
+        b = self._bundle
+        cfg = SceneVideoConfig()
+        seed = b.scene.seed if b.scene.seed is not None else 0
+
+        def tour() -> dict[str, np.ndarray]:
+            frames = cfg.fallback_frames
+            return tour_as_video(make_tour(b.scene, b.renderer, frames, seed, b.navgrid, b.pitch))
+
+        if not b.scene.objects or self.backend != "moderngl":
+            return tour()
+        rec = V4SNavEnv(task="object", scene=b.scene, resolution=self.resolution,
+                        obs_keys=("rgb", "semantic"), render_mode=None,
+                        camera_pitch_deg=self.camera_pitch_deg, context_video="none",
+                        cache_dir=False)  # fmt: skip
+        rec._bundles[("obj", id(b.scene))] = b
+        try:
+            return record_scene_video(rec, seed, cfg)
+        except ValueError as e:  # no reachable object anywhere: the covering tour
+            if "no reachable goal" not in str(e):
+                raise
+            return tour()
+        finally:
+            rec._bundles.clear()
+            rec._bundle = None
 
     def _context_copy(self) -> dict[str, np.ndarray]:
         """``info["context"]`` at reset: a writable copy of the tour that callers may keep and modify."""
@@ -663,8 +739,14 @@ class V4SNavEnv(gym.Env):
         self._safe_field_value = value
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if options is not None and not isinstance(options, dict):
+            raise TypeError(
+                f"reset(options=...) must be a dict such as {{'goal_category': 'chair'}} or None; "
+                f"got {type(options).__name__}"
+            )
         super().reset(seed=seed)
         options = options or {}
+        self._closed = False
         self._episode_ready = False
         key = self._scene_key_for_episode(seeded=seed is not None)
         self._scene_episodes = self._scene_episodes + 1 if key is self._scene_key else 1
@@ -683,6 +765,12 @@ class V4SNavEnv(gym.Env):
                 )
             if cats[0] not in CATEGORIES and cats[0] not in scene.categories:
                 raise ValueError(f"unknown goal category {cats[0]!r}; known: {', '.join(CATEGORIES)}")
+            if scene.objects and len(cats) == 1 and cats[0] not in scene.categories:
+                raise ValueError(
+                    f"goal category {cats[0]!r} is not present in scene {scene.name!r}: its "
+                    f"{len(scene.objects)} annotated objects are {', '.join(scene.categories)}; choose one "
+                    "of those, or annotate an object of that category"
+                )
             usable = [c for c in cats if self._goal_usable(c)]
             if not usable:
                 if scene.objects:
@@ -714,10 +802,15 @@ class V4SNavEnv(gym.Env):
             self.instruction = POSE_INSTRUCTION
         self._safe_field_value: np.ndarray | None = None  # the expert's field, on first use
         self.task_description = self.instruction
-        r, c = divmod(int(starts[int(rng.integers(len(starts)))]), g.shape[1])
-        sx, sz = g.to_world(r, c)
-        self._x, self._z = float(sx), float(sz)
-        self._yaw_steps = int(rng.integers(24))
+        start = options.get("start")
+        if start is None:
+            r, c = divmod(int(starts[int(rng.integers(len(starts)))]), g.shape[1])
+            sx, sz = g.to_world(r, c)
+            self._x, self._z = float(sx), float(sz)
+            self._yaw_steps = int(rng.integers(24))
+        else:  # a given start (x, z, yaw): chained episodes, e.g. the scene video's visits
+            self._x, self._z, self._yaw_steps = self._parse_start(start)
+            r, c = g.to_cell(self._x, self._z)
         self._start_distance = float(self._field[r, c])
         self._path_length = 0.0
         self._trajectory = [(self._x, self._z)]
@@ -731,10 +824,25 @@ class V4SNavEnv(gym.Env):
         self._episode_ready = True
         obs = self._observe()
         info = self._info(collided=False, stopped=False)
-        info["context"] = self._context_copy()
+        if self.context_video != "none":
+            info["context"] = self._context_copy()
         if self.goal_pose is not None:
             info["goal_pose"] = self.goal_pose.copy()
         return obs, info
+
+    def _parse_start(self, start: Any) -> tuple[float, float, int]:
+        """``options["start"] = (x, z, yaw_radians)`` on walkable floor -> (x, z, yaw lattice step)."""
+        try:
+            x, z, yaw = (float(v) for v in start)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"options['start'] must be (x, z, yaw_radians), got {start!r}") from exc
+        if not all(map(math.isfinite, (x, z, yaw))):
+            raise ValueError(f"options['start'] must be finite, got {start!r}")
+        g = self._bundle.navgrid
+        r, c = g.to_cell(x, z)
+        if not g.is_navigable(x, z) or not np.isfinite(self._field[r, c]):
+            raise ValueError(f"options['start'] {start!r} is not on walkable floor that reaches the goal")
+        return x, z, int(round(yaw / _TURN)) % 24
 
     # ------------------------------------------------------------------------------------------ step
     @property
@@ -772,6 +880,8 @@ class V4SNavEnv(gym.Env):
 
     def step(self, action):
         if not self._episode_ready:
+            if getattr(self, "_closed", False):
+                raise RuntimeError("step() called after close(): call env.reset() (or make a new env) first")
             raise RuntimeError("step() called before reset(): call env.reset() to start an episode")
         if self._done:
             raise RuntimeError("episode is over (STOP was called): call env.reset()")
@@ -987,6 +1097,23 @@ class V4SNavEnv(gym.Env):
         self._bundles.clear()
         self._bundle = None
         self._episode_ready = False
+        self._closed = True
+
+
+MIN_WALKABLE_M2 = 2.0  #: a scene needs at least this much walkable floor (m^2) to host episodes
+
+
+def _check_walkable(scene: Scene, g: NavGrid) -> None:
+    """Refuse a scene without a usable floor (e.g. a GLB with no floor gave a pose task on 4 cells)."""
+    n = int(g.navigable.sum())
+    area = n * g.cell_size**2
+    if area < MIN_WALKABLE_M2:
+        raise SceneError(
+            f"scene {scene.name!r} has {area:.2f} m^2 of walkable floor ({n} cells at y = "
+            f"{scene.floor_y:.2f}); at least {MIN_WALKABLE_M2:g} m^2 is needed. The scene needs a floor "
+            "(upward-facing triangles) with room for the agent: check that the file has one and that its up "
+            "axis is right (up=, or 'up' in its stage_config.json)"
+        )
 
 
 def _usable_field(field: np.ndarray, g: NavGrid) -> bool:

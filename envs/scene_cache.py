@@ -14,8 +14,10 @@ shared by every process that reads the file); the files still open with ``np.loa
 to a temporary name and renamed (``os.replace``), so readers never see half a file, a file is never
 modified in place (a mapping stays valid even after the file is replaced or evicted), and concurrent
 vector-env workers can share the directory; a file that does not load or does not match its key is
-deleted and rebuilt (the small ``__meta__`` member is CRC-checked on every load, the mapped arrays are
-not). The directory is capped (``max_bytes``, least recently used files go first).
+deleted and rebuilt, with a warning naming it (the small ``__meta__`` member is CRC-checked on every
+load; every array member is CRC-checked the first time a process maps that file, so corrupt bytes in an
+array are caught instead of rendering another scene, while repeated loads of a verified file stay free).
+The directory is capped (``max_bytes``, least recently used files go first).
 
 The key of an artifact is its kind, the scene's identity (``split-val_scenes-17``, ``seed-0``),
 ``SCENE_FORMAT_VERSION``, ``primitives.VERTEX_FLOATS``, the numpy/scipy versions, and a digest of the
@@ -252,13 +254,15 @@ class SceneCache:
         except FileNotFoundError:
             return None
         except Exception as exc:  # noqa: BLE001 - any unreadable file is rebuilt
-            self._warn("corrupt", f"{path.name} is unreadable ({type(exc).__name__}: {exc}); rebuilding it")
+            why = f"{type(exc).__name__}: {exc}"
+            self._warn(f"corrupt:{path.name}", f"{path.name} is corrupt or unreadable ({why}); rebuilding it")
             _unlink(path)
             return None
         if head.get("key") != key:
             return None
         with contextlib.suppress(OSError):
             os.utime(path)  # least recently used goes first under the size cap
+            _note_touched(path)
         return arrays, head.get("meta")
 
     def save(self, key: dict, arrays: dict[str, np.ndarray], meta: Any = None) -> Path | None:
@@ -341,13 +345,41 @@ def _write_npz(path: Path, arrays) -> None:
             zf.writestr(info, buf.getbuffer())
 
 
+#: {(device, inode, size): mtime} of the files whose array members this process has CRC-checked: files
+#: are replaced, never modified in place, so a file verified once stays verified (a write changes mtime)
+_VERIFIED: dict[tuple[int, int, int], int] = {}
+
+
+def _note_touched(path: Path) -> None:
+    """Keep a verified file verified after ``os.utime`` (the LRU touch) moved its mtime."""
+    with contextlib.suppress(OSError):
+        st = os.stat(path)
+        if (st.st_dev, st.st_ino, st.st_size) in _VERIFIED:
+            _VERIFIED[(st.st_dev, st.st_ino, st.st_size)] = st.st_mtime_ns
+
+
+def _check_member_crcs(mm, members: dict[str, tuple[int, int, int]]) -> None:
+    """Raise ValueError naming the first member whose bytes do not match the zip's CRC32 of them."""
+    with memoryview(mm) as view:
+        for name, (start, end, crc) in members.items():
+            with view[start:end] as part:
+                if zlib.crc32(part) != crc:
+                    raise ValueError(f"array member {name!r} fails its CRC (corrupt bytes)")
+
+
 def _read_npz(path: Path) -> tuple[dict[str, np.ndarray], dict]:
     """(arrays, head) of a cache file: its arrays as read-only views of a read-only memory map of the
-    file, ``head`` the parsed ``__meta__`` (CRC-checked). Files this module did not write (compressed
-    members, zip64) are read with ``np.load``. Raises on anything malformed."""
+    file, ``head`` the parsed ``__meta__`` (CRC-checked; the arrays' CRCs on this process's first read of
+    the file). Files this module did not write (compressed members, zip64) are read with ``np.load``
+    (which checks CRCs itself). Raises on anything malformed."""
     with open(path, "rb") as fh:
         mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)  # an empty file raises ValueError
+        st = os.fstat(fh.fileno())
     members = _zip_members(mm)
+    ident = (st.st_dev, st.st_ino, st.st_size)
+    if members is not None and _VERIFIED.get(ident) != st.st_mtime_ns:
+        _check_member_crcs(mm, members)
+        _VERIFIED[ident] = st.st_mtime_ns
     if members is None:
         with np.load(path, allow_pickle=False) as z:
             return _split_meta({k: z[k] for k in z.files})

@@ -13,6 +13,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -726,35 +727,57 @@ def load_gltf_scene(
     if not p.is_file():
         raise SceneError(f"scene file not found: {str(p)!r}")
     cfg_path = p.with_name(p.name.split(".")[0] + ".stage_config.json")
+    scale_src = "scale="
     if (up is None or front is None) and cfg_path.is_file():
-        cfg = json.loads(cfg_path.read_text())
+        cfg = _read_json(cfg_path, "stage config")
         up = cfg.get("up", up)
         front = cfg.get("front", front)
-        scale = float(np.mean(cfg.get("scale", [scale]))) if "scale" in cfg else scale
+        if "scale" in cfg:
+            sc = np.asarray(cfg["scale"], dtype=object).reshape(-1)
+            if not sc.size or not all(_is_number(v) and math.isfinite(v) and v > 0 for v in sc):
+                raise SceneError(
+                    f"{cfg_path}: 'scale' must be a positive number or [x, y, z]; got {cfg['scale']!r}"
+                )
+            scale, scale_src = float(np.mean(sc.astype(float))), f"'scale' in {cfg_path.name}"
+    if not (_is_number(scale) and math.isfinite(scale) and scale > 0):
+        raise SceneError(f"scale must be a positive number; got {scale!r}")
     up = (0, 1, 0) if up is None else up
     front = (0, 0, -1) if front is None else front
     verts, ranges, textures = load_mesh_vertices(p, up, front, scale)
+    _check_extent(verts, p, scale, scale_src)
     if annotation is None and p.with_suffix(".semantic.json").is_file():
         annotation = p.with_suffix(".semantic.json")
     objects: list[SceneObject] = []
     sky = False
     if annotation is not None:
+        src = "annotation" if isinstance(annotation, dict) else f"annotation {str(annotation)!r}"
         ann = annotation if isinstance(annotation, dict) else _read_json(annotation)
+        entries = _check_annotation(ann, src)
         sky = bool(ann.get("sky", False))
-        for entry in ann.get("objects", []):
+        for i, entry in enumerate(entries):
             iid, cat = int(entry["instance_id"]), str(entry["category"])
             node = entry.get("node")
-            if node and node in ranges:
+            if node is not None and node not in ranges:
+                known = sorted(ranges)
+                raise SceneError(
+                    f"{src}: objects[{i}] ({cat!r}) names node {node!r}, which {p.name} does not have; its "
+                    f"nodes: {known[:12]}{' ...' if len(known) > 12 else ''}. Fix the name, or give "
+                    "'center' and 'extents' instead"
+                )
+            if node is not None:
                 for a, b in ranges[node]:
                     verts[a:b, 10] = iid
-            elif "center" in entry and "extents" in entry:
-                c, e = np.asarray(entry["center"]), np.asarray(entry["extents"])
+            else:
+                c, e = np.asarray(entry["center"], float), np.asarray(entry["extents"], float)
                 cent = verts[:, :3].reshape(-1, 3, 3).mean(axis=1)
                 inside = np.all(np.abs(cent - c) <= e / 2 + 1e-6, axis=1)
                 verts.reshape(-1, 3, VERTEX_FLOATS)[inside, :, 10] = iid
             sel = verts[:, 10] == iid
             if not sel.any():
-                continue
+                raise SceneError(
+                    f"{src}: objects[{i}] ({cat!r}, instance {iid}) selects no triangles of {p.name}: its "
+                    "box holds no triangle centroid (check units and up axis), or another object took them"
+                )
             lo, hi = (
                 verts[sel, :3].min(axis=0).astype(np.float64),
                 verts[sel, :3].max(axis=0).astype(np.float64),
@@ -764,14 +787,86 @@ def load_gltf_scene(
     return Scene(p.stem, verts, objects, floor_y, "gltf", None, [], sky=sky, textures=textures)
 
 
-def _read_json(path) -> dict:
+def _read_json(path, what: str = "annotation") -> dict:
     p = Path(path)
     if not p.is_file():
-        raise SceneError(f"annotation file not found: {str(p)!r}")
+        raise SceneError(f"{what} file not found: {str(p)!r}")
     try:
-        return json.loads(p.read_text())
+        data = json.loads(p.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SceneError(f"annotation file {str(p)!r} is not valid JSON: {exc}") from exc
+        raise SceneError(f"{what} file {str(p)!r} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise SceneError(f"{what} file {str(p)!r} must hold a JSON object, not a {type(data).__name__}")
+    return data
+
+
+#: the largest horizontal size (m) a loaded scene may have: the nav grid (5 cm cells) of a larger one
+#: needs gigabytes; a GLB in centimetres, or a wrong ``scale``, is what produces such sizes
+MAX_SCENE_EXTENT = 200.0
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool | np.bool_)
+
+
+def _check_extent(verts: np.ndarray, path: Path, scale: float, scale_src: str) -> None:
+    """Refuse a scene too large to navigate, with a hint about units (the size guard)."""
+    xyz = verts[:, :3]
+    size = xyz.max(axis=0) - xyz.min(axis=0)
+    if not np.isfinite(size).all():
+        raise SceneError(f"scene file {str(path)!r} has non-finite vertex positions")
+    wide = float(max(size[0], size[2]))
+    if wide > MAX_SCENE_EXTENT:
+        raise SceneError(
+            f"scene {path.name} is {size[0]:.0f} m x {size[2]:.0f} m after scale {scale:g} ({scale_src}): "
+            f"larger than the {MAX_SCENE_EXTENT:.0f} m the navigation grid supports. glTF is in metres; a "
+            "file in centimetres needs scale 0.01, and a 'scale' in a stage_config.json multiplies the "
+            "file's units: check both"
+        )
+
+
+_ANN_HELP = (
+    'expected {"objects": [{"instance_id": int >= 1, "category": str, "node": str} or '
+    '{"instance_id", "category", "center": [x, y, z], "extents": [x, y, z]}], "sky"?: bool}'
+)
+
+
+def _check_annotation(ann: Any, src: str) -> list[dict]:
+    """The annotation's object entries, or a SceneError that names the bad entry and field."""
+    if not isinstance(ann, dict):
+        raise SceneError(f"{src} must be a JSON object; {_ANN_HELP}")
+    objs = ann.get("objects", [])
+    if not isinstance(objs, list):
+        raise SceneError(f"{src}: 'objects' must be a list; {_ANN_HELP}")
+    if "sky" in ann and not isinstance(ann["sky"], bool | np.bool_):
+        raise SceneError(f"{src}: 'sky' must be true or false; got {ann['sky']!r}")
+    seen: set[int] = set()
+    for i, e in enumerate(objs):
+        where = f"{src}: objects[{i}]"
+        if not isinstance(e, dict):
+            raise SceneError(f"{where} must be an object; {_ANN_HELP}")
+        iid = e.get("instance_id")
+        if not (isinstance(iid, int | np.integer) and not isinstance(iid, bool)) or iid < 1 or iid > 2**24:
+            raise SceneError(
+                f"{where}: 'instance_id' must be an integer >= 1 (0 is the background); got {iid!r}"
+            )
+        if iid in seen:
+            raise SceneError(f"{where}: instance_id {iid} is used twice; each object needs its own")
+        seen.add(int(iid))
+        if not isinstance(e.get("category"), str) or not e["category"].strip():
+            raise SceneError(f"{where}: 'category' must be a non-empty string; got {e.get('category')!r}")
+        node = e.get("node")
+        if node is not None and (not isinstance(node, str) or not node):
+            raise SceneError(f"{where}: 'node' must be a node name (string); got {node!r}")
+        if node is None:
+            for k in ("center", "extents"):
+                v = e.get(k)
+                ok = isinstance(v, list | tuple) and len(v) == 3 and all(_is_number(x) for x in v)
+                if not ok or not np.isfinite(np.asarray(v, float)).all():
+                    raise SceneError(f"{where}: needs 'node', or '{k}' as 3 finite numbers; got {v!r}")
+            if min(e["extents"]) < 0:
+                raise SceneError(f"{where}: 'extents' must be >= 0; got {e['extents']!r}")
+    return objs
 
 
 def estimate_floor_y(verts: np.ndarray) -> float:

@@ -121,15 +121,19 @@ def install_fork_hooks() -> None:
 
 
 # --------------------------------------------------------------------------------------- make_vec
+# The id the package root registers with make_vector_env as its vector entry point (``v4s_agent.ENV_ID``;
+# tests/test_layout.py keeps the two equal). A fresh worker that unpickles ``_make_one`` imports this
+# module, hence the package root first, which registers the id: envs never import the root.
+ENV_ID = "V4SNav-v0"
+
+
 def _make_one(env_kwargs: dict[str, Any], max_episode_steps: int | None):
     import gymnasium as gym
-
-    import v4s_agent  # registers the id in a fresh (forkserver/spawn) worker
 
     kw = dict(env_kwargs)
     if max_episode_steps is not None:
         kw["max_episode_steps"] = max_episode_steps
-    return gym.make(v4s_agent.ENV_ID, **kw)
+    return gym.make(ENV_ID, **kw)
 
 
 def make_vector_env(

@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 seed=args.seed,
                 fp16_denoiser=args.fp16_denoiser,
             )
-        except (FileNotFoundError, ExportError) as err:
+        except (FileNotFoundError, ValueError, ExportError) as err:  # ValueError: e.g. --components nope
             print(f"error: {err}", file=sys.stderr)
             return 2
         parity = {k: v["max_abs_err"] for k, v in result["parity"].items() if not k.startswith("_")}

@@ -244,9 +244,9 @@ class VaeDecoderGraph(torch.nn.Module):
 
 
 def _shipped_checkpoint() -> Path:
-    import v4s_agent
+    from v4s_agent.agent.planner import DEFAULT_CHECKPOINT
 
-    return Path(v4s_agent.__file__).resolve().parent / "checkpoints" / "default"
+    return DEFAULT_CHECKPOINT
 
 
 def load_models(
@@ -508,12 +508,12 @@ def build_specs(
 
 def runtime_config(pipe: Any) -> dict[str, Any]:
     """What the runtimes need besides the graphs: model config, scheduler, text and latent layout."""
-    from .runtime_ort import scheduler_config_for_runtime
+    from v4s_agent.model.sampling import scheduler_settings
 
     cfg = pipe.v4s_config
     out: dict[str, Any] = {
         "model_config": cfg.to_dict(),
-        "scheduler": scheduler_config_for_runtime(pipe.scheduler),
+        "scheduler": scheduler_settings(pipe.scheduler),
         "text": {
             "encoder": cfg.text_encoder,
             "max_length": cfg.max_text_len,
@@ -560,6 +560,9 @@ def export_planner(
     fp16_denoiser: bool = False,
 ) -> dict[str, Any]:
     """Export the planner (``python -m v4s_agent.export onnx``); returns the manifest and parity report."""
+    from .onnx_export import check_opset
+
+    check_opset(opset)  # before loading anything or creating out_dir
     if pipe is None:
         pipe, idm = load_models(checkpoint, config, seed)
     specs = build_specs(pipe, idm, seed=seed, components=components, fp16_denoiser=fp16_denoiser)

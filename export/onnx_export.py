@@ -258,6 +258,12 @@ def parity(spec: GraphSpec, path: str | os.PathLike) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------------
 
 
+def check_opset(opset: int) -> None:
+    """The dynamo exporter needs opset >= 18: refuse others before anything is loaded or written."""
+    if not isinstance(opset, int) or opset < 18:
+        raise ExportError(f"--opset must be >= 18 for the dynamo exporter (default {OPSET}); got {opset}")
+
+
 def export_all(
     specs: list[GraphSpec],
     out_dir: str | os.PathLike,
@@ -273,6 +279,7 @@ def export_all(
     """
     import torch
 
+    check_opset(opset)  # before the folder exists: a refused export leaves nothing behind
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     manifest: dict[str, Any] = {"opset": opset, "torch": torch.__version__, "components": {}}
@@ -323,6 +330,9 @@ def export_all(
         "torch": torch.__version__,
     }
     (out / PARITY).write_text(json.dumps(parity_report, indent=2))
+    from v4s_agent.integrity import write_checksums
+
+    write_checksums(out)  # load_manifest verifies it: a corrupt graph is an error naming the file
     return {"manifest": manifest, "parity": parity_report}
 
 
@@ -353,4 +363,7 @@ def load_manifest(onnx_dir: str | os.PathLike) -> dict[str, Any]:
     for name, comp in manifest.get("components", {}).items():
         if not (path / comp["file"]).is_file():
             raise FileNotFoundError(f"component {name!r}: {path / comp['file']} is missing from the export")
+    from v4s_agent.integrity import verify_checksums
+
+    verify_checksums(path)  # IntegrityError (a ValueError) naming a corrupt file; exports before: unchecked
     return manifest

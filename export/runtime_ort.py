@@ -1,9 +1,10 @@
 """ONNX Runtime backend: the planner's whole sampling loop on onnxruntime, no torch model in the loop.
 
 Why: on a robot without a CUDA torch stack (or on a CPU) the exported graphs are all that is needed.
-The loop (flow-matching Euler scheduler in numpy, joint classifier-free guidance, context paste-back,
-box frames, VAE decode) is written once in :class:`PlannerRuntime` over a tiny array-ops shim, so the
-TensorRT backend (:mod:`v4s_agent.export.runtime_trt`) runs the very same loop on torch CUDA tensors.
+The loop (joint classifier-free guidance, context paste-back, box frames, VAE decode) is written once in
+:class:`PlannerRuntime` over a tiny array-ops shim, so the TensorRT backend
+(:mod:`v4s_agent.export.runtime_trt`) runs the very same loop on torch CUDA tensors; its sampling config,
+sigma schedule and step rule are :mod:`v4s_agent.model.sampling`'s, the ones the PyTorch pipeline uses.
 
 Speed (CPU): sessions use ``ORT_ENABLE_ALL`` graph optimisation and a fixed intra-op thread count, the
 conditional and unconditional CFG branches go through the denoiser as ONE batch-2 call, and the inputs
@@ -25,64 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from v4s_agent.model.sampling import SamplingConfig, guided_velocity, sampler_step
+
 from .onnx_export import load_manifest
-
-# ---------------------------------------------------------------------------------------------------------
-# scheduler maths (numpy): diffusers' FlowMatchEulerDiscreteScheduler, static shift
-# ---------------------------------------------------------------------------------------------------------
-
-
-def flow_match_sigmas(
-    num_inference_steps: int, num_train_timesteps: int = 1000, shift: float = 1.0
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(timesteps (N,), sigmas (N+1,))`` exactly as ``FlowMatchEulerDiscreteScheduler.set_timesteps``.
-
-    Only the static-shift path (no dynamic shifting, no karras/exponential/beta sigmas) is implemented;
-    :func:`scheduler_config_for_runtime` refuses other configurations at export time.
-    """
-    if num_inference_steps < 1:
-        raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
-    n = float(num_train_timesteps)
-
-    def shifted(s: np.ndarray) -> np.ndarray:
-        return shift * s / (1 + (shift - 1) * s)
-
-    train_sigmas = shifted(np.linspace(1, n, int(n), dtype=np.float32)[::-1].copy() / n)
-    sigma_max, sigma_min = float(train_sigmas[0]), float(train_sigmas[-1])
-    timesteps = np.linspace(sigma_max * n, sigma_min * n, num_inference_steps)
-    sigmas = shifted(timesteps / n).astype(np.float32)
-    timesteps = (sigmas * np.float32(n)).astype(np.float32)
-    return timesteps, np.concatenate([sigmas, np.zeros(1, np.float32)])
-
-
-_UNSUPPORTED = (
-    "use_dynamic_shifting",
-    "use_karras_sigmas",
-    "use_exponential_sigmas",
-    "use_beta_sigmas",
-    "invert_sigmas",
-    "shift_terminal",
-)
-
-
-def scheduler_config_for_runtime(scheduler: Any) -> dict[str, Any]:
-    """The scheduler settings the numpy loop needs; a clear error for schedulers it does not implement."""
-    cfg = dict(scheduler.config)
-    name = type(scheduler).__name__
-    if name != "FlowMatchEulerDiscreteScheduler":
-        raise NotImplementedError(
-            f"the ONNX Runtime loop implements FlowMatchEulerDiscreteScheduler, not {name}"
-        )
-    bad = [k for k in _UNSUPPORTED if cfg.get(k)]
-    if bad:
-        raise NotImplementedError(f"scheduler options {bad} are not implemented in the numpy scheduler")
-    return {
-        "class": name,
-        "num_train_timesteps": int(cfg["num_train_timesteps"]),
-        "shift": float(cfg["shift"]),
-        "stochastic_sampling": bool(cfg.get("stochastic_sampling", False)),
-    }
-
 
 # ---------------------------------------------------------------------------------------------------------
 # array ops shim: numpy (ORT) or torch (TensorRT)
@@ -459,7 +405,8 @@ class PlannerRuntime:
                 np.arange(k + num_target_latent, dtype=np.float32), (b, k + num_target_latent)
             ).copy()
         ctx = context_positions.astype(np.float32) * np.float32(self.mc["position_scale"])
-        tgt = ctx.max(axis=1, keepdims=True) + np.float32(1.0) + steps[None]
+        gap = np.float32(self.mc.get("target_position_gap", 0.0))
+        tgt = ctx.max(axis=1, keepdims=True) + np.float32(1.0) + gap + steps[None]
         return np.concatenate([ctx, tgt], axis=1)
 
     # ----------------------------------------------------------------------------------- sampling
@@ -494,17 +441,10 @@ class PlannerRuntime:
         from v4s_agent.model.bbox import read_red_box
 
         ops, mc = self.ops, self.mc
-        steps = int(num_inference_steps or mc["num_inference_steps"])
-        w_cfg = float(mc["guidance_scale"] if guidance_scale is None else guidance_scale)
-        cfg_mode = cfg_mode or mc["cfg_mode"]
-        if cfg_mode not in ("joint", "text_only"):
-            raise ValueError(f"cfg_mode must be 'joint' or 'text_only'. Got {cfg_mode!r}")
+        sampling = self.sampling_config(num_inference_steps, guidance_scale, cfg_mode)
+        cfg_mode = sampling.cfg_mode
         if output_type not in ("np", "pt", "latent"):
             raise ValueError(f"output_type must be 'np', 'pt' or 'latent'. Got {output_type!r}")
-        if w_cfg < 1.0:
-            raise ValueError(f"guidance_scale must be >= 1. Got {w_cfg}")
-        if steps < 1:
-            raise ValueError(f"num_inference_steps must be >= 1. Got {steps}")
 
         ctx = self._frames(context, "context", single=False)
         obs = self._frames(observation, "observation", single=True)
@@ -593,7 +533,7 @@ class PlannerRuntime:
         lat = np.asarray(latents.detach().cpu() if hasattr(latents, "detach") else latents, np.float32)
         if lat.shape != noise_shape:
             raise ValueError(f"latents must have shape {noise_shape}. Got {lat.shape}")
-        do_cfg = w_cfg > 1.0
+        do_cfg = sampling.uses_guidance
         z_ctx = None
         if (do_cfg and cfg_mode == "joint") or drop_context:
             if context_noise is None:
@@ -612,14 +552,8 @@ class PlannerRuntime:
         text = ops.asarray(np.ascontiguousarray(emb))
 
         # 3. loop: fixed inputs built once (CFG pair stacked as a batch of 2)
-        timesteps, sigmas = flow_match_sigmas(
-            steps,
-            int(self.config["scheduler"]["num_train_timesteps"]),
-            float(self.config["scheduler"]["shift"]),
-        )
+        timesteps, sigmas = sampling.schedule()
         fuse = do_cfg and self.fuse_cfg
-        stochastic = bool(self.config["scheduler"].get("stochastic_sampling", False))
-        w_f32 = float(np.float32(w_cfg))
         cond: dict[str, Any] = {"frame_positions": positions, "text_emb": text}
         if self.has_camera:
             cond.update(camera=cam_full, camera_mask=cam_mask)
@@ -641,18 +575,11 @@ class PlannerRuntime:
                 else:  # two batch-b calls (the benchmark's "unfused" variant)
                     v_cond = self._run("denoiser", latents=x, timesteps=tt, **cond)["velocity"]
                     v_null = self._run("denoiser", latents=x_null, timesteps=tt, **null)["velocity"]
-                v = v_null + w_f32 * (v_cond - v_null)
+                v = guided_velocity(v_cond, v_null, sampling.guidance_scale)
             else:
                 v = self._run("denoiser", latents=x, timesteps=tt, **cond)["velocity"]
-            if stochastic:  # diffusers' stochastic_sampling: the clean estimate, re-noised with fresh noise
-                s_i, s_next = float(np.float32(sigmas[i])), float(np.float32(sigmas[i + 1]))
-                x0 = x - s_i * v
-                x = (1.0 - s_next) * x0 + s_next * ops.asarray(_draw_normal(generator, tuple(x.shape)))
-            else:
-                # a float32 difference (as the torch scheduler computes it) passed as a Python float, which
-                # numpy >= 2 and torch both apply to float32 arrays without promotion
-                dt = float(np.float32(sigmas[i + 1]) - np.float32(sigmas[i]))
-                x = x + dt * v
+            noise = ops.asarray(_draw_normal(generator, tuple(x.shape))) if sampling.stochastic else None
+            x = sampler_step(x, v, sigmas, i, noise)
             x = ops.cat([clean, x[:, :, n_clean:]], axis=2)  # context + observation back clean
 
         # 4. decode, observation back in frame 0, box read-back
@@ -677,6 +604,17 @@ class PlannerRuntime:
             confs.append(float(best[1]))
         frames = uint8 if output_type == "np" else video
         return RuntimeOutput(frames=frames, box=boxes, latents=target, box_confidence=confs)
+
+    def sampling_config(
+        self,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        cfg_mode: str | None = None,
+    ) -> SamplingConfig:
+        """The exported model's sampling settings (model config + saved scheduler) with the call's
+        overrides: the same config and validity rule as ``Video4SpatialPipeline.sampling_config``."""
+        base = SamplingConfig.from_settings(self.mc, self.config["scheduler"])
+        return base.with_overrides(num_inference_steps, guidance_scale, cfg_mode)
 
     def _temporal_factor(self) -> int:
         return int(self.mc["vae_scale_factor_temporal"]) if self.config["latent_space"] == "wan_vae" else 1

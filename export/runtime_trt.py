@@ -6,7 +6,7 @@ stream), so no extra CUDA bindings (pycuda / cuda-python) are needed and nothing
 inside the sampling loop. The sampling loop itself is the same code as the ONNX Runtime backend
 (:class:`v4s_agent.export.runtime_ort.PlannerRuntime`), working on torch CUDA tensors here.
 
-NOT run here: no GPU and no tensorrt on the development machines (see docs/README_export.md).
+NOT run here: no GPU and no tensorrt on the development machines (see docs/EXPORT.md).
 """
 
 from __future__ import annotations

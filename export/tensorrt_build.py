@@ -294,4 +294,7 @@ def build_engines(
             d.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(s, d)
     (out / ENGINES_JSON).write_text(json.dumps(report, indent=2))
+    from v4s_agent.integrity import write_checksums
+
+    write_checksums(out)  # load_manifest verifies it (also when --out is the ONNX folder itself)
     return report

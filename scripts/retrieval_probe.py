@@ -16,12 +16,12 @@ import sys
 import numpy as np
 import torch
 
-from v4s_agent.agent.planner import VideoPlanner, _resize
+from v4s_agent.agent.planner import VideoPlanner, resize_frames
 from v4s_agent.evaluation.evaluate import collect_episodes
 
 
 def thumbs(x: np.ndarray) -> np.ndarray:
-    x = _resize(x[None] if x.ndim == 3 else x, 16, 16).astype(np.float32) / 255.0
+    x = resize_frames(x[None] if x.ndim == 3 else x, 16, 16).astype(np.float32) / 255.0
     return x.reshape(len(x), -1)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 from v4s_agent.envs.actions import MOVE_FORWARD, STOP, TURN_LEFT, TURN_RIGHT
 from v4s_agent.envs.geometry import intrinsics, make_pose
 
-from v4s_agent.agent.mapping import OccupancyMap, drive_to, steer
+from v4s_agent.agent.mapping import ObjectSearch, OccupancyMap, drive_to, goal_component, steer
 
 
 def _depth_of_wall(T: np.ndarray, h: int = 32, w: int = 32, wall_z: float = -2.0) -> np.ndarray:
@@ -65,3 +65,61 @@ def test_steer_and_frontiers() -> None:
     rows, cols = np.nonzero(f)
     xs, zs = m.to_world(rows, cols)
     assert np.all(zs < 0.6)  # frontiers lie at the edge of what the camera saw, in front of it
+
+
+def test_a_bump_blocks_the_way_even_over_seen_floor() -> None:
+    """Issue 21: one bump was outvoted by floor evidence and the robot walked into the same spot again."""
+    T = make_pose(0.0, 0.0, 0.0)
+    m = OccupancyMap(cell=0.1, size_m=6.0)
+    m.set_origin(T)
+    m.free[:] = 50  # the floor was seen many times everywhere
+    assert m.forward_clear(T)
+    m.mark_blocked_ahead(T)
+    assert not m.forward_clear(T)  # now it is not
+    r, c = m.to_cell(0.0, -0.3)
+    assert m.occupied()[r, c]
+    goal = np.zeros((m.n, m.n), bool)
+    goal[m.to_cell(0.0, -2.0)] = True
+    a, _, _ = drive_to(m, T, goal)
+    assert a in (TURN_LEFT, TURN_RIGHT)  # around the bump, not into it
+
+
+def test_goal_component_ignores_scattered_pixels() -> None:
+    prob = np.zeros((32, 32))
+    prob[12:20, 12:20] = 0.9  # the object
+    prob[0, 0] = prob[31, 31] = prob[0, 31] = 0.8  # false pixels in the corners
+    comp = goal_component(prob, 0.3, min_fraction=0.01)
+    assert comp is not None and comp.sum() == 64 and comp[15, 15] and not comp[0, 0]
+    assert goal_component(np.full((32, 32), 0.1), 0.3) is None
+
+
+class _BlobDetector:
+    """A detector that sees ``chair`` as a centred blob in every frame."""
+
+    categories = ["chair"]
+
+    def probs(self, frames: np.ndarray) -> np.ndarray:
+        p = np.zeros((len(frames), 2, 16, 16))
+        p[:, 1, 5:11, 5:11] = 0.9
+        p[:, 0] = 1 - p[:, 1]
+        return p
+
+
+def _wall_depth(d: float, h: int = 32, w: int = 32) -> np.ndarray:
+    """Depth of a frontal plane ``d`` metres away along the optical axis (pitched camera, crude)."""
+    return np.full((h, w), d, np.float32)
+
+
+def test_object_search_stops_only_when_the_goal_is_verified_close() -> None:
+    pitch = math.radians(-30)
+    T = make_pose(0.0, 0.0, 0.0, pitch=pitch)
+    rgb = np.zeros((32, 32, 3), np.uint8)
+    near = ObjectSearch(_BlobDetector(), "chair", scan_turns=0, min_votes=2)
+    acts = [near.act(rgb, _wall_depth(1.0), T) for _ in range(4)]
+    assert STOP in acts and acts.index(STOP) >= 1  # centred, ~0.9 m away, seen in two frames: stop
+    assert "centred" in near.stats["stop_reason"]
+    too_close = ObjectSearch(_BlobDetector(), "chair", scan_turns=0, min_votes=2)
+    acts = [too_close.act(rgb, _wall_depth(0.3), T) for _ in range(4)]
+    assert STOP not in acts  # 0.26 m: a goal centred that close is below the view, a false detection
+    blind = ObjectSearch(None, None, scan_turns=0)
+    assert STOP not in [blind.act(rgb, _wall_depth(1.0), T) for _ in range(4)]  # no detector: no stop

@@ -14,7 +14,9 @@ from v4s_agent.agent.action_decoding import (
     TURN_LEFT,
     TURN_RIGHT,
     decode_actions,
+    essential_forward,
     estimate_motion,
+    intrinsics,
 )
 from v4s_agent.agent.agent import _yaw, discrete_path, frame_similarity, relative_camera
 from v4s_agent.agent.configuration_agent import V4SAgentConfig
@@ -69,6 +71,52 @@ def test_cv_crosscheck_signs():
     assert estimate_motion(f0, f0).action == STOP
     m = estimate_motion(f0, _view(big, 15))
     assert abs(m.yaw_deg - 15) < 2
+    # the essential-matrix sign where the solver can decide (parallax: the camera moved along its axis) ...
+    assert estimate_motion(f0, _view(big, zoom=1.1)).forward == 1
+    assert estimate_motion(f0, _view(big, zoom=0.9)).forward == -1
+    # ... and "no estimate" on degenerate pairs: no motion (OpenCV 5.x's solver raises there), pure rotation
+    assert estimate_motion(f0, f0).forward == 0
+    assert estimate_motion(f0, _view(big, 3)).forward == 0
+
+
+def _points(seed: int = 0, n: int = 60):
+    """Pixels of ``n`` random 3-D points (depth 2-6, non-planar) and a projector for a moved camera."""
+    rng = np.random.default_rng(seed)
+    X = np.c_[rng.uniform(-2, 2, (n, 2)), rng.uniform(2, 6, n)]
+    K = intrinsics(128, 128)
+
+    def proj(yaw_deg: float = 0.0, tz: float = 0.0) -> np.ndarray:
+        c, s = math.cos(math.radians(yaw_deg)), math.sin(math.radians(yaw_deg))
+        p = (X @ np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]]).T + [0, 0, tz]) @ K.T
+        return p[:, :2] / p[:, 2:]
+
+    return K, proj
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_essential_forward_sign_or_no_estimate(seed, monkeypatch):
+    K, proj = _points(seed)
+    a = proj()
+    # OpenCV: x2 = R x1 + t; the camera moving forward brings the points closer (t_z < 0): +1
+    assert essential_forward(a, proj(tz=-0.25), K) == 1
+    assert essential_forward(a, proj(tz=0.25), K) == -1
+    assert essential_forward(a, proj(yaw_deg=2, tz=-0.25), K) == 1
+    # degenerate pairs: no estimate, not a crash (OpenCV 5.x raises in solvePoly on the first two)
+    assert essential_forward(a, a, K) == 0  # no motion
+    assert essential_forward(a, proj(yaw_deg=3), K) == 0  # pure rotation: translation undefined
+    b = proj(tz=-0.25)
+    assert essential_forward(np.repeat(a[:4], 15, 0), np.repeat(b[:4], 15, 0), K) == 0  # 4 distinct points
+    assert essential_forward(a[:7], b[:7], K) == 0
+
+    # a solver failure on a pair that passes the checks is "no estimate" too, in the agent's decoder as well
+    def fail(*args, **kw):
+        raise cv2.error("OpenCV(5.1.0) (-215:Assertion failed) in function 'solvePoly'")
+
+    monkeypatch.setattr(cv2, "findEssentialMat", fail)
+    assert essential_forward(a, b, K) == 0
+    big = _canvas(seed)
+    m = estimate_motion(_view(big), _view(big, zoom=1.1))
+    assert m.forward == 0 and m.action == MOVE_FORWARD  # the expansion still decides
 
 
 def test_decode_actions_never_stop():

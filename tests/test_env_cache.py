@@ -147,7 +147,7 @@ def test_same_episodes_with_and_without_cache(tmp_path):
             assert env._cache is not None and env._bundle._cache is not None
         env.close()
     kinds = sorted(p.name.split("-")[0] for p in tmp_path.glob("*.npz"))
-    assert kinds == ["goals"] * 2 + ["navgrid"] * 2 + ["scene"] * 2 + ["tour"] * 2
+    assert kinds == ["goals"] * 2 + ["navgrid"] * 2 + ["scene"] * 2 + ["scene_video"] * 2
     assert _same(runs[0], runs[1]) and _same(runs[0], runs[2])
 
 

@@ -13,7 +13,7 @@ import pytest
 
 import v4s_agent
 
-KW = {"tour_frames": 4}
+KW = {"tour_frames": 4, "context_video": "tour"}  # the short tour: vector tests stay fast
 
 
 def _assert_real_renders(obs, n: int) -> None:

@@ -1,7 +1,11 @@
-"""The package layout (issue 9): the parts' imports follow the data flow, and the public API and CLIs stay.
+"""The package layout (issues 9, 22): the parts' imports follow the floors, and the public API and CLIs stay.
 
-envs -> training -> model -> agent -> evaluation / export: a part may import the parts before it, never
-the ones after it. Checked statically on every module's imports (top-level and inside functions).
+Floors: (shared leaf utilities) -> envs -> model -> agent -> training / evaluation / export. A part may
+import its own modules and the parts on lower floors, never a part on its own floor or above (training,
+evaluation and export are siblings), never the package root ``v4s_agent`` (the public API above every
+floor, which wires the parts together), and never another part's private (``_``-prefixed) names.
+Checked statically on every module's imports: top-level, inside functions, and
+``importlib.import_module("...")`` with a constant name.
 """
 
 from __future__ import annotations
@@ -25,11 +29,17 @@ PACKAGES = {
     ROOT / "training": "v4s_agent.training",
     ROOT / "export": "v4s_agent.export",
 }
-# part -> the parts it must never import
-FORBIDDEN = {
-    "v4s_agent.model": ("v4s_agent.agent", "v4s_agent.evaluation", "v4s_agent.envs"),
-    "v4s_agent.agent": ("v4s_agent.evaluation",),
-    "v4s_agent.envs": ("v4s_agent.model", "v4s_agent.agent", "v4s_agent.evaluation"),
+# shared leaf utilities (floor -1): every part may import them, they import nothing of v4s_agent
+BASE = {"v4s_agent.integrity": -1, "v4s_agent.outputs": -1}
+# part -> its floor
+FLOORS = {
+    **BASE,
+    "v4s_agent.envs": 0,
+    "v4s_agent.model": 1,
+    "v4s_agent.agent": 2,
+    "v4s_agent.training": 3,
+    "v4s_agent.evaluation": 3,
+    "v4s_agent.export": 3,
 }
 
 
@@ -45,12 +55,15 @@ def _modules() -> dict[str, Path]:
     return out
 
 
-def _imports(module: str, path: Path) -> set[str]:
-    """Absolute names of everything ``module`` imports (relative imports resolved)."""
-    is_pkg = path.name == "__init__.py"
+def _imports(module: str, source: str, is_pkg: bool = False) -> set[str]:
+    """Absolute dotted names of everything ``module`` imports (relative imports resolved).
+
+    ``from X import y`` gives ``X.y`` (a submodule or a name in ``X``), so ``from .. import envs`` is an
+    import of ``v4s_agent.envs``, not of the package root.
+    """
     package = module if is_pkg else module.rsplit(".", 1)[0]
     names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             names.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -60,39 +73,121 @@ def _imports(module: str, path: Path) -> set[str]:
                 prefix = ".".join(base + ([node.module] if node.module else []))
             else:
                 prefix = node.module or ""
-            names.add(prefix)
             names.update(f"{prefix}.{a.name}" for a in node.names)
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", None)) == "import_module"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+            and not node.args[0].value.startswith(".")
+        ):
+            names.add(node.args[0].value)
     return names
+
+
+def _part(name: str) -> str | None:
+    """The part ``name`` lies in, ``"root"`` for the package root and its own modules, ``None`` outside."""
+    if name != "v4s_agent" and not name.startswith("v4s_agent."):
+        return None
+    import v4s_agent
+
+    moved = next(
+        (new for old, new in v4s_agent._MOVED.items() if name == old or name.startswith(old + ".")), None
+    )
+    if moved is not None:  # an old module name is an alias of the moved module
+        name = moved
+    return next((p for p in FLOORS if name == p or name.startswith(p + ".")), "root")
+
+
+def back_edges(module: str, names: set[str]) -> list[str]:
+    """Every import in ``names`` by ``module`` that climbs back against the floors (empty: none)."""
+    own = _part(module)
+    if own in (None, "root"):
+        return []  # the package root and its CLIs sit above every floor
+    bad = []
+    for name in sorted(names):
+        target = _part(name)
+        if target is None or target == own:
+            continue
+        if target == "root":
+            bad.append(f"{module} imports the package root ({name})")
+        elif FLOORS[target] >= FLOORS[own]:
+            bad.append(
+                f"{module} ({own}, floor {FLOORS[own]}) imports {name} ({target}, floor {FLOORS[target]})"
+            )
+        elif name.rsplit(".", 1)[-1].startswith("_") and not name.endswith("__"):
+            bad.append(f"{module} reaches into the private name {name}")
+    return bad
 
 
 def test_parts_exist_as_folders() -> None:
     for part in ("model", "agent", "evaluation"):
         assert (ROOT / "v4s_agent" / part / "__init__.py").is_file(), part
     flat = sorted(p.name for p in (ROOT / "v4s_agent").glob("*.py"))
-    # the top level holds only the public API and the two CLIs
-    assert flat == ["__init__.py", "evaluate.py", "rollout.py"], flat
+    # the top level holds only the public API, the two CLIs and the shared leaf utilities
+    base = [m.rsplit(".", 1)[1] + ".py" for m in BASE]
+    assert flat == sorted(["__init__.py", "evaluate.py", "rollout.py", *base]), flat
 
 
-def test_imports_follow_the_data_flow() -> None:
+def test_imports_follow_the_floors() -> None:
     mods = _modules()
-    assert "v4s_agent.model.transformer_v4s" in mods and "v4s_agent.envs.nav_env" in mods
+    assert {"v4s_agent.model.transformer_v4s", "v4s_agent.envs.nav_env", "v4s_agent.export.graphs"} <= set(
+        mods
+    )
+    assert {_part(m) for m in mods} == {*FLOORS, "root"}, "every part is on a floor"
     bad = []
     for module, path in mods.items():
-        for part, forbidden in FORBIDDEN.items():
-            if module != part and not module.startswith(part + "."):
-                continue
-            for name in _imports(module, path):
-                if any(name == f or name.startswith(f + ".") for f in forbidden):
-                    bad.append(f"{module} imports {name}")
+        bad += back_edges(module, _imports(module, path.read_text(), path.name == "__init__.py"))
     assert not bad, "\n".join(bad)
 
 
-def test_flow_check_catches_a_backward_import(tmp_path: Path) -> None:
-    """The checker is not vacuous: a model module importing the agent is reported."""
-    p = tmp_path / "m.py"
-    p.write_text("from ..agent.planner import VideoPlanner\nimport v4s_agent.envs\n")
-    names = _imports("v4s_agent.model.m", p)
-    assert "v4s_agent.agent.planner" in names and "v4s_agent.envs" in names
+@pytest.mark.parametrize(
+    ("module", "source", "expected"),
+    [
+        # the three back-edges issue 22 removed, as they were written
+        ("v4s_agent.agent.planner", "from .. import export as _export\n", ["imports v4s_agent.export"]),
+        ("v4s_agent.envs.vector", "def f():\n    import v4s_agent\n", ["imports the package root"]),
+        ("v4s_agent.evaluation.evaluate", "from ..agent.planner import _resize\n", ["private name"]),
+        # a lower floor importing a higher one, lazily and by name
+        (
+            "v4s_agent.model.m",
+            "def f():\n    from ..agent.planner import VideoPlanner\n"
+            "    importlib.import_module('v4s_agent.evaluation.metrics')\n",
+            ["imports v4s_agent.agent.planner", "imports v4s_agent.evaluation.metrics"],
+        ),
+        (
+            "v4s_agent.evaluation.m",
+            "from v4s_agent.training.dataset import X\n",
+            ["imports v4s_agent.training"],
+        ),
+        (
+            "v4s_agent.envs.m",
+            "from v4s_agent.planner import VideoPlanner\n",
+            ["(v4s_agent.agent, floor 2)"],
+        ),  # old alias
+        ("v4s_agent.integrity", "from .model.bbox import draw_red_box\n", ["imports v4s_agent.model.bbox"]),
+        # allowed: down the floors, within a part, the root's own wiring, other packages
+        ("v4s_agent.export.graphs", "from v4s_agent.agent.inverse_dynamics import IDMConfig\n", []),
+        ("v4s_agent.agent.m", "from ._private import x\nfrom ..envs import geometry\nimport numpy\n", []),
+        ("v4s_agent", "from .export import load_runtime_pipeline\n", []),
+    ],
+)
+def test_floor_check_catches_a_back_edge(module: str, source: str, expected: list[str]) -> None:
+    """The checker is not vacuous: each synthetic back-edge is reported, each allowed import is not."""
+    bad = back_edges(module, _imports(module, source, is_pkg=module == "v4s_agent"))
+    assert len(bad) == len(expected), bad
+    for want, got in zip(expected, bad, strict=True):
+        assert want in got, (want, got)
+
+
+def test_env_id_agrees_with_the_vector_entry_point() -> None:
+    """``envs.vector`` names the id the root registers (it must not import the root to read it)."""
+    from v4s_agent.envs import vector
+
+    import v4s_agent
+
+    assert vector.ENV_ID == v4s_agent.ENV_ID
 
 
 def test_every_documented_name_imports() -> None:

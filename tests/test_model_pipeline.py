@@ -143,6 +143,12 @@ def test_checkpoint_config_mismatch_raises(pipe, tmp_path):
     idx = json.loads((tmp_path / "model_index.json").read_text())
     idx["model_config"]["num_layers"] = 5
     (tmp_path / "model_index.json").write_text(json.dumps(idx))
+    with pytest.raises(ValueError, match="does not match its sha256"):  # an edited file is caught first
+        Video4SpatialPipeline.from_pretrained(tmp_path)
+    from v4s_agent.integrity import write_checksums
+
+    (tmp_path / "checksums.json").unlink()
+    write_checksums(tmp_path)  # a folder consistent with itself, but not with its weights
     with pytest.raises(ValueError, match="does not match model config"):
         Video4SpatialPipeline.from_pretrained(tmp_path)
 

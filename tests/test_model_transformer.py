@@ -121,8 +121,13 @@ def test_configs_validate():
     assert (d.height, d.width, d.num_context_frames, d.num_target_frames, d.num_box_frames) == (
         64,
         64,
-        6,
+        12,
         11,
         2,
     )
+    assert d.train_sigma_high_frac == 0.3 and d.target_position_gap == 8.0
+    with pytest.raises(ValueError, match="train_sigma_high_frac"):
+        ModelConfig(train_sigma_high_frac=1.5)
+    with pytest.raises(ValueError, match="target_position_gap"):
+        ModelConfig(target_position_gap=-1.0)
     assert ModelConfig.from_dict(d.to_dict()) == d

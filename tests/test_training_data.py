@@ -12,11 +12,14 @@ from training_helpers import TINY_GEN, tiny_data
 from v4s_agent.training.dataset import (
     DataError,
     V4SShardDataset,
+    choose_context,
+    clip_window,
     load_idm_transitions,
     load_shard,
     make_dataloader,
+    near_schedule,
     sample_context,
-    window_indices,
+    view_distance,
 )
 from v4s_agent.training.generate_data import DataGenerationError, GenConfig, generate, shard_name
 
@@ -31,15 +34,20 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_manifest_counts_and_shards(data_dir: Path) -> None:
     m = json.loads((data_dir / "manifest.json").read_text())
     assert m["n_shards"] == 2 and m["generator_seed"] == 0 and m["version"]
-    assert m["totals"]["n_obj"] > 0 and m["totals"]["n_tour"] > 0 and m["totals"]["n_idm"] > 0
+    assert m["totals"]["n_visits_ok"] > 0 and m["totals"]["n_video"] > 200 and m["totals"]["n_idm"] > 0
     z = load_shard(data_dir / shard_name(0))
-    assert z["tour_frames"].dtype == np.uint8 and z["tour_frames"].shape[1:] == (32, 32, 3)
-    assert z["tour_poses"].shape[1:] == (4, 4)
-    n_obj = len(z["obj_offsets"]) - 1
-    assert z["obj_box_frames"].shape[0] == n_obj and z["obj_instructions"].shape[0] == n_obj
-    assert len(z["obj_boxes"]) == len(z["obj_frames"]) == len(z["obj_actions"])
-    assert z["pose_camera"].shape == (len(z["pose_frames"]), 12)
-    assert len(set(z["obj_instructions"].ravel().tolist())) > 1  # varied templates
+    n = len(z["video_frames"])
+    assert z["video_frames"].dtype == np.uint8 and z["video_frames"].shape[1:] == (32, 32, 3)
+    assert z["video_poses"].shape == (n, 4, 4) and z["video_actions"].shape == (n,)
+    assert z["video_boxes"].shape == (n, len(z["categories"]), 4)
+    assert z["video_actions"][-1] == -1 and set(np.unique(z["video_actions"][:-1])) <= {1, 2, 3}
+    v = len(z["visit_end"])
+    assert z["visit_instructions"].shape[0] == v and np.all(z["visit_start"] <= z["visit_end"])
+    assert len(set(z["visit_instructions"].ravel().tolist())) > 1  # varied templates
+    # a visit that ends centred has its goal's box in its end frame, with SD < 0.2
+    for e in np.nonzero(z["visit_ok"])[0]:
+        assert not np.isnan(z["video_boxes"][z["visit_end"][e], z["visit_category"][e]]).any()
+        assert z["visit_sd"][e] < 0.2
 
 
 def test_generation_is_resumable(data_dir: Path) -> None:
@@ -49,7 +57,7 @@ def test_generation_is_resumable(data_dir: Path) -> None:
     assert p.stat().st_mtime_ns == t  # finished shards are never redone
     with pytest.raises(DataGenerationError, match="different settings"):
         generate(
-            GenConfig(**{**TINY_GEN.__dict__, "object_episodes": 5}), 2, data_dir, workers=1, progress=False
+            GenConfig(**{**TINY_GEN.__dict__, "random_walk_steps": 5}), 2, data_dir, workers=1, progress=False
         )
 
 
@@ -81,12 +89,43 @@ def test_joint_cfg_dropout_drops_instruction_and_context_together(data_dir: Path
 
 def test_context_sampling_modes() -> None:
     rng = np.random.default_rng(0)
-    idx, pos = sample_context(48, 6, "sparse", rng)
+    cand = np.arange(48)
+    idx, pos = sample_context(cand, 6, "sparse", rng)
     assert len(set(idx.tolist())) == 6 and np.all(np.diff(idx) > 0) and np.array_equal(idx, pos)
-    idx, pos = sample_context(48, 6, "contiguous", rng)
+    idx, pos = sample_context(cand, 6, "contiguous", rng)
     assert np.all(np.diff(idx) == 1) and np.array_equal(pos, np.arange(6))
-    assert np.array_equal(window_indices(3, 5, True, rng), [0, 1, 2, 2, 2])  # stopped: last frame repeats
-    assert np.array_equal(window_indices(10, 4, True, rng), [6, 7, 8, 9])
+    with pytest.raises(ValueError, match="no context candidates"):
+        sample_context(np.zeros(0, np.int64), 6, "sparse", rng)
+    assert near_schedule(0, 0.9, 0.0, 100) == 0.9 and near_schedule(50, 0.9, 0.0, 100) == pytest.approx(0.45)
+    assert near_schedule(500, 0.9, 0.1, 100) == pytest.approx(0.1) and near_schedule(5, 0.9, 0.2, 0) == 0.2
+
+
+def test_clips_and_context_come_from_one_video(data_dir: Path) -> None:
+    """Object clips end their visit centred; the context never holds the clip's own frames, shows the goal
+    in at least one frame, and with near_prob=1 holds the video's closest view to the clip's last frame."""
+    z = load_shard(data_dir / shard_name(0))
+    n = len(z["video_frames"])
+    rng = np.random.default_rng(0)
+    ok = np.nonzero(z["visit_ok"])[0]
+    for e in ok:
+        w = clip_window(z, "obj", int(e), 5, True, rng)
+        assert w[-1] == z["visit_end"][e] and np.all(np.diff(w) <= 1)
+        cat = int(z["visit_category"][e])
+        for near in (0.0, 1.0):
+            cidx, pos = choose_context(z, w, 6, "sparse", rng, near, cat)
+            assert np.array_equal(cidx, pos) and np.all(np.diff(cidx) >= 0)
+            assert not set(cidx.tolist()) & set(range(int(w.min()), int(w.max()) + 1))
+            assert (~np.isnan(z["video_boxes"][cidx, cat]).any(-1)).any()
+            if near == 1.0:
+                rest = np.setdiff1d(np.arange(n), np.arange(w.min(), w.max() + 1))
+                d = view_distance(z["video_poses"], z["video_poses"][w[-1]])
+                assert d[cidx].min() == pytest.approx(d[rest].min())
+    # the look-around after a visit returns to the visit's end view: an exact copy exists in the video
+    e = int(ok[0])
+    assert view_distance(z["video_poses"][z["visit_end"][e] + 24 : z["visit_end"][e] + 25],
+                         z["video_poses"][z["visit_end"][e]])[0] < 1e-3  # fmt: skip
+    w = clip_window(z, "pose", 0, 5, False, rng)
+    assert len(w) == 5 and np.all(np.diff(w) == 1) and w.min() >= 0 and w.max() < n
 
 
 def test_stream_resume_and_rank_sharding(data_dir: Path) -> None:

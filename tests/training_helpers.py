@@ -6,15 +6,7 @@ from pathlib import Path
 
 from v4s_agent.training.generate_data import GenConfig, generate
 
-TINY_GEN = GenConfig(
-    split="train",
-    height=32,
-    width=32,
-    object_episodes=3,
-    pose_episodes=1,
-    random_walk_steps=12,
-    max_episode_steps=80,
-)
+TINY_GEN = GenConfig(split="train", height=32, width=32, random_walk_steps=12)
 
 
 def tiny_data(base: Path) -> Path:

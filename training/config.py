@@ -47,8 +47,16 @@ class TrainConfig:
         context_mode: "sparse" (sorted random subset of the tour, source-index positions) or
             "contiguous" (a contiguous window, positions 0..K-1) -- the paper's ablation switch.
         pose_task_prob: fraction of samples drawn from pose-path episodes (rest: object grounding).
-        end_window_prob: fraction of object windows that end at the episode's end (goal centred).
-        init_from: a checkpoint folder (``.../checkpoints/step_N``) or run folder (its newest checkpoint)
+        end_window_prob: fraction of object clips that end at the visit's end (goal centred).
+        near_context_start, near_context_end, near_context_steps: the near-context curriculum: the
+            probability that one context frame is the scene video's closest view to the clip's last frame
+            goes linearly from ``start`` to ``end`` (the video's natural sampling at 0) over ``steps``
+            optimiser steps.
+        cpu_attention: attention kernel on CPUs: ``"math"`` (matmul + softmax: for our ~400-token
+            sequences its bf16 backward is the faster one, ``benchmarks/bench_train.py``) or ``"auto"``
+            (torch's own choice, the flash kernel); GPUs always use torch's choice.
+        init_from: a checkpoint folder (``.../checkpoints/step_N``), a run folder (its newest checkpoint)
+            or a ``save_pretrained`` pipeline folder (e.g. a shipped ``checkpoints/default/pipeline``)
             whose weights and EMA start this NEW run (fresh optimiser, step 0): fine-tuning comparisons
             from one trained model. The model config may differ only where the weights keep their
             shapes (e.g. ``context_pose``); the load is strict.
@@ -83,12 +91,18 @@ class TrainConfig:
     context_mode: str = "sparse"
     pose_task_prob: float = 0.3
     end_window_prob: float = 0.5
+    near_context_start: float = 0.9
+    near_context_end: float = 0.0
+    near_context_steps: int = 4000
+    cpu_attention: str = "math"
     init_from: str | None = None
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # type: ignore[assignment]  (JSON gives a list)
         if self.context_mode not in ("sparse", "contiguous"):
             raise ValueError(f"context_mode must be 'sparse' or 'contiguous'. Got {self.context_mode!r}")
+        if self.cpu_attention not in ("math", "auto"):
+            raise ValueError(f"cpu_attention must be 'math' or 'auto'. Got {self.cpu_attention!r}")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ValueError(f"lr_schedule must be 'cosine' or 'constant'. Got {self.lr_schedule!r}")
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
@@ -96,7 +110,10 @@ class TrainConfig:
         for k in ("batch_size", "grad_accum_steps", "max_steps", "checkpoint_every", "keep_checkpoints"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k} must be >= 1. Got {getattr(self, k)}")
-        for k in ("p_drop_cond", "pose_task_prob", "end_window_prob"):
+        if self.near_context_steps < 0:
+            raise ValueError(f"near_context_steps must be >= 0. Got {self.near_context_steps}")
+        probs = ("p_drop_cond", "pose_task_prob", "end_window_prob", "near_context_start", "near_context_end")
+        for k in probs:
             if getattr(self, k) is not None and not 0.0 <= getattr(self, k) <= 1.0:
                 raise ValueError(f"{k} must be in [0, 1]. Got {getattr(self, k)}")
 

@@ -22,20 +22,29 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from v4s_agent.envs.scene_video import choose_context, clip_window, sample_context, view_distance
 
 from .generate_data import MANIFEST
 
+__all__ = [  # the clip cutters live with the scene video (the held-out gates use them too)
+    "choose_context", "clip_window", "sample_context", "view_distance", "build_sample", "make_dataloader",
+    "V4SShardDataset", "DataError", "load_shard", "load_manifest", "load_idm_transitions", "near_schedule",
+]  # fmt: skip
+
 REQUIRED_KEYS = (
-    "tour_frames",
-    "obj_frames",
-    "obj_boxes",
-    "obj_offsets",
-    "obj_instructions",
-    "pose_frames",
-    "pose_poses",
-    "pose_offsets",
-    "pose_instructions",
+    "video_frames",
+    "video_poses",
+    "video_boxes",
+    "categories",
+    "visit_category",
+    "visit_start",
+    "visit_end",
+    "visit_ok",
+    "visit_instructions",
 )
+
+
+CLIP_STRIDE = 24  # samples per scene and epoch: one per this many video frames
 
 
 class DataError(RuntimeError):
@@ -102,31 +111,6 @@ def to_video_tensor(frames: np.ndarray, height: int, width: int) -> torch.Tensor
 # ---------------------------------------------------------------------------------------------- sampling
 
 
-def sample_context(n_tour: int, k: int, mode: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Tour indices and RoPE positions of ``k`` context frames.
-
-    ``sparse``: a random sorted subset (positions = source indices, the paper's non-contiguous context);
-    ``contiguous``: a random window (positions 0..k-1, the ablation).
-    """
-    if n_tour < 1:
-        raise DataError("empty tour")
-    if mode == "sparse":
-        idx = np.sort(rng.choice(n_tour, size=k, replace=n_tour < k))
-        return idx, idx.astype(np.float32)
-    if mode == "contiguous":
-        start = int(rng.integers(0, max(1, n_tour - k + 1)))
-        idx = np.minimum(np.arange(start, start + k), n_tour - 1)
-        return idx, np.arange(k, dtype=np.float32)
-    raise ValueError(f"context mode must be 'sparse' or 'contiguous'. Got {mode!r}")
-
-
-def window_indices(length: int, n: int, at_end: bool, rng: np.random.Generator) -> np.ndarray:
-    """``n`` consecutive episode frames (one per action); past the end the last frame repeats (stopped)."""
-    last_start = max(0, length - n)
-    start = last_start if at_end else int(rng.integers(0, last_start + 1))
-    return np.minimum(np.arange(start, start + n), length - 1)
-
-
 def build_sample(
     shard: dict[str, np.ndarray],
     kind: str,
@@ -136,11 +120,20 @@ def build_sample(
     context_mode: str = "sparse",
     p_drop: float = 0.1,
     end_window_prob: float = 0.5,
+    near_prob: float = 0.0,
 ) -> dict[str, Any]:
-    """One training sample (unbatched) from episode ``ep`` of kind ``obj`` | ``pose`` of a shard."""
+    """One training sample (unbatched) cut from a shard's scene video.
+
+    ``kind="obj"``: a clip ending in visit ``ep`` (goal centred at the visit's end), red-box auxiliary
+    frames, the visit's instruction; ``kind="pose"``: any segment with its camera path (``ep`` unused).
+    The context is ``choose_context``'s: other frames of the same video at their source times.
+    """
     from v4s_agent.envs.geometry import encode_relative_pose
+    from v4s_agent.envs.nav_env import POSE_INSTRUCTION
 
     from v4s_agent.model.bbox import draw_red_box
+
+    from .generate_data import POSE_TEMPLATES
 
     H, W, K, T, nb = (
         mcfg.height,
@@ -150,32 +143,31 @@ def build_sample(
         mcfg.num_box_frames,
     )
     t_traj = T - nb
-    tour = shard["tour_frames"]
-    cidx, cpos = sample_context(len(tour), K, context_mode, rng)
-    off = shard[f"{kind}_offsets"]
-    a, b = int(off[ep]), int(off[ep + 1])
-    widx = a + window_indices(b - a, t_traj, bool(rng.random() < end_window_prob), rng)
-    frames = shard[f"{kind}_frames"][widx]
-    last = frames[-1]
+    video, poses = shard["video_frames"], shard["video_poses"]
+    widx = clip_window(shard, kind, ep, t_traj, bool(rng.random() < end_window_prob), rng)
+    cat = int(shard["visit_category"][ep]) if kind == "obj" else None
+    cidx, cpos = choose_context(shard, widx, K, context_mode, rng, near_prob, cat)
+    frames = video[widx]
     camera = np.zeros((T, 12), np.float32)
+    obs_pose = poses[widx[0]]
     # the context frames' poses relative to the observation (used by models with ``context_pose``)
-    obs_pose = shard[f"{kind}_poses"][widx[0]]
-    context_camera = np.stack([encode_relative_pose(obs_pose, P) for P in shard["tour_poses"][cidx]])
+    context_camera = np.stack([encode_relative_pose(obs_pose, P) for P in poses[cidx]])
     if kind == "obj":
-        box = shard["obj_boxes"][widx[-1]]
-        aux = draw_red_box(last, None if np.isnan(box).any() else tuple(float(v) for v in box))
+        box = shard["video_boxes"][widx[-1], cat]
+        aux = draw_red_box(frames[-1], None if np.isnan(box).any() else tuple(float(v) for v in box))
         cam_mask = 0.0
+        instrs = shard["visit_instructions"][ep]
+        instruction = str(instrs[int(rng.integers(len(instrs)))])
     else:
-        aux = last
-        poses = shard["pose_poses"][widx]
-        camera[:t_traj] = np.stack([encode_relative_pose(poses[0], P) for P in poses])
+        aux = frames[-1]
+        camera[:t_traj] = np.stack([encode_relative_pose(obs_pose, P) for P in poses[widx]])
         cam_mask = 1.0
+        choices = (POSE_INSTRUCTION, *POSE_TEMPLATES)
+        instruction = choices[int(rng.integers(len(choices)))]
     target = np.concatenate([frames, np.repeat(aux[None], nb, axis=0)]) if nb else frames
-    instrs = shard[f"{kind}_instructions"][ep]
-    instruction = str(instrs[int(rng.integers(len(instrs)))])
     drop = bool(rng.random() < p_drop)
     return {
-        "context": to_video_tensor(tour[cidx], H, W),
+        "context": to_video_tensor(video[cidx], H, W),
         "context_positions": torch.from_numpy(cpos),
         "target": to_video_tensor(target, H, W),
         "camera": torch.from_numpy(camera),
@@ -184,6 +176,13 @@ def build_sample(
         "instruction": "" if drop else instruction,
         "drop_context": torch.tensor(drop),
     }
+
+
+def near_schedule(batch: int, start: float, end: float, steps: int) -> float:
+    """The near-context curriculum: probability ``start`` at batch 0, linear to ``end`` at ``steps``."""
+    if steps <= 0:
+        return end
+    return float(start + (end - start) * min(1.0, batch / steps))
 
 
 # ---------------------------------------------------------------------------------------------- dataset
@@ -201,8 +200,11 @@ class V4SShardDataset(IterableDataset):
         rank, world_size: DDP position; each rank reads its own shards.
         context_mode: ``sparse`` | ``contiguous``.
         p_drop: joint CFG dropout probability (instruction -> "", context -> noise, together).
-        pose_task_prob: probability of a pose-path sample (when the shard has pose episodes).
-        end_window_prob: probability that an object window ends at the episode's end (goal centred).
+        pose_task_prob: probability of a pose-path sample (the context-only task; every object sample
+            when the shard has no visit that ends centred).
+        end_window_prob: probability that an object clip ends at the visit's end (goal centred).
+        near_context: ``(start, end, batches)`` of the near-context curriculum (``near_schedule``):
+            the probability that a context frame is the video's closest view to the clip's last frame.
         shard_cache: shards kept in memory per worker.
     """
 
@@ -219,14 +221,23 @@ class V4SShardDataset(IterableDataset):
         p_drop: float = 0.1,
         pose_task_prob: float = 0.3,
         end_window_prob: float = 0.5,
+        near_context: tuple[float, float, int] = (0.0, 0.0, 0),
         shard_cache: int = 2,
     ) -> None:
         super().__init__()
         self.data_dir = Path(data_dir)
         self.manifest = load_manifest(self.data_dir)
-        self.shards = [s for s in self.manifest["shards"] if s.get("n_obj", 0) + s.get("n_pose", 0) > 0]
+        if str(self.manifest.get("version", "")).split(".")[0] != "2":
+            raise DataError(
+                f"{self.data_dir} was written by generator {self.manifest.get('version')!r}; this loader "
+                "reads scene-video shards (2.x): regenerate it with v4s_agent.training.generate_data"
+            )
+        t = model_config.num_target_frames - model_config.num_box_frames
+        self.shards = [
+            s for s in self.manifest["shards"] if s.get("n_video", 0) > t + model_config.num_context_frames
+        ]
         if not self.shards:
-            raise DataError(f"{self.data_dir}: no shard holds any episode")
+            raise DataError(f"{self.data_dir}: no shard holds a scene video longer than clip + context")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, world_size). Got rank={rank}, world_size={world_size}")
         self.mcfg = model_config
@@ -234,6 +245,7 @@ class V4SShardDataset(IterableDataset):
         self.rank, self.world_size = int(rank), int(world_size)
         self.context_mode, self.p_drop = context_mode, float(p_drop)
         self.pose_task_prob, self.end_window_prob = float(pose_task_prob), float(end_window_prob)
+        self.near_context = (float(near_context[0]), float(near_context[1]), int(near_context[2]))
         self.shard_cache = max(1, int(shard_cache))
         for s in self.shards:
             if not (self.data_dir / s["file"]).is_file():
@@ -250,11 +262,11 @@ class V4SShardDataset(IterableDataset):
         for si in mine:
             s = self.shards[int(si)]
             rng = np.random.default_rng([self.seed, epoch, int(si), 104729])
-            n_obj, n_pose = int(s.get("n_obj", 0)), int(s.get("n_pose", 0))
-            for _ in range(n_obj + n_pose):
-                use_pose = n_pose > 0 and (n_obj == 0 or rng.random() < self.pose_task_prob)
+            n_ok = int(s.get("n_visits_ok", 0))
+            for _ in range(max(1, int(s["n_video"]) // CLIP_STRIDE)):
+                use_pose = n_ok == 0 or rng.random() < self.pose_task_prob
                 kind = "pose" if use_pose else "obj"
-                ep = int(rng.integers(n_pose if use_pose else n_obj))
+                ep = int(rng.integers(max(1, n_ok)))  # the ep-th visit that ends centred
                 if per_shard or g % n_slots == slot:
                     yield int(si), kind, ep, g
                 g += 1
@@ -284,12 +296,20 @@ class V4SShardDataset(IterableDataset):
             if k < skip:
                 continue
             if si not in cache:
-                cache[si] = load_shard(self.data_dir / self.shards[si]["file"])
+                shard = load_shard(self.data_dir / self.shards[si]["file"])
+                shard["ok_visits"] = np.nonzero(shard["visit_ok"])[0]
+                cache[si] = shard
                 while len(cache) > self.shard_cache:
                     cache.popitem(last=False)
+            shard = cache[si]
+            if kind == "obj":
+                ep = int(shard["ok_visits"][ep % len(shard["ok_visits"])])
+            # this rank's batch index of the sample: worker w_orig delivers batches w_orig, w_orig + n_w, ...
+            batch = (k // self.batch_size) * n_w + w_orig
+            near = near_schedule(batch, *self.near_context)
             rng = np.random.default_rng([self.seed, epoch, si, g, 15485863])
             yield build_sample(
-                cache[si], kind, ep, rng, self.mcfg, self.context_mode, self.p_drop, self.end_window_prob
+                shard, kind, ep, rng, self.mcfg, self.context_mode, self.p_drop, self.end_window_prob, near
             )
 
 
@@ -315,6 +335,7 @@ def make_dataloader(
     p_drop: float = 0.1,
     pose_task_prob: float = 0.3,
     end_window_prob: float = 0.5,
+    near_context: tuple[float, float, int] = (0.0, 0.0, 0),
 ) -> DataLoader:
     """The training DataLoader of one rank (its own shards; resumes at ``start_batch``)."""
     ds = V4SShardDataset(
@@ -329,6 +350,7 @@ def make_dataloader(
         p_drop=p_drop,
         pose_task_prob=pose_task_prob,
         end_window_prob=end_window_prob,
+        near_context=near_context,
     )
     kw: dict[str, Any] = {}
     if num_workers > 0:
@@ -342,7 +364,7 @@ def make_dataloader(
 def load_idm_transitions(
     data_dir: str | Path, max_shards: int | None = None, max_per_shard: int | None = None, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(frame0, frame1, action) uint8/int64 arrays: random-walk pairs + the expert's episode steps."""
+    """(frame0, frame1, action) uint8/int64 arrays: random-walk pairs + the scene video's own steps."""
     manifest = load_manifest(data_dir)
     shards = manifest["shards"][: max_shards or None]
     rng = np.random.default_rng(seed)
@@ -350,29 +372,12 @@ def load_idm_transitions(
     for s in shards:
         z = load_shard(
             Path(data_dir) / s["file"],
-            keys=(
-                "idm_frame0",
-                "idm_frame1",
-                "idm_actions",
-                "obj_frames",
-                "obj_actions",
-                "obj_offsets",
-                "pose_frames",
-                "pose_actions",
-                "pose_offsets",
-            ),
+            keys=("idm_frame0", "idm_frame1", "idm_actions", "video_frames", "video_actions"),
         )
-        a0, a1, aa = [z["idm_frame0"]], [z["idm_frame1"]], [z["idm_actions"]]
-        for kind in ("obj", "pose"):
-            fr, ac, off = z[f"{kind}_frames"], z[f"{kind}_actions"], z[f"{kind}_offsets"]
-            for e in range(len(off) - 1):
-                a, b = int(off[e]), int(off[e + 1])
-                if b - a < 2:
-                    continue
-                a0.append(fr[a : b - 1])
-                a1.append(fr[a + 1 : b])
-                aa.append(ac[a : b - 1])
-        x0, x1, y = np.concatenate(a0), np.concatenate(a1), np.concatenate(aa)
+        fr, ac = z["video_frames"], z["video_actions"]
+        x0 = np.concatenate([z["idm_frame0"], fr[:-1]])
+        x1 = np.concatenate([z["idm_frame1"], fr[1:]])
+        y = np.concatenate([z["idm_actions"], ac[:-1]])
         keep = y >= 0
         x0, x1, y = x0[keep], x1[keep], y[keep]
         if max_per_shard is not None and len(y) > max_per_shard:

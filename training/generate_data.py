@@ -1,22 +1,22 @@
-"""Training data from the environment: one streaming shard per scene.
+"""Training data from the environment: one streaming shard per scene, cut from the scene's video.
 
-Why one shard per scene: the model's context (a sparse sample of the scene's tour video) and its targets
-(episodes in the same scene) must come from the same scene, so a scene is the natural unit of work, of
-resumption (a finished shard is never redone) and of per-rank sharding in the loader.
+Why one shard per scene: Video4Spatial's training clips and its context come from the same capture of a
+scene. Each scene has one continuous, dense camera video (``v4s_agent.envs.scene_video``: the env's expert
+walks from object to object, every visit ends with the object centred, a 360-degree look-around follows
+each visit), and the dataset cuts object clips (segments ending a visit), pose clips (any segment with its
+camera path) and the non-contiguous context (frames of the rest of the same video) from it. A scene is the
+natural unit of work, of resumption (a finished shard is never redone) and of per-rank sharding.
 
-A shard ``shard_XXXXXX.npz`` holds (frames are uint8 ``(H, W, 3)``, poses float64 4x4 ``T_wc``):
+A shard ``shard_XXXXXX.npz`` holds (frames uint8 ``(H, W, 3)``, poses float64 4x4 ``T_wc``):
 
-* ``tour_frames (N,H,W,3)``, ``tour_poses (N,4,4)``: the context tour video (the env's ``get_context()``).
-* object-grounding expert episodes, concatenated: ``obj_frames (sum L,H,W,3)``, ``obj_poses``,
-  ``obj_boxes (sum L,4)`` (goal box per frame, NaN when not visible), ``obj_actions (sum L,)`` (action
-  taken *after* each frame, -1 for the last), ``obj_offsets (E+1,)``, ``obj_box_frames (E,H,W,3)`` (the
-  episode's final frame with the goal's red box drawn: the auxiliary frame), ``obj_category``,
-  ``obj_instructions (E, n_instr)`` (the env's instruction plus varied templates).
-* pose-path episodes, same layout with the ``pose_`` prefix (``pose_camera (sum L,12)`` = relative pose of
-  each frame to the episode's first frame) and ``pose_instructions``.
-* inverse-dynamics transitions: the expert's are read from the episodes (frame i, frame i+1, action i);
-  ``idm_frame0 (M,H,W,3)``, ``idm_frame1``, ``idm_actions (M,)`` add a random walk (balanced actions, STOP
-  and collision transitions) without storing every episode frame twice.
+* ``video_frames (N,H,W,3)``, ``video_poses (N,4,4)``, ``video_actions (N,)`` (the action after each
+  frame, -1 after the last), ``video_boxes (N,C,4)`` (each category's box per frame, NaN when not in
+  view), ``categories (C,)``;
+* one row per visit: ``visit_category``, ``visit_start``, ``visit_end`` (the frame that ends the approach,
+  goal centred), ``visit_sd``, ``visit_ok`` (SD < 0.2 within 1 m), ``visit_instructions (V, n_instr)``
+  (the env's instruction plus varied templates);
+* inverse-dynamics transitions: the video's own (frame i, frame i+1, action i) are read from it;
+  ``idm_frame0 (M,H,W,3)``, ``idm_frame1``, ``idm_actions (M,)`` add a random walk (STOP and collisions).
 
 ``manifest.json`` lists the shards with counts and checksums, the generator's seed and version.
 
@@ -39,8 +39,10 @@ from typing import Any
 import numpy as np
 
 #: 1.1: procedural patterns are baked, mipmapped textures (33 dB from 1.0 at 64²); 1.2: minification
-#: bilinear in the nearest mip level (``renderer_gl.MIN_FILTER``; 49.6 dB at worst from 1.1 at 128²)
-GENERATOR_VERSION = "1.2"
+#: bilinear in the nearest mip level (``renderer_gl.MIN_FILTER``; 49.6 dB at worst from 1.1 at 128²);
+#: 2.0: one scene video per scene, clips and context cut from it (no separate tour and episodes);
+#: 2.1: every scene video has exactly 720 frames (more rounds of visits, then look-arounds)
+GENERATOR_VERSION = "2.1"
 MANIFEST = "manifest.json"
 
 # instruction templates (object task); {c} is the category as words ("potted plant")
@@ -76,25 +78,18 @@ class GenConfig:
     Args:
         split: env scene split (``train``, ``val_scenes``, ``val_categories``, ``outdoor``).
         height, width: render resolution (default: the model ``default`` config's).
-        object_episodes: object-grounding expert episodes per scene.
-        pose_episodes: pose-path episodes per scene.
-        random_walk_steps: random-action transitions per scene for the IDM.
-        max_episode_steps: expert episodes longer than this are cut (and marked unfinished).
-        n_instructions: instruction variants stored per episode (env's own + templates).
-        max_final_sd: object episodes whose expert stopped with the goal visible within this SD are kept
-            even when the env's success rule (SD < 0.2) fails.
+        random_walk_steps: random-action transitions per scene for the IDM (STOP and collisions).
+        n_instructions: instruction variants stored per visit (env's own + templates).
         seed: generator seed (per-scene seeds derive from it and the scene index).
+
+    The scene video itself is the env's (``SceneVideoConfig`` defaults), so training and use match.
     """
 
     split: str = "train"
     height: int = 64
     width: int = 64
-    object_episodes: int = 12
-    pose_episodes: int = 4
     random_walk_steps: int = 48
-    max_episode_steps: int = 120
     n_instructions: int = 3
-    max_final_sd: float = 0.3
     seed: int = 0
 
 
@@ -126,103 +121,40 @@ def object_instructions(env_instruction: str, category: str, rng: np.random.Gene
     return out[:n]
 
 
-def _box_array(box: Any) -> np.ndarray:
-    if box is None:
-        return np.full(4, np.nan, dtype=np.float32)
-    return np.asarray(box, dtype=np.float32).reshape(4)
-
-
 # ---------------------------------------------------------------------------------------------- episodes
 
 
-def _make_env(cfg: GenConfig, task: str, scene):
-    """An env fixed on one scene (a ``Scene`` of ``cfg.split``) at the data resolution."""
+def _make_env(cfg: GenConfig, scene):
+    """An object-task env fixed on one scene (a ``Scene`` of ``cfg.split``) at the data resolution."""
     from v4s_agent.envs.nav_env import V4SNavEnv
 
-    return V4SNavEnv(task=task, scene=scene, resolution=(cfg.height, cfg.width))
-
-
-def _run_expert(env, obs: dict, info: dict, max_steps: int) -> dict[str, Any]:
-    """Roll the env's shortest-path expert; one stored frame per action."""
-    frames, poses, boxes, actions = [obs["rgb"]], [info["agent_pose"]], [_box_array(info.get("goal_box"))], []
-    done = False
-    success = False
-    for _ in range(max_steps):
-        a = int(env.unwrapped.expert_action())
-        actions.append(a)
-        obs, _, terminated, truncated, info = env.step(a)
-        if terminated or truncated:
-            success = bool(info.get("is_success", info.get("success", False)))
-            done = True
-            break
-        frames.append(obs["rgb"])
-        poses.append(info["agent_pose"])
-        boxes.append(_box_array(info.get("goal_box")))
-    if len(actions) == len(frames):  # the last action's result is not stored (episode ended on it)
-        last_action = actions[-1]
-        actions = actions[:-1]
-    else:
-        last_action = -1
-    return {
-        "frames": np.stack(frames).astype(np.uint8),
-        "poses": np.stack(poses).astype(np.float64),
-        "boxes": np.stack(boxes).astype(np.float32),
-        "actions": np.asarray(actions + [-1], dtype=np.int64),
-        "last_action": last_action,
-        "done": done,
-        "success": success,
-        "info": info,
-    }
+    return V4SNavEnv(task="object", scene=scene, resolution=(cfg.height, cfg.width), render_mode=None,
+                     cache_dir=False)  # fmt: skip
 
 
 def generate_scene(cfg: GenConfig, scene_index: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """All arrays of one scene's shard and its summary (counts)."""
-    from v4s_agent.envs.geometry import encode_relative_pose
+    from v4s_agent.envs.nav_env import instruction_for
     from v4s_agent.envs.scenes import split_scene
-
-    from v4s_agent.model.bbox import draw_red_box
 
     rng = np.random.default_rng(scene_seed(cfg.seed, scene_index))
     scene = split_scene(cfg.split, scene_index)
     arrays: dict[str, np.ndarray] = {}
-    stats = {"obj_failed": 0, "pose_failed": 0}
-
-    # --- object grounding episodes + the tour -----------------------------------------------------
-    env = _make_env(cfg, "object", scene)
+    env = _make_env(cfg, scene)
+    idm0, idm1, idma = [], [], []
     try:
         obs, info = env.reset(seed=int(rng.integers(2**31)))
-        ctx = env.unwrapped.get_context()
-        arrays["tour_frames"] = np.asarray(ctx["frames"], dtype=np.uint8)
-        arrays["tour_poses"] = np.asarray(ctx["poses"], dtype=np.float64)
-        eps, instrs, cats, box_frames = [], [], [], []
-        idm0, idm1, idma = [], [], []
-        for e in range(cfg.object_episodes):
-            if e > 0:
-                obs, info = env.reset(seed=int(rng.integers(2**31)))
-            ep = _run_expert(env, obs, info, cfg.max_episode_steps)
-            # the expert's 15-degree turns sometimes stop with the goal slightly off centre (SD 0.2-0.3):
-            # still a good grounding episode; loops cut by max_episode_steps are not
-            sd = float(ep["info"].get("goal_sd", float("nan")))
-            ok = ep["success"] or (ep["last_action"] == 0 and np.isfinite(sd) and sd < cfg.max_final_sd)
-            if not ok or len(ep["frames"]) < 2:
-                stats["obj_failed"] += 1
-                continue
-            cat = str(info.get("goal_category", ""))
-            eps.append(ep)
-            cats.append(cat)
-            instrs.append(object_instructions(str(info.get("instruction", "")), cat, rng, cfg.n_instructions))
-            last_box = ep["boxes"][-1]
-            box = None if np.isnan(last_box).any() else tuple(float(v) for v in last_box)
-            box_frames.append(draw_red_box(ep["frames"][-1].copy(), box) if box else ep["frames"][-1].copy())
-        _pack(arrays, "obj", eps)
-        arrays["obj_box_frames"] = (
-            np.stack(box_frames) if box_frames else np.zeros((0, cfg.height, cfg.width, 3), np.uint8)
-        )
-        arrays["obj_category"] = np.asarray(cats, dtype=np.str_)
-        arrays["obj_instructions"] = _str_table(instrs, cfg.n_instructions)
+        video = env.get_scene_video()
+        for k, v in video.items():
+            arrays[k if k.startswith("visit_") or k == "categories" else f"video_{k}"] = np.array(v)
+        cats = [str(c) for c in video["categories"]]
+        instrs = [
+            object_instructions(instruction_for(cats[c]), cats[c], rng, cfg.n_instructions)
+            for c in video["visit_category"].tolist()
+        ]
+        arrays["visit_instructions"] = _str_table(instrs, cfg.n_instructions)
 
         # --- random walk: IDM transitions incl. STOP and collisions --------------------------------
-        obs, info = env.reset(seed=int(rng.integers(2**31)))
         prev = obs["rgb"]
         for _ in range(cfg.random_walk_steps):
             a = int(rng.choice(4, p=[0.1, 0.4, 0.25, 0.25]))
@@ -242,66 +174,20 @@ def generate_scene(cfg: GenConfig, scene_index: int) -> tuple[dict[str, np.ndarr
     finally:
         env.close()
 
-    # --- pose-path episodes ---------------------------------------------------------------------------
-    pose_eps, pose_instrs = [], []
-    if cfg.pose_episodes > 0:
-        env = _make_env(cfg, "pose", scene)
-        try:
-            for _ in range(cfg.pose_episodes):
-                obs, info = env.reset(seed=int(rng.integers(2**31)))
-                ep = _run_expert(env, obs, info, cfg.max_episode_steps)
-                if not ep["success"] or len(ep["frames"]) < 2:
-                    stats["pose_failed"] += 1
-                    continue
-                ep["camera"] = np.stack([encode_relative_pose(ep["poses"][0], T) for T in ep["poses"]])
-                pose_eps.append(ep)
-                env_instr = str(info.get("instruction", ""))
-                variants = [env_instr] if env_instr else []
-                variants += [t for t in POSE_TEMPLATES if t not in variants]
-                pose_instrs.append(variants[: cfg.n_instructions])
-        finally:
-            env.close()
-    _pack(arrays, "pose", pose_eps)
-    arrays["pose_camera"] = (
-        np.concatenate([e["camera"] for e in pose_eps]).astype(np.float32)
-        if pose_eps
-        else np.zeros((0, 12), np.float32)
-    )
-    arrays["pose_instructions"] = _str_table(pose_instrs, cfg.n_instructions)
-
     empty = np.zeros((0, cfg.height, cfg.width, 3), np.uint8)
     arrays["idm_frame0"] = np.concatenate(idm0).astype(np.uint8) if idm0 else empty
     arrays["idm_frame1"] = np.concatenate(idm1).astype(np.uint8) if idm1 else empty
     arrays["idm_actions"] = np.concatenate(idma).astype(np.int64) if idma else np.zeros(0, np.int64)
-
+    ok = arrays["visit_ok"]
     summary = {
         "scene_index": int(scene_index),
-        "n_tour": int(len(arrays["tour_frames"])),
-        "n_obj": len(eps),
-        "n_obj_frames": int(len(arrays["obj_frames"])),
-        "n_pose": len(pose_eps),
-        "n_pose_frames": int(len(arrays["pose_frames"])),
+        "n_video": int(len(arrays["video_frames"])),
+        "n_visits": int(len(ok)),
+        "n_visits_ok": int(ok.sum()),
         "n_idm": int(len(arrays["idm_actions"])),
-        "n_idm_expert": int(
-            len(arrays["obj_frames"]) - len(eps) + len(arrays["pose_frames"]) - len(pose_eps)
-        ),
-        **stats,
+        "n_idm_video": int((arrays["video_actions"] >= 0).sum()),
     }
     return arrays, summary
-
-
-def _pack(arrays: dict[str, np.ndarray], prefix: str, eps: list[dict[str, Any]]) -> None:
-    """Concatenate variable-length episodes with an offsets table."""
-    lengths = [len(e["frames"]) for e in eps]
-    arrays[f"{prefix}_offsets"] = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    if eps:
-        for k in ("frames", "poses", "boxes", "actions"):
-            arrays[f"{prefix}_{k}"] = np.concatenate([e[k] for e in eps])
-    else:
-        arrays[f"{prefix}_frames"] = np.zeros((0, 1, 1, 3), np.uint8)
-        arrays[f"{prefix}_poses"] = np.zeros((0, 4, 4))
-        arrays[f"{prefix}_boxes"] = np.zeros((0, 4), np.float32)
-        arrays[f"{prefix}_actions"] = np.zeros((0,), np.int64)
 
 
 def _str_table(rows: list[list[str]], n: int) -> np.ndarray:
@@ -376,11 +262,21 @@ def generate(
     else:
         meta_file.write_text(json.dumps(meta, indent=2))
     indices = list(range(start, start + n_scenes))
-    todo = [
-        i
-        for i in indices
-        if not ((out / shard_name(i)).exists() and (out / (shard_name(i) + ".json")).exists())
-    ]
+
+    def finished(i: int) -> bool:  # shard + summary there, and the shard matches its recorded sha256
+        shard, summary = out / shard_name(i), out / (shard_name(i) + ".json")
+        if not (shard.exists() and summary.exists()):
+            return False
+        try:
+            ok = json.loads(summary.read_text()).get("sha256") == file_sha256(shard)
+        except (OSError, ValueError, AttributeError):
+            ok = False
+        if not ok:
+            print(f"warning: {shard} does not match its recorded sha256 (corrupt): generating it again",
+                  file=sys.stderr)  # fmt: skip
+        return ok
+
+    todo = [i for i in indices if not finished(i)]
     for stale in out.glob("*.tmp*"):
         stale.unlink(missing_ok=True)
     from tqdm import tqdm
@@ -409,25 +305,11 @@ def generate(
     return manifest
 
 
-def goal_visibility_stats(out: Path, shards: list[dict[str, Any]]) -> dict[str, Any]:
-    """How many object episodes start with the goal out of view: those are the ones that need the context
-    (the model cannot see where to go from the first frame alone)."""
-    start_out, end_in, n = 0, 0, 0
-    for s in shards:
-        with np.load(out / s["file"]) as z:
-            boxes, off = z["obj_boxes"], z["obj_offsets"]
-        for e in range(len(off) - 1):
-            if off[e + 1] <= off[e]:
-                continue
-            n += 1
-            start_out += int(np.isnan(boxes[off[e]]).any())
-            end_in += int(not np.isnan(boxes[off[e + 1] - 1]).any())
-    return {
-        "obj_episodes": n,
-        "obj_start_goal_out_of_view": start_out,
-        "obj_start_goal_out_of_view_frac": round(start_out / n, 4) if n else None,
-        "obj_end_goal_in_view": end_in,
-    }
+def visit_stats(out: Path, shards: list[dict[str, Any]]) -> dict[str, Any]:
+    """How the visits end: the share whose end frame centres the goal (SD < 0.2), the mean end SD."""
+    n = sum(int(s["n_visits"]) for s in shards)
+    ok = sum(int(s["n_visits_ok"]) for s in shards)
+    return {"visits": n, "visits_ok": ok, "visits_ok_frac": round(ok / n, 4) if n else None}
 
 
 def write_manifest(out: Path, cfg: GenConfig, indices: list[int]) -> dict[str, Any]:
@@ -442,21 +324,10 @@ def write_manifest(out: Path, cfg: GenConfig, indices: list[int]) -> dict[str, A
         shards.append(json.loads(s.read_text()))
     totals = {
         k: int(sum(s[k] for s in shards))
-        for k in (
-            "n_tour",
-            "n_obj",
-            "n_obj_frames",
-            "n_pose",
-            "n_pose_frames",
-            "n_idm",
-            "n_idm_expert",
-            "obj_failed",
-            "pose_failed",
-            "bytes",
-        )
+        for k in ("n_video", "n_visits", "n_visits_ok", "n_idm", "n_idm_video", "bytes")
     }
     manifest = {
-        "episode_stats": goal_visibility_stats(out, shards),
+        "visit_stats": visit_stats(out, shards),
         "version": GENERATOR_VERSION,
         "generator_seed": cfg.seed,
         "config": asdict(cfg),
@@ -490,10 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="render resolution (default: the model 'default' config's)",
     )
-    p.add_argument("--object-episodes", type=int, default=GenConfig.object_episodes)
-    p.add_argument("--pose-episodes", type=int, default=GenConfig.pose_episodes)
     p.add_argument("--random-walk-steps", type=int, default=GenConfig.random_walk_steps)
-    p.add_argument("--max-episode-steps", type=int, default=GenConfig.max_episode_steps)
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     if a.resolution is None:
@@ -507,10 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         split=a.split,
         height=a.resolution[0],
         width=a.resolution[1],
-        object_episodes=a.object_episodes,
-        pose_episodes=a.pose_episodes,
         random_walk_steps=a.random_walk_steps,
-        max_episode_steps=a.max_episode_steps,
         seed=a.seed,
     )
     try:
@@ -520,9 +385,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     t = m["totals"]
     print(
-        f"{m['n_shards']} shards in {a.out}: {t['n_obj']} object episodes ({t['n_obj_frames']} frames), "
-        f"{t['n_pose']} pose episodes, {t['n_idm']} + {t['n_idm_expert']} (expert) IDM transitions, "
-        f"{t['n_tour']} tour frames, "
+        f"{m['n_shards']} shards in {a.out}: {t['n_video']} video frames, {t['n_visits']} visits "
+        f"({t['n_visits_ok']} end centred), {t['n_idm']} + {t['n_idm_video']} (video) IDM transitions, "
         f"{t['bytes'] / 1e6:.1f} MB; {m['last_run_seconds']} s this run"
     )
     return 0

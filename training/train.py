@@ -38,7 +38,8 @@ CKPT_DIR = "checkpoints"
 # model-config fields that change how training draws noise or how sampling runs, not the weights: a run
 # may resume with new values (e.g. a training noise distribution chosen from its held-out probe)
 TRAINING_ONLY_FIELDS = frozenset(
-    {"train_sigma_mean", "train_sigma_std", "train_sigma_shift", "cfg_dropout", "guidance_scale",
+    {"train_sigma_mean", "train_sigma_std", "train_sigma_shift", "train_sigma_high_frac", "cfg_dropout",
+     "guidance_scale",
      "num_inference_steps", "flow_shift", "stochastic_sampling", "name"}
 )  # fmt: skip
 LATEST = "latest"
@@ -166,6 +167,81 @@ def latest_checkpoint(output: Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
+CKPT_TENSORS = ("transformer.safetensors", "ema.safetensors")
+CKPT_PICKLES = ("optimizer.pt", "scheduler.pt", "rng.pt")
+
+
+def verify_checkpoint(ckpt: Path) -> dict[str, Any]:
+    """Check a checkpoint folder before it is used; returns its ``state.json``.
+
+    Why: a few corrupt bytes in ``ema.safetensors`` still parse and were resumed and exported silently.
+    Checkpoints carry ``checksums.json`` (sha256 of every file); older ones get the parse checks only.
+    Float weights must be finite either way. Raises :class:`CheckpointError` naming the bad file.
+    """
+    from v4s_agent.integrity import IntegrityError, verify_checksums, verify_safetensors
+
+    ckpt = Path(ckpt)
+    try:
+        had_sums = verify_checksums(ckpt)
+        for name in CKPT_TENSORS:
+            verify_safetensors(ckpt / name)
+    except IntegrityError as e:
+        raise CheckpointError(f"checkpoint {ckpt} is corrupt: {e}") from e
+    f = ckpt / "state.json"
+    try:
+        state = json.loads(f.read_text())
+        if not isinstance(state, dict):
+            raise TypeError("not a JSON object")
+        int(state["step"]), int(state["samples_seen"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(
+            f"checkpoint {ckpt} is corrupt: {f} is unreadable ({type(e).__name__}: {e})"
+        ) from e
+    for name in CKPT_PICKLES:
+        if not (ckpt / name).is_file():
+            raise CheckpointError(f"checkpoint {ckpt} is incomplete: {ckpt / name} is missing")
+        if not had_sums:  # no checksum to trust: the pickle must at least load
+            _load_pickle(ckpt / name)
+    return state
+
+
+def _load_pickle(path: Path) -> Any:
+    """``torch.load`` of one of our checkpoint pickles, with a :class:`CheckpointError` naming the file."""
+    try:
+        return torch.load(path, weights_only=False)
+    except Exception as e:  # unpickling raises many types (EOFError, UnpicklingError, RuntimeError)
+        raise CheckpointError(
+            f"cannot read {path} ({type(e).__name__}: {e}): the checkpoint is corrupt"
+        ) from e
+
+
+def latest_valid_checkpoint(output: Path) -> Path | None:
+    """The newest checkpoint that passes :func:`verify_checkpoint` (``--resume``); each corrupt newer one
+    is skipped with a warning naming it. None without checkpoints; raises when none verifies."""
+    cands = list_checkpoints(output)[::-1]
+    newest = latest_checkpoint(output)
+    if newest is not None and newest in cands:  # the ``latest`` pointer first
+        cands.remove(newest)
+        cands.insert(0, newest)
+    errors = []
+    for c in cands:
+        try:
+            verify_checkpoint(c)
+        except CheckpointError as e:
+            errors.append(str(e))
+            print(f"warning: {e}; trying an older checkpoint", file=sys.stderr)
+            continue
+        if errors:
+            print(f"warning: resuming from {c}, the newest checkpoint that verifies", file=sys.stderr)
+        return c
+    if errors:
+        raise CheckpointError(
+            f"no checkpoint in {output / CKPT_DIR} verifies ({'; '.join(errors)}): restore one, or move the "
+            "folder away to start over"
+        )
+    return None
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -210,6 +286,9 @@ def save_checkpoint(
             tmp / "rng.pt",
         )
         (tmp / "state.json").write_text(json.dumps(state, indent=1))
+        from v4s_agent.integrity import write_checksums
+
+        write_checksums(tmp)  # verified on --resume / export (verify_checkpoint)
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
@@ -234,14 +313,45 @@ def save_checkpoint(
     return final
 
 
+def _attention_kernel(device: torch.device, mode: str = "math"):
+    """On CPU (``mode="math"``), scaled-dot-product attention's math kernel: for our short sequences
+    (~400 tokens) its bf16 backward is faster per training step than the flash kernel torch picks by
+    default (``benchmarks/bench_train.py --attention auto math``); on GPUs torch's own choice."""
+    import contextlib
+
+    if device.type != "cpu" or mode == "auto":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.MATH])
+
+
+def _init_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], str]:
+    """``init_from`` -> (weights, EMA, what was loaded): a checkpoint or run folder (``_init_checkpoint``),
+    or a ``save_pretrained`` pipeline folder such as a shipped checkpoint's ``pipeline/`` (its weights are
+    already the EMA: both start from them)."""
+    from safetensors.torch import load_file
+
+    if (path / "transformer" / "config.json").is_file():
+        from v4s_agent.model.transformer_v4s import V4STransformer3DModel
+
+        model = V4STransformer3DModel.from_pretrained(str(path / "transformer"))
+        w = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
+        return w, {k: v.clone() for k, v in w.items()}, str(path / "transformer")
+    init = _init_checkpoint(path)
+    w = load_file(str(init / "transformer.safetensors"))
+    return w, load_file(str(init / "ema.safetensors")), str(init)
+
+
 def _init_checkpoint(path: Path) -> Path:
-    """``init_from``: a checkpoint folder, or a run folder's newest checkpoint."""
+    """``init_from``: a checkpoint folder (verified), or a run folder's newest checkpoint that verifies."""
     if (path / "transformer.safetensors").is_file() and (path / "ema.safetensors").is_file():
+        verify_checkpoint(path)
         return path
-    found = list_checkpoints(path)
-    if not found:
+    found = latest_valid_checkpoint(path)
+    if found is None:
         raise CheckpointError(f"init_from={str(path)!r}: no checkpoint (transformer + ema safetensors) there")
-    return found[-1]
+    return found
 
 
 def check_compatible(
@@ -394,7 +504,7 @@ def train(
     manifest = load_manifest(cfg.data_dir)  # clear error before anything is built
 
     # ---- run directory, resume --------------------------------------------------------------------
-    ckpt = latest_checkpoint(output) if resume else None
+    ckpt = latest_valid_checkpoint(output) if resume else None
     if is_main:
         output.mkdir(parents=True, exist_ok=True)
         if not resume and list_checkpoints(output):
@@ -434,9 +544,9 @@ def train(
         state = json.loads((ckpt / "state.json").read_text())
         check_compatible(state, cfg, mcfg.to_dict(), ckpt, world)
         transformer.load_state_dict(load_file(str(ckpt / "transformer.safetensors")), strict=True)
-        optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=False))
-        scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=False))
-        rng = torch.load(ckpt / "rng.pt", weights_only=False)
+        optimizer.load_state_dict(_load_pickle(ckpt / "optimizer.pt"))
+        scheduler.load_state_dict(_load_pickle(ckpt / "scheduler.pt"))
+        rng = _load_pickle(ckpt / "rng.pt")
         random.setstate(rng["python"])
         np.random.set_state(rng["numpy"])
         torch.set_rng_state(rng["torch"])
@@ -448,10 +558,8 @@ def train(
         print(f"no checkpoint in {output}: starting from scratch", file=sys.stderr)
     init = None
     if ckpt is None and cfg.init_from:
-        from safetensors.torch import load_file
-
-        init = _init_checkpoint(Path(cfg.init_from))
-        transformer.load_state_dict(load_file(str(init / "transformer.safetensors")), strict=True)
+        init_w, init_ema, init = _init_weights(Path(cfg.init_from))
+        transformer.load_state_dict(init_w, strict=True)
         if is_main:
             print(f"initialised from {init} (weights and EMA; fresh optimiser, step 0)", file=sys.stderr)
 
@@ -463,9 +571,7 @@ def train(
 
         ema = {k: v.to(accelerator.device) for k, v in load_file(str(ckpt / "ema.safetensors")).items()}
     elif init is not None:
-        from safetensors.torch import load_file
-
-        ema = {k: v.to(accelerator.device) for k, v in load_file(str(init / "ema.safetensors")).items()}
+        ema = {k: init_ema[k].to(accelerator.device) for k in ema}
     comps = _TrainComponents(pipe, model)
 
     loader = make_dataloader(
@@ -481,6 +587,11 @@ def train(
         p_drop=p_drop,
         pose_task_prob=cfg.pose_task_prob,
         end_window_prob=cfg.end_window_prob,
+        near_context=(
+            cfg.near_context_start,
+            cfg.near_context_end,
+            cfg.near_context_steps * cfg.grad_accum_steps,
+        ),
     )
     data = iter(loader)
 
@@ -556,7 +667,7 @@ def train(
                 )
                 torch.manual_seed(step_seed(cfg.seed, rank, step, micro) + 1)
                 with accelerator.accumulate(model):
-                    with accelerator.autocast():
+                    with accelerator.autocast(), _attention_kernel(accelerator.device, cfg.cpu_attention):
                         loss, logs = flow_matching_loss(comps, batch, mcfg, generator=g)
                     if not torch.isfinite(loss):
                         raise FloatingPointError(f"non-finite loss {float(loss)} at step {step}")
@@ -762,7 +873,14 @@ def _log_probe(writer, output: Path, pipe, ema, probe, cfg: TrainConfig, step: i
 
 
 def export_ema_pipeline(pipe: Any, ema: dict[str, torch.Tensor], out: str | Path) -> Path:
-    """``save_pretrained`` of the pipeline with the EMA weights (the shipped format)."""
+    """``save_pretrained`` of the pipeline with the EMA weights (the shipped format); refuses NaN/inf
+    weights (a diverged or corrupt EMA must not ship)."""
+    from v4s_agent.integrity import IntegrityError, check_finite_tensors
+
+    try:
+        check_finite_tensors(ema, "the EMA weights")
+    except IntegrityError as e:
+        raise CheckpointError(f"not exporting to {out}: {e}") from e
     with ema_weights(pipe, ema):
         pipe.save_pretrained(str(out))
     return Path(out)
@@ -776,10 +894,10 @@ def export_checkpoint(run_dir: str | Path, out: str | Path, ckpt: str | Path | N
     from v4s_agent.model.pipeline_v4s import build_pipeline
 
     run_dir = Path(run_dir)
-    c = Path(ckpt) if ckpt else latest_checkpoint(run_dir)
+    c = Path(ckpt) if ckpt else latest_valid_checkpoint(run_dir)
     if c is None:
         raise CheckpointError(f"no checkpoint in {run_dir}")
-    state = json.loads((c / "state.json").read_text())
+    state = verify_checkpoint(c)
     mcfg = ModelConfig.from_dict(state["model_config"])
     pipe = build_pipeline(mcfg)
     pipe.transformer.load_state_dict(load_file(str(c / "transformer.safetensors")))

@@ -1,18 +1,23 @@
 """Held-out diagnostics logged during training: denoising error per noise level, sampled-video error, and
 whether the model uses its context.
 
-Why these three: a model can denoise one step from real data well and still sample patch noise (the gap
-between the two is the drift the sampler adds), and a planner that ignores its context is not the
-Video4Spatial method at all. So every ``sample_every`` steps the EMA weights are scored on a fixed
-held-out batch (one object window ending at the goal and one pose window per held-out scene):
+Why these: a model can denoise one step from real data well and still sample patch noise (the gap between
+the two is the drift the sampler adds), and a planner that ignores its context is not the Video4Spatial
+method at all. So every ``sample_every`` steps the EMA weights are scored on a fixed held-out batch (per
+held-out scene one object clip ending a visit and one pose clip, cut from the scene video, with the
+video's natural context: no near-copy curriculum):
 
-* ``val/x0_mse@s``: MSE of the one-step clean estimate ``x_t - s v`` against the truth, per noise level ``s``
-  (fixed noise; conditional branch; target frames after the observation);
-* ``val/x0_mse_wrongctx@s`` and ``val/x0_context_gain``: the same one-step estimate with another held-out
-  scene's context, and how much worse that is on average (> 0: the model uses its context);
+* ``val/x0_mse@s``: MSE of the one-step clean estimate against the truth, per noise level ``s`` (fixed
+  noise; conditional branch; target frames after the observation); ``_pose`` / ``_obj`` per clip kind;
+* ``val/x0_mse_wrongctx@s``: the same with **another held-out scene's** context; ``val/x0_context_gain@s``
+  = wrong - true (> 0: the model uses its context), ``val/x0_context_gain_frac_pose@1`` = that gain on
+  pose clips at s = 1 over the true-context error (issue 24's G1 gate);
+* ``val/x0_mse_oracle@s``: the context's first frames replaced by exact copies of the clip's own
+  trajectory frames at their source times (the answer in front of the model: the gain a model that
+  copies would show);
 * ``val/sample_mse_{ctx,noctx,wrongctx}``, ``val/sample_psnr_*``: full sampled videos (the config's sampler
   steps and guidance) with the true context, with no context (pure noise, the null branch's) and with
-  **another held-out scene's** context; trajectory frames only.
+  another held-out scene's context; trajectory frames only.
 """
 
 from __future__ import annotations
@@ -23,35 +28,52 @@ from typing import Any
 import numpy as np
 import torch
 
-PROBE_SIGMAS = (0.05, 0.15, 0.3, 0.5, 0.7, 0.9, 1.0)
+PROBE_SIGMAS = (0.05, 0.15, 0.3, 0.5, 0.7, 0.8, 0.9, 1.0)
 CONDITIONS = ("ctx", "noctx", "wrongctx")
+ONE_STEP = ("x0_mse", "x0_mse_wrongctx", "x0_mse_oracle")
 
 
-def probe_batch(data_dir: str | Path, mcfg: Any, max_scenes: int = 6, seed: int = 777) -> dict[str, Any]:
-    """One object window (ending at the goal) and one pose window per scene, from distinct scenes.
+def probe_batch(data_dir: str | Path, mcfg: Any, max_scenes: int = 12, seed: int = 777) -> dict[str, Any]:
+    """One object clip (ending a visit, goal centred) and one pose clip per scene, from distinct scenes.
 
-    The ``scene`` key (shard index) lets the wrong-context condition take a different scene's context.
+    The ``scene`` key (shard index) lets the wrong-context condition take a different scene's context;
+    ``oracle_context`` / ``oracle_positions`` hold the oracle condition's context.
     """
-    from .dataset import build_sample, collate, load_manifest, load_shard
+    from .dataset import build_sample, clip_window, collate, load_manifest, load_shard, to_video_tensor
 
     data_dir = Path(data_dir)
     manifest = load_manifest(data_dir)
-    samples, scenes = [], []
+    samples, scenes, oracle, oracle_pos = [], [], [], []
+    t_traj = mcfg.num_target_frames - mcfg.num_box_frames
     for si, s in enumerate(manifest["shards"][:max_scenes]):
         shard = load_shard(data_dir / s["file"])
+        ok = np.nonzero(shard["visit_ok"])[0]
         rng = np.random.default_rng([seed, si])
         for kind in ("obj", "pose"):
-            n_ep = len(shard[f"{kind}_offsets"]) - 1
-            if n_ep < 1:
+            if kind == "obj" and len(ok) == 0:
                 continue
-            ep = int(rng.integers(n_ep))
-            end = 1.0 if kind == "obj" else 0.0
-            samples.append(build_sample(shard, kind, ep, rng, mcfg, p_drop=0.0, end_window_prob=end))
+            ep = int(ok[int(rng.integers(len(ok)))]) if kind == "obj" else 0
+            state = rng.bit_generator.state
+            smp = build_sample(shard, kind, ep, rng, mcfg, p_drop=0.0, end_window_prob=1.0, near_prob=0.0)
+            # the same clip again (same rng draws) to know its frames' source times
+            rng2 = np.random.default_rng()
+            rng2.bit_generator.state = state
+            rng2.random()  # build_sample's end_window draw
+            widx = clip_window(shard, kind, ep, t_traj, True, rng2)
+            n_copy = min(mcfg.num_context_frames, t_traj - 1)
+            ctx_idx = np.asarray(smp["context_positions"].numpy(), np.int64)
+            copies = widx[1 : 1 + n_copy]
+            idx = np.sort(np.concatenate([copies, ctx_idx[: mcfg.num_context_frames - n_copy]]))
+            oracle.append(to_video_tensor(shard["video_frames"][idx], mcfg.height, mcfg.width))
+            oracle_pos.append(torch.from_numpy(idx.astype(np.float32)))
+            samples.append(smp)
             scenes.append(si)
     if len({*scenes}) < 2:
         raise ValueError(f"{data_dir}: the context probe needs >= 2 scenes, got {len(set(scenes))}")
     batch = collate(samples)
     batch["scene"] = torch.tensor(scenes)
+    batch["oracle_context"] = torch.stack(oracle)
+    batch["oracle_positions"] = torch.stack(oracle_pos)
     # another scene's context for every sample: the next sample whose scene differs
     order = []
     for i, sc in enumerate(scenes):
@@ -97,31 +119,42 @@ def run_probe(
     tokens = cfg.tokens_per_frame
     g = torch.Generator(device=device).manual_seed(seed)
     noise = torch.randn(x0.shape, generator=g, device=device, dtype=dtype)
+    oracle_lat = pipe.encode_video(batch["oracle_context"].to(device), per_frame=True).to(dtype)
+    pos_o = pipe.frame_positions(batch["oracle_positions"].to(device).float(), tl)
+    is_pose = batch["camera_mask"].float() > 0
+    kinds = {"pose": is_pose, "obj": ~is_pose}
     for s in PROBE_SIGMAS:
         noisy = (1 - s) * x0 + s * noise
         noisy[:, :, :1] = x0[:, :, :1]
         tt = pipe.token_timesteps(torch.full((b,), 1000.0 * s, device=device), k, k + tl, tokens)
-        # the same one-step estimate with the true context and with another scene's
-        pairs = (
-            ("x0_mse", ctx_lat, pos, cam, cam_mask),
-            ("x0_mse_wrongctx", ctx_lat[wrong.to(device)], pos_w, cam_w, mask_w),
+        # the same one-step estimate with the true context, another scene's, and the oracle's
+        conds = (
+            (ctx_lat, pos, cam, cam_mask),
+            (ctx_lat[wrong.to(device)], pos_w, cam_w, mask_w),
+            (oracle_lat, pos_o, cam, cam_mask),
         )
-        for name, c_lat, p, cm, mm in pairs:
+        for name, (c_lat, p, cm, mm) in zip(ONE_STEP, conds, strict=True):
             lat = torch.cat([c_lat, noisy], dim=2)
             v = pipe.predict_velocity(lat, tt, p, text, cm, mm)
             x0_hat = pipe.velocity_to_sample(lat, v, tt)[:, :, k + 1 :]
-            out[f"{name}@{s:g}"] = float(((x0_hat.float().clamp(-1, 1) - x0[:, :, 1:].float()) ** 2).mean())
+            err = ((x0_hat.float().clamp(-1, 1) - x0[:, :, 1:].float()) ** 2).mean(dim=(1, 2, 3, 4)).cpu()
+            out[f"{name}@{s:g}"] = float(err.mean())
+            for kind, sel in kinds.items():
+                if bool(sel.any()):
+                    out[f"{name}_{kind}@{s:g}"] = float(err[sel].mean())
+        out[f"x0_context_gain@{s:g}"] = out[f"x0_mse_wrongctx@{s:g}"] - out[f"x0_mse@{s:g}"]
+        for kind in kinds:
+            if f"x0_mse_{kind}@{s:g}" in out:
+                gain = out[f"x0_mse_wrongctx_{kind}@{s:g}"] - out[f"x0_mse_{kind}@{s:g}"]
+                out[f"x0_context_gain_{kind}@{s:g}"] = gain
+                out[f"x0_context_gain_frac_{kind}@{s:g}"] = gain / max(out[f"x0_mse_{kind}@{s:g}"], 1e-12)
     # one held-out loss comparable across prediction types and training sigma distributions
     out["x0_mse_mean"] = float(np.mean([out[f"x0_mse@{s:g}"] for s in PROBE_SIGMAS]))
-    # context use in one step: how much worse another scene's context makes the estimate (> 0: used)
-    out["x0_context_gain"] = (
-        float(np.mean([out[f"x0_mse_wrongctx@{s:g}"] for s in PROBE_SIGMAS])) - out["x0_mse_mean"]
-    )
+    out["x0_context_gain"] = float(np.mean([out[f"x0_context_gain@{s:g}"] for s in PROBE_SIGMAS]))
 
     # 2. sampled videos with the true, no, and another scene's context
     obs = ((tgt[:, :, 0].permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).byte().cpu().numpy()
     truth = tgt[:, :, 1:n_traj].float().cpu()
-    is_pose = batch["camera_mask"].float() > 0
     for cond in CONDITIONS:
         c = ctx[batch["wrong_index"].to(device)] if cond == "wrongctx" else ctx
         cpos, ccam = batch["context_positions"], batch.get("context_camera")

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import gymnasium
 
+from .agent.runtimes import register_runtime_loader
+
 __version__ = "0.1.0"
 
 ENV_ID = "V4SNav-v0"
@@ -27,6 +29,19 @@ if ENV_ID not in gymnasium.registry:
         vector_entry_point="v4s_agent.envs.vector:make_vector_env",
         max_episode_steps=MAX_EPISODE_STEPS,
     )
+
+
+
+def _load_runtime(pipe_dir: Any, backend: str, device: str) -> Any:
+    """The exported backends' loader, handed to the planner: the export floor sits above the agent's, so
+    the agent never imports it; this package root, above every floor, wires the two together."""
+    from .export import load_runtime_pipeline
+
+    return load_runtime_pipeline(pipe_dir, backend=backend, device=device)
+
+
+for _backend in ("onnxruntime", "tensorrt"):
+    register_runtime_loader(_backend, _load_runtime)
 
 # public name -> module that defines it (imported on first use)
 _LAZY = {

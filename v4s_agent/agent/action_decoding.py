@@ -97,15 +97,7 @@ def estimate_motion(
     r1 = np.linalg.norm(b - c[:2], axis=1)
     far = r0 > 0.15 * min(h, w)
     expansion = float(np.median(r1[far] / r0[far])) if far.sum() >= 4 else 1.0
-    forward = 0
-    if len(a) >= 8 and abs(yaw) < TURN_DEG / 2:
-        E, emask = cv2.findEssentialMat(a, b, K, method=cv2.RANSAC, prob=0.999, threshold=1.0)
-        if E is not None and E.shape == (3, 3):
-            _, _, t, _ = cv2.recoverPose(E, a, b, K, mask=emask)
-            tz = float(t.reshape(-1)[2])
-            # OpenCV: x2 = R x1 + t; moving forward along +z makes scene points come closer: t_z < 0
-            if abs(tz) > 0.5:
-                forward = 1 if tz < 0 else -1
+    forward = essential_forward(a, b, K, H) if abs(yaw) < TURN_DEG / 2 else 0
     action: int | None = None
     if n_inl >= min_inliers:
         if yaw >= TURN_DEG / 2:
@@ -117,6 +109,54 @@ def estimate_motion(
         elif abs(yaw) < 2.0 and abs(expansion - 1.0) < 0.005 and abs(dx) < 0.5:
             action = STOP  # no motion: a collision, or the plan stands still
     return CVMotion(yaw, expansion, forward, n_inl, action)
+
+
+MIN_DISTINCT = 8  # correspondences the essential-matrix estimate needs (RANSAC over five-point samples)
+ROTATION_TOL = 0.005  # max singular-value spread of K^-1 H K still taken as a pure rotation (no parallax)
+
+
+def is_pure_rotation(H: np.ndarray, K: np.ndarray, tol: float = ROTATION_TOL) -> bool:
+    """Whether the homography ``H`` is, up to scale, ``K R K^-1``: the pair has no parallax (a pure rotation
+    about the camera centre, or no motion), so the translation is undefined. Measured on the unit tests'
+    views: rotations of 1-5 deg spread the singular values of ``K^-1 H K`` by <= 0.003, a 2 % zoom by 0.02."""
+    M = np.linalg.inv(K) @ np.asarray(H, dtype=np.float64) @ K
+    s = np.linalg.svd(M, compute_uv=False)
+    return bool(np.all(np.isfinite(s)) and s[-1] > 0 and s[0] / s[-1] - 1.0 < tol)
+
+
+def essential_forward(a: np.ndarray, b: np.ndarray, K: np.ndarray, H: np.ndarray | None = None) -> int:
+    """Sign of the translation along the optical axis from matched points ``a -> b`` (``(N, 2)`` pixels):
+    ``+1`` forward, ``-1`` back, ``0`` no estimate.
+
+    No estimate when the pair is degenerate for the five-point solver: fewer than ``MIN_DISTINCT`` distinct
+    correspondences, or no parallax (``H``, the pair's homography, computed here when not given, is a pure
+    rotation; identical frames included); or when the solver fails anyway. Degenerate pairs are answered
+    without calling it because OpenCV 5.x raises on them (``solvePoly`` assertion inside
+    ``findEssentialMat``) where 4.x returns an arbitrary ``t``; any ``cv2.error`` left is "no estimate" too.
+    """
+    import cv2
+
+    a = np.ascontiguousarray(a, dtype=np.float64).reshape(-1, 2)
+    b = np.ascontiguousarray(b, dtype=np.float64).reshape(-1, 2)
+    if len(a) < MIN_DISTINCT or len(np.unique(np.round(np.hstack([a, b]), 3), axis=0)) < MIN_DISTINCT:
+        return 0
+    try:
+        if H is None:
+            H, _ = cv2.findHomography(a, b, cv2.RANSAC, 2.0)
+        if H is not None and is_pure_rotation(H, K):
+            return 0
+        E, emask = cv2.findEssentialMat(a, b, K, method=cv2.RANSAC, prob=0.999, threshold=1.0)
+        if E is None or E.shape != (3, 3):
+            return 0
+        _, _, t, _ = cv2.recoverPose(E, a, b, K, mask=emask)
+    except cv2.error as e:
+        logger.debug("essential matrix: no estimate (%s)", str(e).strip())
+        return 0
+    tz = float(t.reshape(-1)[2])
+    # OpenCV: x2 = R x1 + t; moving forward along +z makes scene points come closer: t_z < 0
+    if abs(tz) > 0.5:
+        return 1 if tz < 0 else -1
+    return 0
 
 
 def to_model_frames(frames: np.ndarray) -> np.ndarray:

@@ -1,10 +1,19 @@
-"""The closed-loop agent: receding-horizon planning with a context memory and an imagined-goal stop rule.
+"""The closed-loop agent: receding-horizon planning with a context memory, executed by a map-based controller.
 
 Why this shape: a video plan is expensive (one diffusion sample) and drifts from reality the further it
 looks ahead, so the agent executes only the first ``replan_every`` actions and then plans again from
 what it actually sees (receding horizon, as in UniPi). What it sees is also added to its context memory,
 so later plans are conditioned on the tour *and* the agent's own views, sampled sparsely with their
-source positions (the paper's non-contiguous context).
+source positions (the paper's non-contiguous context), picked by field-of-view overlap with the path
+ahead (``context_retrieval.py``).
+
+Why a controller under the plan (issue 21): executing the inverse-dynamics actions of an imagined video
+walked the agent into walls (it imagines the wall, the IDM keeps decoding forward: 25 of 30 episodes
+stuck). With depth and odometry the plan only says *where* to go: a waypoint (the pose of the context
+frame that best matches the imagined goal view, else the dead reckoning of the decoded actions); the
+depth + odometry map (``mapping.ObjectSearch``) drives there without collisions, recovers from a blocked
+move by marking it and turning, and re-plans on a fixed horizon or when the view departs from the plan.
+A detector, when given, verifies the goal up close before STOP (the same one as the frontier baseline).
 """
 
 from __future__ import annotations
@@ -18,6 +27,8 @@ import numpy as np
 
 from .action_decoding import MOVE_FORWARD, STOP, TURN_LEFT, TURN_RIGHT
 from .configuration_agent import V4SAgentConfig
+from .context_retrieval import path_points, retrieve_context
+from .mapping import ObjectSearch
 from .planner import Plan, VideoPlanner, sample_context_indices
 
 logger = logging.getLogger(__name__)
@@ -116,6 +127,29 @@ def relative_camera(poses: np.ndarray) -> np.ndarray:
     return np.stack([(ref_inv @ T)[:3, :].reshape(-1) for T in poses]).astype(np.float32)
 
 
+def _small_grey(frames: np.ndarray, size: int = 24) -> np.ndarray:
+    """``(N, size*size)`` zero-mean, unit-norm grey thumbnails, for fast NCC against an imagined view."""
+    import cv2
+
+    out = np.stack(
+        [
+            cv2.resize(np.ascontiguousarray(f, dtype=np.uint8), (size, size), interpolation=cv2.INTER_AREA)
+            .astype(np.float32)
+            .mean(-1)
+            .ravel()
+            for f in np.asarray(frames)
+        ]
+    )
+    out -= out.mean(1, keepdims=True)
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-6)
+
+
+def _similarities(small: np.ndarray, frame: np.ndarray) -> np.ndarray:
+    """Similarity in [0, 1] of one frame to every thumbnail of :func:`_small_grey` (0.5 (1 + NCC))."""
+    q = _small_grey(np.asarray(frame)[None])[0]
+    return 0.5 * (1.0 + small @ q)
+
+
 class _Seen(NamedTuple):
     """One of the agent's own views kept as context: the frame, its RoPE source position (after the
     tour's), and its odometry pose (None when the env gives none)."""
@@ -131,6 +165,7 @@ class V4SAgent:
     Args:
         planner: the video planner.
         replan_every: execute this many actions of each plan, then re-plan (overrides ``config``).
+        detector: optional goal detector (``categories``, ``probs``) for the goal map and a verified stop.
         config: a :class:`V4SAgentConfig`; keyword ``overrides`` replace its fields.
 
     Use ``agent.reset(obs, info)`` at the start of an episode (``info`` must carry ``"context"`` and
@@ -143,6 +178,7 @@ class V4SAgent:
         planner: VideoPlanner,
         replan_every: int | None = None,
         config: V4SAgentConfig | None = None,
+        detector: Any = None,
         **overrides: Any,
     ) -> None:
         cfg = config.to_dict() if config is not None else {}
@@ -150,14 +186,18 @@ class V4SAgent:
         if replan_every is not None:
             cfg["replan_every"] = replan_every
         self.config = V4SAgentConfig(**cfg)
-        self.planner = planner
-        if self.config.num_inference_steps is not None:
-            planner.num_inference_steps = self.config.num_inference_steps
-        if self.config.guidance_scale is not None:
-            planner.guidance_scale = self.config.guidance_scale
-        planner.crosscheck = self.config.crosscheck
-        planner.cv_min_inliers = self.config.cv_min_inliers
-        planner.crosscheck_steps = self.config.replan_every
+        # the agent's own view of the planner (same pipeline and IDM): the one it was given may be shared,
+        # and keeps its settings
+        sampling = {k: getattr(self.config, k) for k in ("num_inference_steps", "guidance_scale")}
+        self.planner = planner.with_settings(
+            crosscheck=self.config.crosscheck,
+            cv_min_inliers=self.config.cv_min_inliers,
+            crosscheck_steps=self.config.replan_every,
+            **{k: v for k, v in sampling.items() if v is not None},
+        )
+        self.detector = detector
+        self.search: ObjectSearch | None = None
+        self.waypoint: tuple[float, float] | None = None
         self.last_plan: Plan | None = None
         self.plan_step = 0  # index of the next action in last_plan
         self._queue: deque[int] = deque()
@@ -172,6 +212,8 @@ class V4SAgent:
             "cv_disagreements": 0,
             "cv_checked": 0,
             "stop_reason": None,
+            "waypoints": {"context_match": 0, "odometry": 0},
+            "replans_departed": 0,
         }
 
     def reset(self, obs: dict[str, np.ndarray] | np.ndarray, info: dict[str, Any]) -> None:
@@ -196,6 +238,18 @@ class V4SAgent:
         self.last_plan = None
         self.plan_step = 0
         self.reset_stats()
+        self.search, self.waypoint, self._since_plan = None, None, 0
+        depth = obs.get("depth") if isinstance(obs, dict) else None
+        if self.config.navigation == "map" and depth is not None and self.pose is not None:
+            from ..evaluation.baselines import category_from_instruction
+
+            cats = list(getattr(self.detector, "categories", []))
+            cat = category_from_instruction(self.instruction, cats) if cats else None
+            self.search = ObjectSearch(self.detector, cat, scan_turns=8)
+            if self.config.context_viewpoints and self.config.context_mode != "none":
+                self.search.use_context(ctx)
+            self.stats["navigation"] = self.search.stats
+        self._small_ctx = _small_grey(self._tour_frames) if self._tour_poses is not None else None
         self._observe(self._rgb(obs))
 
     @staticmethod
@@ -221,9 +275,12 @@ class V4SAgent:
             return None, None, None
         k = self.config.num_context_frames or self.planner.num_context_frames
         n = self._tour_len + len(self._seen)
-        idx = sample_context_indices(
-            n, k, self.config.context_sampling, self._rng, self.config.recent_context
-        )
+        if self.config.context_sampling == "coverage":
+            idx = self._retrieve(k, n)
+        else:
+            idx = sample_context_indices(
+                n, k, self.config.context_sampling, self._rng, self.config.recent_context
+            )
         frames, pos, poses = [], [], []
         for i in idx:
             if i < self._tour_len:
@@ -244,6 +301,20 @@ class V4SAgent:
             p = p * (span / max(total - 1, 1))
         known = all(x is not None for x in poses)
         return np.stack(frames), p, (np.stack(poses) if known else None)
+
+    def _retrieve(self, k: int, n: int) -> np.ndarray:
+        """K memory indices by field-of-view overlap with the path ahead (poses known) else even in time."""
+        seen_poses = [x.pose for x in self._seen]
+        known = self._tour_poses is not None and all(p is not None for p in seen_poses)
+        if not known or self.pose is None:
+            return retrieve_context(k, None, n=n, recent=self.config.recent_context)
+        poses = np.concatenate([self._tour_poses, np.asarray(seen_poses).reshape(-1, 4, 4)])
+        wp = None if self.waypoint is None else np.asarray([self.waypoint])
+        query = path_points(np.asarray(self.pose), wp)
+        every = max(1, self._tour_len // 240)
+        return retrieve_context(
+            k, poses, query=query, recent=self.config.recent_context, candidates_every=every
+        )
 
     # ------------------------------------------------------------------ acting
     def camera_path(self) -> np.ndarray | None:
@@ -310,11 +381,18 @@ class V4SAgent:
 
     def act(self, obs: dict[str, np.ndarray] | np.ndarray, info: dict[str, Any] | None = None) -> int:
         """Next discrete action for observation ``obs`` (``info``, if given, updates the pose)."""
+        if not hasattr(self, "_tour_frames"):  # the episode's context and instruction come from reset
+            raise RuntimeError(
+                "act() called before reset(): call agent.reset(obs, info) with env.reset()'s output"
+            )
         rgb = self._rgb(obs)
         if info is not None and "agent_pose" in info:
             self.pose = info["agent_pose"]
         if self.steps > 0:
             self._observe(rgb)
+        depth = obs.get("depth") if isinstance(obs, dict) else None
+        if self.search is not None and depth is not None and self.pose is not None:
+            return self._act_on_map(rgb, np.asarray(depth))
         if not self._queue:
             self.replan(rgb)
         reason = self.should_stop(rgb, self.last_plan)
@@ -330,6 +408,71 @@ class V4SAgent:
         self.steps += 1
         self._dead_reckon(a)
         return a
+
+    def _act_on_map(self, rgb: np.ndarray, depth: np.ndarray) -> int:
+        """Plan -> waypoint -> collision-free action on the depth + odometry map (see the module doc)."""
+        assert self.search is not None
+        cfg = self.config
+        self._since_plan += 1
+        plan = self.last_plan
+        departed = False
+        if plan is not None and 2 <= self._since_plan <= len(plan.trajectory) - 1:
+            imagined = plan.trajectory[min(self._since_plan, len(plan.trajectory) - 1)]
+            departed = frame_similarity(rgb, imagined, ignore_red=False) < cfg.depart_similarity
+        reached = self.waypoint is not None and math.hypot(
+            self.waypoint[0] - self.pose[0, 3], self.waypoint[1] - self.pose[2, 3]
+        ) < 0.5
+        # while the map stack has its own goal evidence (a goal seen often, a context viewpoint to check,
+        # the final approach) a new plan would not change the action: skip its cost
+        busy = self.search.candidate is not None or self.search.stats.get("mode") in (
+            "final",
+            "recovery",
+            "approach",
+            "context viewpoint",
+        )
+        if not busy and (plan is None or self._since_plan >= cfg.replan_every or reached or departed):
+            if departed:
+                self.stats["replans_departed"] += 1
+            plan = self.replan(rgb)
+            self._since_plan = 0
+            self.waypoint = self.plan_waypoint(plan)
+        a = self.search.act(rgb, depth, np.asarray(self.pose), self.waypoint)
+        if a == STOP:
+            self.stats["stop_reason"] = self.search.stats.get("stop_reason")
+        elif self.detector is None and plan is not None:  # no detector: the plan's own stop rule
+            reason = self.should_stop(rgb, plan)
+            if reason is not None:
+                self.stats["stop_reason"] = reason
+                a = STOP
+        self.plan_step = self._since_plan + 1
+        self.steps += 1
+        return a
+
+    def plan_waypoint(self, plan: Plan) -> tuple[float, float] | None:
+        """Where the plan points (world x, z): the pose of the context frame most like the imagined goal
+        view (if similar enough), else where the decoded actions lead (dead reckoning, 1 m on if they
+        only turn)."""
+        cfg = self.config
+        if cfg.waypoint in ("auto", "context_match") and self._small_ctx is not None:
+            sims = _similarities(self._small_ctx, plan.goal_frame)
+            i = int(np.argmax(sims))
+            # a match must stand out: a blurry imagined view is "similar" to hundreds of frames
+            distinct = sims[i] - float(np.median(sims)) >= 0.15
+            if (sims[i] >= cfg.match_similarity and distinct) or cfg.waypoint == "context_match":
+                self.stats["waypoints"]["context_match"] += 1
+                T = self._tour_poses[i]  # type: ignore[index]
+                return float(T[0, 3]), float(T[2, 3])
+        if self.pose is None:
+            return None
+        T = np.asarray(self.pose, dtype=np.float64)
+        start = T.copy()
+        for a in plan.actions:
+            T = step_pose(T, int(a))
+        if math.hypot(T[0, 3] - start[0, 3], T[2, 3] - start[2, 3]) < 0.3:
+            for _ in range(4):
+                T = step_pose(T, MOVE_FORWARD)
+        self.stats["waypoints"]["odometry"] += 1
+        return float(T[0, 3]), float(T[2, 3])
 
     def _dead_reckon(self, action: int) -> None:
         """Odometry from the agent's own actions (collisions ignored); ``act(obs, info)`` corrects it."""

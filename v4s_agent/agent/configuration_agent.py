@@ -9,7 +9,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-CONTEXT_SAMPLING = ("stratified", "uniform", "contiguous")
+from ..model.sampling import check_sampling
+
+CONTEXT_SAMPLING = ("coverage", "stratified", "uniform", "contiguous")
+NAVIGATION_MODES = ("map", "plan")
+WAYPOINT_MODES = ("auto", "context_match", "odometry")
 CROSSCHECK_MODES = ("off", "log", "override")
 CONTEXT_MODES = ("memory", "none")
 POSITION_MODES = ("tour_range", "source")
@@ -22,7 +26,9 @@ class V4SAgentConfig:
     Args:
         replan_every: receding horizon; execute this many actions of a plan, then re-plan.
         num_context_frames: context frames per plan (``None``: the model config's ``num_context_frames``).
-        context_sampling: how context frames are drawn from memory: ``"stratified"`` (sparse, sorted,
+        context_sampling: how context frames are drawn from memory: ``"coverage"`` (retrieval by
+            field-of-view overlap with the path ahead and scene coverage, ``context_retrieval.py``;
+            needs poses, else even in time), ``"stratified"`` (sparse, sorted,
             one random frame per equal-length segment, the paper's non-contiguous sampling),
             ``"uniform"`` (evenly spaced, deterministic) or ``"contiguous"`` (the last K frames).
         context_mode: ``"memory"`` (tour + seen frames) or ``"none"`` (no context: the planner is given
@@ -46,14 +52,25 @@ class V4SAgentConfig:
             disagreements) or ``"override"`` (use the geometric action where it is confident and differs).
             Off by default: it costs about 0.2 s per executed transition on one CPU core, more than a plan.
         cv_min_inliers: minimal RANSAC inliers for the geometric estimate to count as confident.
-        num_inference_steps: sampler steps (``None``: the pipeline's default).
-        guidance_scale: joint CFG scale (``None``: the pipeline's default).
+        num_inference_steps: sampler steps (``None``: the model's, see ``v4s_agent.model.sampling``).
+        guidance_scale: joint CFG scale, >= 1 (``None``: the model's).
         seed: seeds the context sampling and the diffusion noise (same seed, same episode).
+        navigation: ``"map"``: the plan gives a waypoint and the depth + odometry map drives there without
+            collisions (needs depth and odometry; else falls back); ``"plan"``: execute decoded actions.
+        waypoint: where a plan points: ``"context_match"`` (pose of the context frame most like the
+            imagined goal view), ``"odometry"`` (dead reckoning of the decoded actions) or ``"auto"``
+            (the match when its similarity is at least ``match_similarity`` and stands 0.15 above the
+            median frame's, else odometry).
+        match_similarity: minimal similarity of the imagined goal view to a context frame to trust it.
+        depart_similarity: re-plan early when the current view is less similar than this to the frame
+            the plan imagined for this step (the world departed from the plan).
+        context_viewpoints: also take goal viewpoints from the context video with the detector (the
+            frames that show the goal centred, at their poses); off for the no-context row.
     """
 
-    replan_every: int = 4
+    replan_every: int = 8
     num_context_frames: int | None = None
-    context_sampling: str = "stratified"
+    context_sampling: str = "coverage"
     context_mode: str = "memory"
     recent_context: int = 0
     position_mode: str = "tour_range"
@@ -71,6 +88,11 @@ class V4SAgentConfig:
     num_inference_steps: int | None = None
     guidance_scale: float | None = None
     seed: int = 0
+    navigation: str = "map"
+    waypoint: str = "auto"
+    match_similarity: float = 0.7
+    depart_similarity: float = 0.4
+    context_viewpoints: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -84,6 +106,10 @@ class V4SAgentConfig:
             )
         if self.context_mode not in CONTEXT_MODES:
             raise ValueError(f"context_mode must be one of {CONTEXT_MODES}. Got {self.context_mode!r}")
+        if self.navigation not in NAVIGATION_MODES:
+            raise ValueError(f"navigation must be one of {NAVIGATION_MODES}. Got {self.navigation!r}")
+        if self.waypoint not in WAYPOINT_MODES:
+            raise ValueError(f"waypoint must be one of {WAYPOINT_MODES}. Got {self.waypoint!r}")
         if self.position_mode not in POSITION_MODES:
             raise ValueError(f"position_mode must be one of {POSITION_MODES}. Got {self.position_mode!r}")
         if self.crosscheck not in CROSSCHECK_MODES:
@@ -94,7 +120,14 @@ class V4SAgentConfig:
             raise ValueError(f"memory_every must be >= 1. Got {self.memory_every}")
         if self.memory_max_seen < 0:
             raise ValueError(f"memory_max_seen must be >= 0. Got {self.memory_max_seen}")
-        for name in ("stop_sd", "stop_box_confidence", "stop_similarity", "stop_idm_prob"):
+        for name in (
+            "stop_sd",
+            "stop_box_confidence",
+            "stop_similarity",
+            "stop_idm_prob",
+            "match_similarity",
+            "depart_similarity",
+        ):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]. Got {v}")
@@ -109,10 +142,7 @@ class V4SAgentConfig:
             raise ValueError(
                 f"cv_min_inliers must be >= 4 (homography needs 4 points). Got {self.cv_min_inliers}"
             )
-        if self.num_inference_steps is not None and self.num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be >= 1 or None. Got {self.num_inference_steps}")
-        if self.guidance_scale is not None and self.guidance_scale < 0:
-            raise ValueError(f"guidance_scale must be >= 0 or None. Got {self.guidance_scale}")
+        check_sampling(self.num_inference_steps, self.guidance_scale)  # the sampler's rule; None: the model's
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON view, written into rollout/evaluation summaries."""

@@ -103,6 +103,9 @@ class InverseDynamicsModel(nn.Module):
         d.mkdir(parents=True, exist_ok=True)
         (d / CONFIG_NAME).write_text(json.dumps({"model_type": "v4s_idm", **asdict(self.config)}, indent=2))
         save_model(self, str(d / WEIGHTS_NAME))
+        from ..integrity import write_checksums
+
+        write_checksums(d, [CONFIG_NAME, WEIGHTS_NAME])  # verified by from_pretrained
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> InverseDynamicsModel:
@@ -115,6 +118,10 @@ class InverseDynamicsModel(nn.Module):
             raise FileNotFoundError(
                 f"{d} is not an inverse-dynamics checkpoint: need {CONFIG_NAME} and {WEIGHTS_NAME}"
             )
+        from ..integrity import verify_checksums, verify_safetensors
+
+        verify_checksums(d)  # IntegrityError (a ValueError) naming a corrupt file
+        verify_safetensors(w_file)
         raw = json.loads(cfg_file.read_text())
         if raw.get("model_type", "v4s_idm") != "v4s_idm":
             raise ValueError(f"{cfg_file} describes a {raw.get('model_type')!r} model, not 'v4s_idm'")

@@ -70,11 +70,29 @@ class V4SPolicy:
     def select_action(self, batch: dict[str, Any]) -> torch.Tensor:
         """One action ``(1,)`` int64 for the current observation (re-plans every ``replan_every`` steps)."""
         rgb = self._image(batch)
+        obs, info = self._sensors(batch, rgb)
         if self.agent.steps == 0:
             if self._episode is None:
                 raise RuntimeError("call reset(info) with the env's reset info (context + instruction) first")
-            self.agent.reset(rgb, self._episode)
-        return torch.tensor([self.agent.act(rgb)], dtype=torch.int64)
+            ep = dict(self._episode)
+            if info is not None:
+                ep["agent_pose"] = info["agent_pose"]
+            self.agent.reset(obs, ep)
+        return torch.tensor([self.agent.act(obs, info)], dtype=torch.int64)
+
+    @staticmethod
+    def _sensors(batch: dict[str, Any], rgb: np.ndarray) -> tuple[Any, dict[str, Any] | None]:
+        """With ``observation.depth`` (H, W) metres and ``observation.pose`` (4, 4) odometry in the batch,
+        the agent drives on its depth + odometry map; with RGB only it executes the decoded actions."""
+        depth, pose = batch.get("observation.depth"), batch.get("observation.pose")
+        if depth is None or pose is None:
+            return rgb, None
+        as_np = [
+            x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x) for x in (depth, pose)
+        ]
+        d, p = as_np[0].astype(np.float32), as_np[1].astype(np.float64)
+        d = d.reshape(d.shape[-2:])
+        return {"rgb": rgb, "depth": d}, {"agent_pose": p.reshape(4, 4)}
 
     @torch.no_grad()
     def predict_action_chunk(self, batch: dict[str, Any]) -> torch.Tensor:

@@ -7,6 +7,7 @@ TensorRT); the agent adds memory, the receding horizon and the stop rule on top.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import logging
@@ -19,7 +20,9 @@ import numpy as np
 
 from ..envs.geometry import encode_relative_pose
 from ..envs.goal_metrics import sd_from_box
+from ..model.sampling import check_sampling
 from .action_decoding import CVMotion, decode_actions, estimate_motion, idm_probs
+from .runtimes import RuntimeLoader, load_runtime
 
 logger = logging.getLogger(__name__)
 
@@ -120,8 +123,46 @@ def sample_context_indices(
     return np.sort(np.concatenate([head, tail]))  # head < m <= tail: disjoint, sorted
 
 
-def _resize(frames: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Resize uint8 ``(..., H, W, 3)`` frames to ``(h, w)`` (area filter when shrinking)."""
+def check_rgb(frames: Any, name: str = "observation", ndim: int = 3) -> np.ndarray:
+    """``frames`` as uint8 RGB with ``ndim`` dimensions (``(H, W, 3)``, or ``(N, H, W, 3)`` for 4), or a
+    ValueError that says what is wrong and how to convert it.
+
+    Why: a float image in [0, 1] used to be cast to uint8 (an all-black plan), NaN went through, and
+    grayscale or channels-first images failed deep inside the pipeline.
+    """
+    a = np.asarray(frames)
+    shape = "(H, W, 3)" if ndim == 3 else "(N, H, W, 3)"
+    if a.dtype == np.uint8:
+        pass
+    elif a.dtype.kind in "iu" and a.size and (a.min() < 0 or a.max() > 255):
+        raise ValueError(
+            f"{name} must be uint8 RGB in 0..255 {shape}; got {a.dtype} with values outside 0..255"
+        )
+    elif a.dtype.kind in "iu":
+        a = a.astype(np.uint8)
+    elif a.dtype.kind == "f":
+        bad = "NaN/inf values" if a.size and not np.isfinite(a).all() else f"{a.dtype} values"
+        raise ValueError(
+            f"{name} must be uint8 RGB in 0..255 {shape}; got {bad}. Convert a float image in [0, 1] with "
+            "(img * 255).round().clip(0, 255).astype(np.uint8)"
+        )
+    else:
+        raise ValueError(f"{name} must be uint8 RGB in 0..255 {shape}; got dtype {a.dtype}")
+    hint = ""
+    if a.ndim == ndim - 1 or (a.ndim == ndim and a.shape[-1] == 1):
+        hint = ": it looks grayscale; repeat it to 3 channels (np.repeat(img[..., None], 3, axis=-1))"
+    elif a.ndim == ndim and a.shape[-1] == 4:
+        hint = ": it looks RGBA; drop alpha with img[..., :3]"
+    elif a.ndim == ndim and a.shape[-3] == 3 and a.shape[-1] != 3:
+        hint = ": it looks channels-first; use img.transpose(1, 2, 0) (HWC)"
+    if a.ndim != ndim or a.shape[-1] != 3 or min(a.shape[-3:-1], default=0) < 1:
+        raise ValueError(f"{name} must be uint8 RGB {shape}; got shape {a.shape}{hint}")
+    return a
+
+
+def resize_frames(frames: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Resize uint8 ``(..., H, W, 3)`` frames to ``(h, w)`` (area filter when shrinking); public because the
+    evaluation compares real frames with imagined ones at the planner's resolution."""
     import cv2
 
     frames = np.asarray(frames)
@@ -149,8 +190,8 @@ class VideoPlanner:
             e.g. the PyTorch pipeline or an ONNX Runtime / TensorRT runtime from ``v4s_agent.export``.
         idm: an ``InverseDynamicsModel`` (``None``: decode actions by OpenCV geometry only).
         device: torch device for the IDM (and the pipeline when it is a torch module).
-        num_inference_steps: sampler steps per plan (``None``: the pipeline's default).
-        guidance_scale: joint classifier-free guidance scale (``None``: the pipeline's default).
+        num_inference_steps: sampler steps per plan (``None``: the model's, see ``v4s_agent.model.sampling``).
+        guidance_scale: joint classifier-free guidance scale, >= 1 (``None``: the model's).
         crosscheck: ``"off"``, ``"log"`` or ``"override"``, see :class:`V4SAgentConfig`.
         cv_min_inliers: RANSAC inliers needed for a confident geometric estimate.
         seed: default seed of the diffusion noise when ``plan`` is not given one.
@@ -175,6 +216,7 @@ class VideoPlanner:
         cfg_mode: str | None = None,
         bf16: bool = False,
     ) -> None:
+        check_sampling(num_inference_steps, guidance_scale, cfg_mode)  # None: the model's own setting
         self.pipeline = pipeline
         self.idm = idm
         self.device = device
@@ -195,6 +237,33 @@ class VideoPlanner:
         self.num_target_frames = int(cfg["num_target_frames"])
         self.num_box_frames = int(cfg.get("num_box_frames", 0))
         self.model_config = cfg
+
+    _SETTINGS = (
+        "num_inference_steps",
+        "guidance_scale",
+        "cfg_mode",
+        "crosscheck",
+        "cv_min_inliers",
+        "crosscheck_steps",
+        "seed",
+        "bf16",
+    )
+
+    def with_settings(self, **settings: Any) -> VideoPlanner:
+        """A planner sharing this one's pipeline and IDM with some settings changed; this one is unchanged.
+
+        Why: an agent tunes sampling and cross-check settings for itself, while the planner it was given
+        may be shared with other agents or the caller's own loop. Sampling settings follow the one rule of
+        :func:`v4s_agent.model.sampling.check_sampling` (``None``: the model's own).
+        """
+        unknown = sorted(set(settings) - set(self._SETTINGS))
+        if unknown:
+            raise ValueError(f"unknown planner settings {unknown}; choose from {list(self._SETTINGS)}")
+        check_sampling(*(settings.get(k) for k in ("num_inference_steps", "guidance_scale", "cfg_mode")))
+        new = copy.copy(self)
+        for name, value in settings.items():
+            setattr(new, name, value)
+        return new
 
     # ------------------------------------------------------------------ loading
     @staticmethod
@@ -226,9 +295,13 @@ class VideoPlanner:
         backend: str = "torch",
         device: str | None = None,
         idm_path: str | Path | None = None,
+        runtime_loader: RuntimeLoader | None = None,
         **kwargs: Any,
     ) -> VideoPlanner:
         """Load a planner checkpoint folder (``pipeline/`` + ``idm/``); no ``path``: the shipped default.
+
+        ``backend="onnxruntime"`` / ``"tensorrt"`` build the runtime with ``runtime_loader`` (default: the
+        one ``import v4s_agent`` registers, ``v4s_agent.export.load_runtime_pipeline``).
 
         Raises:
             CheckpointError: the folder or one of its parts is missing or unreadable.
@@ -245,7 +318,7 @@ class VideoPlanner:
         idm_dir = Path(idm_path) if idm_path is not None else root / "idm"
         if device is None:
             device = _default_device(backend)
-        pipe = load_pipeline(pipe_dir, backend=backend, device=device)
+        pipe = load_pipeline(pipe_dir, backend=backend, device=device, runtime_loader=runtime_loader)
         idm = load_idm(idm_dir, device=device) if idm_dir.exists() or idm_path is not None else None
         if idm is None:
             logger.warning("no inverse-dynamics model at %s: actions come from OpenCV geometry only", idm_dir)
@@ -273,11 +346,15 @@ class VideoPlanner:
         """``prepare_context`` plus the indices of the chosen frames in ``context`` (for their poses)."""
         if context is None:
             return None, None, None
+        if isinstance(context, dict) and "frames" not in context:
+            raise ValueError(
+                f"a context dict needs a 'frames' entry (info['context']); got keys {sorted(context)}"
+            )
         frames = context["frames"] if isinstance(context, dict) else context
-        frames = np.asarray(frames)
-        if frames.ndim != 4 or frames.shape[-1] != 3:
-            raise ValueError(f"context frames must be uint8 (N, H, W, 3). Got shape {frames.shape}")
+        frames = check_rgb(frames, "context frames", ndim=4)
         n = len(frames)
+        if n == 0:
+            raise ValueError("context has 0 frames: pass context=None to plan without context, or >= 1 frame")
         positions = np.arange(n) if context_positions is None else np.asarray(context_positions).reshape(-1)
         if len(positions) != n:
             raise ValueError(f"context_positions has {len(positions)} entries for {n} frames")
@@ -285,7 +362,7 @@ class VideoPlanner:
         if n != self.num_context_frames:
             idx = sample_context_indices(n, self.num_context_frames, sampling, rng)
             frames, positions = frames[idx], positions[idx]
-        return _resize(frames, self.height, self.width), positions.astype(np.float32), idx
+        return resize_frames(frames, self.height, self.width), positions.astype(np.float32), idx
 
     def context_camera(
         self,
@@ -338,11 +415,16 @@ class VideoPlanner:
             context_poses: ``(N, 4, 4)`` poses of ``context`` frames when it is a plain array.
         """
         t0 = time.perf_counter()
+        if not isinstance(instruction, str):
+            raise ValueError(
+                f"instruction must be a string (e.g. 'Find the chair.'); got {type(instruction).__name__}"
+            )
+        observation = check_rgb(observation, "observation")
         seed = self.seed + self._calls if seed is None else seed
         self._calls += 1
         rng = np.random.default_rng(seed)
         ctx, pos, idx = self._select_context(context, context_positions, rng, sampling)
-        obs = _resize(np.asarray(observation), self.height, self.width)
+        obs = resize_frames(observation, self.height, self.width)
         if camera is not None:
             camera = np.asarray(camera, dtype=np.float32)
             if camera.ndim != 2 or camera.shape[1] != 12:
@@ -539,8 +621,14 @@ def check_backend(backend: str) -> None:
             raise BackendUnavailableError("backend 'tensorrt' needs a CUDA GPU; none is visible")
 
 
-def load_pipeline(pipe_dir: Path, backend: str = "torch", device: str = "cpu") -> Any:
-    """Load the diffusion pipeline of a checkpoint for ``backend`` (clear errors, never a silent fallback)."""
+def load_pipeline(
+    pipe_dir: Path, backend: str = "torch", device: str = "cpu", runtime_loader: RuntimeLoader | None = None
+) -> Any:
+    """Load the diffusion pipeline of a checkpoint for ``backend`` (clear errors, never a silent fallback).
+
+    ``runtime_loader`` builds the ONNX Runtime / TensorRT runtime; by default the one the package root
+    handed in (``v4s_agent.export``'s, see :mod:`.runtimes`): the agent never imports the export.
+    """
     check_backend(backend)
     pipe_dir = Path(pipe_dir)
     if not pipe_dir.is_dir():
@@ -561,9 +649,10 @@ def load_pipeline(pipe_dir: Path, backend: str = "torch", device: str = "cpu") -
             if hasattr(pipe, "set_progress_bar_config"):
                 pipe.set_progress_bar_config(disable=True)
             return pipe
-        from .. import export as _export  # noqa: F401  (v4s_agent.export: ONNX / TensorRT runtimes)
-
-        return _load_exported(pipe_dir, backend, device)
+        try:
+            return load_runtime(pipe_dir, backend, device, runtime_loader)
+        except LookupError as e:
+            raise BackendUnavailableError(str(e)) from None
     except (CheckpointError, BackendUnavailableError):
         raise
     except (OSError, ValueError, KeyError, json.JSONDecodeError, RuntimeError) as e:
@@ -584,18 +673,6 @@ def _load_components(pipe_dir: Path) -> Any:
     return Video4SpatialPipeline(transformer=transformer, scheduler=scheduler, model_config=cfg)
 
 
-def _load_exported(pipe_dir: Path, backend: str, device: str) -> Any:
-    """Build an ONNX Runtime / TensorRT pipeline via ``v4s_agent.export`` (issue 6's runtime)."""
-    from .. import export
-
-    loader = getattr(export, "load_runtime_pipeline", None)
-    if loader is None:
-        raise BackendUnavailableError(
-            f"v4s_agent.export provides no runtime loader for backend {backend!r} yet"
-        )
-    return loader(pipe_dir, backend=backend, device=device)
-
-
 def load_idm(idm_dir: Path, device: str = "cpu") -> Any:
     """Load the inverse-dynamics model of a checkpoint (``config.json`` + ``model.safetensors``)."""
     idm_dir = Path(idm_dir)
@@ -605,7 +682,7 @@ def load_idm(idm_dir: Path, device: str = "cpu") -> Any:
         from .inverse_dynamics import InverseDynamicsModel
 
         idm = InverseDynamicsModel.from_pretrained(str(idm_dir))
-    except (OSError, ValueError, KeyError, json.JSONDecodeError, RuntimeError) as e:
+    except Exception as e:  # noqa: BLE001 - safetensors/torch raise many types; all mean "unreadable"
         raise CheckpointError(
             f"cannot read the inverse-dynamics model at {idm_dir}: {type(e).__name__}: {e}"
         ) from e

@@ -19,7 +19,7 @@ from .metrics import mean_interval, wilson_interval
 from .rollout import ExpertAgent, RandomAgent, make_env, run_episode, scene_key, set_threads, summarize
 
 KINDS = ("v4s", "v4s_no_context", "v4s_wrong_context", "random", "expert", "frontier")
-OBS_KEYS = ("rgb", "depth")  # every row gets the same sensors; the V4S agent uses only RGB + odometry
+OBS_KEYS = ("rgb", "depth")  # every row gets the same sensors: RGB, depth, odometry (info), instruction
 
 
 @dataclass
@@ -109,7 +109,8 @@ def build_policy(spec: RowSpec, env: Any, env_kwargs: dict[str, Any]) -> Any:
     kw = dict(spec.agent_kwargs)
     if spec.kind == "v4s_no_context":
         kw["context_mode"] = "none"
-    agent = V4SAgent(_planner(spec), **kw)
+    # the same detector as the frontier row: goal map and a verified stop under the plan's waypoints
+    agent = V4SAgent(_planner(spec), detector=_detector(spec.detector), **kw)
     if spec.kind == "v4s_wrong_context":
         return WrongContextAgent(agent, env_kwargs)
     return agent

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import math
 import sys
@@ -30,7 +29,9 @@ from typing import Any
 import numpy as np
 
 from .. import envs as _envs
-from ..agent.planner import _resize
+from ..agent.planner import resize_frames
+from ..integrity import dumps_strict
+from ..outputs import check_out_dir
 from .metrics import mean_interval, psnr, sd_from_box, ssim, wilson_interval
 from .rollout import (
     AtomicDir,
@@ -219,7 +220,7 @@ def open_loop_grounding(
                 observation_pose=ep.poses[0],
             )  # fmt: skip
         if i < SHEET_EPISODES:
-            sheet.append((plan.frames, _resize(ep.frames, planner.height, planner.width)))
+            sheet.append((plan.frames, resize_frames(ep.frames, planner.height, planner.width)))
         sds.append(_detector_sd(det, plan.trajectory[-1], ep.category))
         own_sds.append(plan.box_sd)
         lat.append(plan.latency_ms)
@@ -242,7 +243,7 @@ def copy_observation_navigation(eps: Sequence[Episode], height: int, width: int)
     learned nothing about motion but copies its input would score)."""
     ps, ss = [], []
     for ep in eps:
-        real = _resize(ep.frames, height, width)
+        real = resize_frames(ep.frames, height, width)
         gen = np.repeat(real[:1], len(real) - 1, axis=0)
         ps.append(psnr(gen, real[1:]))
         ss.append(ssim(gen, real[1:]))
@@ -271,7 +272,7 @@ def open_loop_navigation(planner: Any, eps: Sequence[Episode], context: str = "t
                 observation_pose=ep.poses[0],
             )  # fmt: skip
 
-        real = _resize(ep.frames, planner.height, planner.width)
+        real = resize_frames(ep.frames, planner.height, planner.width)
         gt = real[1:]
         gen = plan.trajectory[1 : 1 + len(gt)]
         if i < SHEET_EPISODES:
@@ -536,12 +537,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--seed", type=int, default=1000, help="first held-out episode seed")
     ap.add_argument("--out", default="outputs/evaluate")
+    ap.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into an --out folder that holds other files (they are kept, never deleted)",
+    )
     ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the PyTorch planner")
     ap.add_argument(
         "--num-threads",
         type=int,
         default=None,
         help="torch CPU threads (default: torch's); 1 is much faster on an oversubscribed CPU",
+    )
+    ap.add_argument(
+        "--closed-rows",
+        default=None,
+        help="comma list of closed-loop row kinds to run (v4s, v4s_no_context, v4s_wrong_context, frontier, "
+        "random, expert; default: all that --baselines allows)",
     )
     ap.add_argument("--quick", action="store_true", help="tiny run for tests: 1 episode, val_scenes only")
     ap.add_argument(
@@ -584,6 +596,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> dict[str
     bad = [s for s in splits if s not in known]
     if bad:
         raise ValueError(f"unknown split(s) {bad}; choose from {sorted(known)}")
+    validate_args(args, sections, baselines)
     ablations: dict[str, str] = {}
     for a in args.ablation:
         name, _, path = a.partition("=")
@@ -623,7 +636,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> dict[str
         "paper": PAPER,
         "targets": TARGETS,
     }
-    with AtomicDir(args.out) as tmp:
+    with AtomicDir(args.out, overwrite=getattr(args, "overwrite", False)) as tmp:
         det = None
         if "open" in sections:
             det, det_meta = load_or_train(args.detector, out_dir=tmp / "evaluator_detector", quick=args.quick)
@@ -721,9 +734,32 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> dict[str
         m["wall_s"] = round(time.time() - t0, 1)
         m["sample_sheets"] = write_sheets(m, tmp)
         m["plots"] = make_plots(m, tmp)
-        (tmp / "metrics.json").write_text(json.dumps(m, indent=2, default=json_default))
+        (tmp / "metrics.json").write_text(dumps_strict(m, indent=2, default=json_default))
         (tmp / "results.md").write_text(markdown_report(m))
     return m
+
+
+SECTIONS = ("open", "nav", "closed")
+BASELINES = ("no_context", "wrong_context", "text_only", "frontier", "random", "expert")
+
+
+def validate_args(args: argparse.Namespace, sections: set[str], baselines: set[str]) -> None:
+    """Refuse arguments that would run nothing or produce empty/NaN metrics (before anything loads)."""
+    if args.episodes < 1:
+        raise ValueError(f"--episodes must be >= 1. Got {args.episodes}")
+    if args.closed_episodes is not None and args.closed_episodes < 1:
+        raise ValueError(f"--closed-episodes must be >= 1. Got {args.closed_episodes}")
+    if args.max_steps < 1:
+        raise ValueError(f"--max-steps must be >= 1. Got {args.max_steps}")
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1. Got {args.workers}")
+    bad = sorted(sections - set(SECTIONS))
+    if bad or not sections:
+        raise ValueError(f"--sections: unknown {bad} (or none given); a comma list of {', '.join(SECTIONS)}")
+    bad = sorted(baselines - set(BASELINES))
+    if bad:
+        raise ValueError(f"--baselines: unknown {bad}; a comma list of {', '.join(BASELINES)}")
+    check_out_dir(args.out, getattr(args, "overwrite", False))
 
 
 def closed_loop_rows(
@@ -758,6 +794,9 @@ def closed_loop_rows(
         specs.append(RowSpec("random", "random", agent_kwargs={"seed": args.seed}))
     if "expert" in baselines:
         specs.append(RowSpec("oracle expert", "expert"))
+    if getattr(args, "closed_rows", None):
+        kinds = {k.strip() for k in args.closed_rows.split(",") if k.strip()}
+        specs = [s for s in specs if s.kind in kinds]
     return specs
 
 

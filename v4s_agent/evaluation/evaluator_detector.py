@@ -3,8 +3,14 @@
 Why: the paper scores generated videos with an external detector, never with the model's own red box
 (a model could draw a centred box on anything). Ours is a tiny fully-convolutional segmenter trained on
 frames rendered by the environment, labelled with its exact semantic masks (instance id -> category).
-At evaluation time the goal category's largest predicted region gives the box (-> SD) and its presence
-(-> IF). Its own accuracy against the exact semantic render is measured and reported beside the scores.
+At evaluation time the goal category's predicted region gives the box (-> SD) and its presence (-> IF).
+Its own accuracy against the exact semantic render is measured and reported beside the scores.
+
+Training data: frames of the train split's scene videos (``data/train`` shards, the distribution the
+gates score), whose category masks are re-rendered at the shards' poses, plus expert episodes in
+detector-only scenes (outdoor and held-out categories too). How probabilities become a box (threshold,
+minimum area, all pixels or the largest region) is fitted on train scenes the network did not see and
+saved in ``config.json``; held-out ``val_scenes`` only reports.
 
 ``python -m v4s_agent.evaluation.evaluator_detector --out DIR`` trains one (a few CPU minutes).
 """
@@ -29,6 +35,9 @@ from .metrics import box_from_mask, sd_from_box
 logger = logging.getLogger(__name__)
 
 MIN_FRACTION = 0.01  # "the object is there": at least 1% of the frame (41 px at 64x64)
+THRESHOLD = 0.2  # a pixel is the category's when its probability exceeds this
+BOX_MODES = ("all", "largest")  # box of every pixel over the threshold, or of its largest 8-connected region
+SD_HIT = 0.2  # IF(SD < 0.2): the gates' "object centred" test
 DEFAULT_DETECTOR = Path(__file__).resolve().parents[1] / "checkpoints" / "evaluator_detector"
 Box = tuple[float, float, float, float]
 
@@ -51,18 +60,44 @@ class EvaluatorDetector(nn.Module):
         categories: the object categories it knows (class ``i+1`` is ``categories[i]``).
         input_size: frames are resized to ``input_size x input_size`` before the network.
         width: channels of the first stage.
+        global_context: add the whole frame's pooled features to the coarsest stage (a large object seen
+            from up close fills the view: its category is told by the whole frame, not by a local patch).
+        threshold, min_fraction, box_mode: how :meth:`detect` turns probabilities into a box (see there);
+            fitted after training and saved with the weights.
     """
 
-    def __init__(self, categories: Sequence[str], input_size: int = 64, width: int = 16) -> None:
+    def __init__(
+        self,
+        categories: Sequence[str],
+        input_size: int = 64,
+        width: int = 16,
+        global_context: bool = True,
+        threshold: float = THRESHOLD,
+        min_fraction: float = MIN_FRACTION,
+        box_mode: str = "all",
+    ) -> None:
         super().__init__()
+        if box_mode not in BOX_MODES:
+            raise ValueError(f"box_mode must be one of {BOX_MODES}, got {box_mode!r}")
         self.categories = list(categories)
         self.input_size = int(input_size)
         self.width = int(width)
+        self.global_context = bool(global_context)
+        self.threshold = float(threshold)
+        self.min_fraction = float(min_fraction)
+        self.box_mode = str(box_mode)
         c = width
         self.enc1 = _block(3, c, 1)
         self.enc2 = _block(c, 2 * c, 2)
         self.enc3 = _block(2 * c, 4 * c, 2)
         self.enc4 = _block(4 * c, 4 * c, 2)
+        self.context = (
+            nn.Sequential(
+                nn.AdaptiveAvgPool2d(1), nn.Conv2d(4 * c, 4 * c, 1), nn.SiLU(), nn.Conv2d(4 * c, 4 * c, 1)
+            )
+            if self.global_context
+            else None
+        )
         self.dec3 = _block(8 * c, 2 * c, 1)
         self.dec2 = _block(4 * c, c, 1)
         self.dec1 = _block(2 * c, c, 1)
@@ -70,7 +105,15 @@ class EvaluatorDetector(nn.Module):
 
     @property
     def config(self) -> dict[str, Any]:
-        return {"categories": self.categories, "input_size": self.input_size, "width": self.width}
+        return {
+            "categories": self.categories,
+            "input_size": self.input_size,
+            "width": self.width,
+            "global_context": self.global_context,
+            "threshold": self.threshold,
+            "min_fraction": self.min_fraction,
+            "box_mode": self.box_mode,
+        }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` float (B, 3, S, S) in [-1, 1] -> logits (B, C+1, S, S)."""
@@ -79,6 +122,8 @@ class EvaluatorDetector(nn.Module):
         e2 = self.enc2(e1)
         e3 = self.enc3(e2)
         e4 = self.enc4(e3)
+        if self.context is not None:
+            e4 = e4 + self.context(e4)
         d3 = self.dec3(torch.cat([up(e4, size=e3.shape[-2:], mode="nearest"), e3], 1))
         d2 = self.dec2(torch.cat([up(d3, size=e2.shape[-2:], mode="nearest"), e2], 1))
         d1 = self.dec1(torch.cat([up(d2, size=e1.shape[-2:], mode="nearest"), e1], 1))
@@ -108,7 +153,8 @@ class EvaluatorDetector(nn.Module):
             raise FileNotFoundError(
                 f"no evaluator detector at {path} (train one: python -m {__name__} --out DIR)"
             )
-        cfg = json.loads((path / "config.json").read_text())
+        # detectors saved before these keys existed: no global context, the fixed box rule of then
+        cfg = {"global_context": False, **json.loads((path / "config.json").read_text())}
         model = cls(**cfg)
         model.load_state_dict(load_file(str(path / "model.safetensors")))
         return model.eval()
@@ -147,13 +193,20 @@ class EvaluatorDetector(nn.Module):
         )
 
     def detect(
-        self, frames: np.ndarray, category: str, min_fraction: float = MIN_FRACTION, threshold: float = 0.2
+        self,
+        frames: np.ndarray,
+        category: str,
+        min_fraction: float | None = None,
+        threshold: float | None = None,
+        box_mode: str | None = None,
     ) -> list[tuple[Box | None, float]]:
         """Goal boxes in each frame's own pixel coordinates, and the goal region's area fraction.
 
-        The box is the tight box of all pixels whose ``category`` probability exceeds ``threshold``;
-        ``None`` (not visible) when they cover less than ``min_fraction`` of the frame. (Chosen over
-        "largest argmax component" on 24 rendered goal frames: |SD error| 0.07 vs 0.11, see README.)
+        The region is the pixels whose ``category`` probability exceeds ``threshold`` (all of them, or
+        with ``box_mode="largest"`` their largest 8-connected component: one instance, as the exact
+        semantics' box is the most visible instance's); the box is its tight box, ``None`` (not visible)
+        when it covers less than ``min_fraction`` of the frame. Unset arguments take the detector's own
+        values (``config.json``: fitted on held-out train scenes, see :func:`fit_detection`).
         """
         frames = np.asarray(frames)
         if frames.ndim == 3:
@@ -165,14 +218,36 @@ class EvaluatorDetector(nn.Module):
         s = self.input_size
         res: list[tuple[Box | None, float]] = []
         for p in self.probs(frames):
-            m = p[cls_id] > threshold
-            frac = float(m.mean())
-            if frac < min_fraction:
-                res.append((None, frac))
-                continue
-            x0, y0, x1, y1 = box_from_mask(m)  # type: ignore[misc]
-            res.append(((x0 * w / s, y0 * h / s, x1 * w / s, y1 * h / s), frac))
+            box, frac = region_box(
+                p[cls_id],
+                self.threshold if threshold is None else threshold,
+                self.min_fraction if min_fraction is None else min_fraction,
+                self.box_mode if box_mode is None else box_mode,
+            )
+            if box is not None:
+                x0, y0, x1, y1 = box
+                box = (x0 * w / s, y0 * h / s, x1 * w / s, y1 * h / s)
+            res.append((box, frac))
         return res
+
+
+def region_box(
+    prob: np.ndarray, threshold: float, min_fraction: float, box_mode: str
+) -> tuple[Box | None, float]:
+    """One category's probability map (S, S) -> (tight box in map pixels or ``None``, region fraction)."""
+    m = prob > threshold
+    if box_mode == "largest" and m.any():
+        import cv2
+
+        n, lab, stats, _ = cv2.connectedComponentsWithStats(m.astype(np.uint8), connectivity=8)
+        if n > 2:
+            m = lab == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    elif box_mode not in BOX_MODES:
+        raise ValueError(f"box_mode must be one of {BOX_MODES}, got {box_mode!r}")
+    frac = float(m.mean())
+    if frac < min_fraction:
+        return None, frac
+    return box_from_mask(m), frac  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------------- data from the env
@@ -189,7 +264,10 @@ def category_mask(semantic: np.ndarray, id_to_class: dict[int, int]) -> np.ndarr
 
 
 def _id_to_class(env: Any, categories: Sequence[str]) -> dict[int, int]:
-    scene = env.unwrapped.scene
+    return _id_to_class_of(env.unwrapped.scene, categories)
+
+
+def _id_to_class_of(scene: Any, categories: Sequence[str]) -> dict[int, int]:
     return {
         int(o.instance_id): categories.index(o.category) + 1
         for o in scene.objects
@@ -245,7 +323,8 @@ def collect_frames(
                 if env is not None:
                     env.close()
                 sc = detector_scene(ep, seed) if scene is None else scene
-                env = V4SNavEnv(task="object", scene=sc, resolution=resolution, obs_keys=("rgb", "semantic"))
+                env = V4SNavEnv(task="object", scene=sc, resolution=resolution, obs_keys=("rgb", "semantic"),
+                                context_video="none")  # fmt: skip
             obs, _ = env.reset(seed=int(seed * 10_007 + ep))
             lut = _id_to_class(env, categories)
             ep_imgs, ep_masks = [obs["rgb"]], [category_mask(obs["semantic"], lut).astype(np.uint8)]
@@ -266,6 +345,81 @@ def collect_frames(
     finally:
         if env is not None:
             env.close()
+    return np.stack(imgs), np.stack(masks), categories
+
+
+def _shard_files(data_dir: str | Path) -> list[tuple[int, Path]]:
+    """(scene index, shard path) of a generated data folder (``manifest.json`` or its shard summaries)."""
+    data_dir = Path(data_dir)
+    man = data_dir / "manifest.json"
+    if man.is_file():
+        rows = json.loads(man.read_text())["shards"]
+    else:
+        rows = [json.loads(f.read_text()) for f in sorted(data_dir.glob("shard_*.npz.json"))]
+    return [(int(r["scene_index"]), data_dir / r["file"]) for r in rows if (data_dir / r["file"]).is_file()]
+
+
+def _split_of(data_dir: str | Path) -> str:
+    return str(json.loads((Path(data_dir) / "generator.json").read_text())["config"]["split"])
+
+
+def _pick(spec: Sequence[int] | slice | None, n: int) -> list[int]:
+    if spec is None:
+        return list(range(n))
+    if isinstance(spec, slice):
+        return list(range(n))[spec]
+    return [i for i in spec if 0 <= i < n]
+
+
+def collect_video_frames(
+    data_dir: str | Path,
+    shards: Sequence[int] | slice | None = None,
+    tail: int = 6,
+    n_random: int = 30,
+    seed: int = 0,
+    categories: Sequence[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Frames of generated scene videos (``generate_data`` shards) with category masks re-rendered at the
+    shards' poses: the last ``tail`` frames of every visit (what the gates score: a clip ends centred on
+    its goal) and ``n_random`` other frames of each video.
+
+    Each scene is rebuilt from the shard folder's split and the re-rendered RGB must equal the stored
+    frame (a frame that does not, e.g. data from another renderer version, is left out with a warning).
+    """
+    from ..envs.renderer_gl import GLRenderer
+    from ..envs.scenes import CATEGORIES, split_scene
+
+    categories = list(categories or CATEGORIES)
+    split = _split_of(data_dir)
+    files = _shard_files(data_dir)
+    rng = np.random.default_rng(seed)
+    imgs, masks, skipped = [], [], 0
+    for k in _pick(shards, len(files)):
+        scene_index, f = files[k]
+        with np.load(f) as d:
+            frames, poses, ends = d["video_frames"], d["video_poses"], d["visit_end"]
+        keep = {int(i) for e in ends for i in range(max(0, int(e) - tail + 1), int(e) + 1)}
+        rest = np.setdiff1d(np.arange(len(frames)), sorted(keep))
+        keep |= {int(i) for i in rng.choice(rest, min(n_random, len(rest)), replace=False)}
+        scene = split_scene(split, scene_index)
+        lut = _id_to_class_of(scene, categories)
+        r = GLRenderer(scene, tuple(frames.shape[1:3]))
+        try:
+            for i in sorted(keep):
+                o = r.render(poses[i], keys=("rgb", "semantic"))
+                if not np.array_equal(o["rgb"], frames[i]):
+                    skipped += 1
+                    continue
+                imgs.append(frames[i])
+                masks.append(category_mask(o["semantic"], lut).astype(np.uint8))
+        finally:
+            r.close()
+    if skipped:
+        logger.warning(
+            "%d frames of %s left out: their re-render differs from the stored frame", skipped, data_dir
+        )
+    if not imgs:
+        raise ValueError(f"no frames collected from {data_dir}")
     return np.stack(imgs), np.stack(masks), categories
 
 
@@ -293,20 +447,29 @@ def train_detector(
     width: int = 16,
     seed: int = 0,
     init: EvaluatorDetector | None = None,
+    global_context: bool = True,
 ) -> EvaluatorDetector:
-    """Train on (uint8 (N,H,W,3) frames, int (N,H,W) category masks); class-balanced cross-entropy."""
+    """Train on (uint8 (N,H,W,3) frames, int (N,H,W) category masks); class-balanced cross-entropy.
+
+    Frames and masks are kept as uint8 and converted batch by batch (tens of thousands of frames fit)."""
     import cv2
     from tqdm.auto import tqdm
 
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    det = init if init is not None else EvaluatorDetector(categories, input_size=input_size, width=width)
+    det = (
+        init
+        if init is not None
+        else EvaluatorDetector(categories, input_size=input_size, width=width, global_context=global_context)
+    )
     s = det.input_size
-    x = det._prep(images)
+    x = torch.from_numpy(
+        np.stack([cv2.resize(np.ascontiguousarray(f), (s, s), interpolation=cv2.INTER_AREA) for f in images])
+    ).permute(0, 3, 1, 2)
     y = torch.from_numpy(
         np.stack([cv2.resize(m.astype(np.uint8), (s, s), interpolation=cv2.INTER_NEAREST) for m in masks])
-    ).long()
-    counts = torch.bincount(y.flatten(), minlength=len(categories) + 1).float()
+    )
+    counts = torch.bincount(y.flatten().long(), minlength=len(categories) + 1).float()
     weight = (counts.sum() / (counts + 1.0)).clamp(max=1e3) ** 0.5
     weight = weight / weight.mean()
     opt = torch.optim.AdamW(det.parameters(), lr=lr, weight_decay=1e-4)
@@ -318,9 +481,9 @@ def train_detector(
         perm = torch.randperm(len(x), generator=g)
         for i in range(0, len(x), batch_size):
             idx = perm[i : i + batch_size]
-            xb = _augment(x[idx], g)
+            xb = _augment(x[idx].float() / 127.5 - 1.0, g)
             flip = torch.rand(1, generator=g).item() < 0.5
-            yb = y[idx]
+            yb = y[idx].long()
             if flip:
                 xb, yb = xb.flip(-1), yb.flip(-1)
             loss = nn.functional.cross_entropy(det(xb), yb, weight=weight)
@@ -339,8 +502,9 @@ def validate_detector(
 ) -> dict[str, float]:
     """Agreement with the exact semantic render, per (frame, present-or-absent category) pair.
 
-    Returns IF precision/recall (visible = at least ``min_fraction`` of the frame), and the mean
-    absolute SD error on frames where both agree the object is visible.
+    Returns IF precision/recall (truly visible = at least ``min_fraction`` of the frame; the detector uses
+    its own settings), and the mean absolute SD error on frames where both agree the object is visible
+    (the truth's box: all of the category's pixels).
     """
     h, w = images.shape[1:3]
     tp = fp = fn = tn = 0
@@ -352,7 +516,7 @@ def validate_detector(
             cat = det.categories[c - 1]
             gt_m = m == c
             gt_vis = gt_m.mean() >= min_fraction
-            ((box, _),) = det.detect(img, cat, min_fraction)
+            ((box, _),) = det.detect(img, cat)
             if box is not None and gt_vis:
                 tp += 1
                 sd_err.append(abs(sd_from_box(box, h, w) - sd_from_box(box_from_mask(gt_m), h, w)))
@@ -371,6 +535,204 @@ def validate_detector(
     }
 
 
+# ---------------------------------------------------------------------- scored on scene videos
+
+Pair = tuple[int, str, Box | None, bool]  # (frame index, category, exact box or None, is a visit's end)
+
+
+def _box_or_none(b: np.ndarray) -> Box | None:
+    return None if np.isnan(b).any() else (float(b[0]), float(b[1]), float(b[2]), float(b[3]))
+
+
+def scene_video_pairs(
+    data_dir: str | Path,
+    shards: Sequence[int] | slice | None = None,
+    frames_per_scene: int = 40,
+    seed: int = 0,
+) -> tuple[np.ndarray, list[Pair]]:
+    """Frames and (frame, category) pairs of generated scene videos, with the exact boxes of the shards
+    (the category's most visible instance, from the semantic render).
+
+    Pairs: the end frame of every centred visit (``visit_ok``) with its goal category (what the gates'
+    ``rendered_expert`` block scores), and ``frames_per_scene`` random frames of each video with every
+    category in view and up to two of the scene's categories not in view.
+    """
+    rng = np.random.default_rng(seed)
+    frames: list[np.ndarray] = []
+    pairs: list[Pair] = []
+    files = _shard_files(data_dir)
+    for k in _pick(shards, len(files)):
+        with np.load(files[k][1]) as d:
+            video, boxes, cats = d["video_frames"], d["video_boxes"], [str(c) for c in d["categories"]]
+            ok, ends, goal = d["visit_ok"], d["visit_end"], d["visit_category"]
+
+        for v in np.flatnonzero(ok):
+            e, c = int(ends[v]), int(goal[v])
+            pairs.append((len(frames), cats[c], _box_or_none(boxes[e, c]), True))
+            frames.append(video[e])
+        for i in sorted(rng.choice(len(video), min(frames_per_scene, len(video)), replace=False).tolist()):
+            vis = [c for c in range(len(cats)) if _box_or_none(boxes[i, c]) is not None]
+            absent = [c for c in range(len(cats)) if c not in vis][:2]
+            pairs += [(len(frames), cats[c], _box_or_none(boxes[i, c]), False) for c in vis + absent]
+            frames.append(video[i])
+    return (np.stack(frames) if frames else np.zeros((0, 1, 1, 3), np.uint8)), pairs
+
+
+def _pair_probs(
+    det: EvaluatorDetector, frames: np.ndarray, pairs: Sequence[Pair], chunk: int = 64
+) -> np.ndarray:
+    """Each pair's category probability map (P, S, S) float16, one network pass per frame."""
+    s = det.input_size
+    out = np.zeros((len(pairs), s, s), np.float16)
+    by_frame: dict[int, list[int]] = {}
+    for j, (fi, *_) in enumerate(pairs):
+        by_frame.setdefault(fi, []).append(j)
+    for a in range(0, len(frames), chunk):
+        pr = det.probs(frames[a : a + chunk])
+        for fi in range(a, min(a + chunk, len(frames))):
+            for j in by_frame.get(fi, []):
+                out[j] = pr[fi - a, det.categories.index(pairs[j][1]) + 1]
+    return out
+
+
+def _score_pairs(
+    probs: np.ndarray,
+    pairs: Sequence[Pair],
+    hw: tuple[int, int],
+    threshold: float,
+    min_fraction: float,
+    box_mode: str,
+) -> dict[str, Any]:
+    """The rendered-expert score and the agreement with the exact semantics, for one box rule."""
+    from .metrics import wilson_interval
+
+    h, w = hw
+    s = probs.shape[-1]
+    end_sd, end_err, frame_err, exact_sd = [], [], [], []
+    hits = misses = tp = fp = fn = tn = 0
+    agree = {True: [0, 0], False: [0, 0]}  # exact IF(SD<0.2) -> [agreeing, total]
+    for p, (_, _, gt, is_end) in zip(probs, pairs, strict=True):
+        box, _ = region_box(p.astype(np.float32), threshold, min_fraction, box_mode)
+        if box is not None:
+            box = (box[0] * w / s, box[1] * h / s, box[2] * w / s, box[3] * h / s)
+        sd = sd_from_box(box, h, w) if box is not None else float("nan")
+        gt_sd = sd_from_box(gt, h, w) if gt is not None else float("nan")
+        det_if, gt_if = bool(box is not None and sd < SD_HIT), bool(gt is not None and gt_sd < SD_HIT)
+        agree[gt_if][0] += int(det_if == gt_if)
+        agree[gt_if][1] += 1
+        if is_end:
+            end_sd.append(sd if box is not None else 1.0)  # not found: the worst SD, as the gates count it
+            exact_sd.append(gt_sd)
+            hits += int(det_if)
+            misses += int(box is None)
+            if box is not None and gt is not None:
+                end_err.append(abs(sd - gt_sd))
+            continue
+        if box is not None and gt is not None:
+            tp += 1
+            frame_err.append(abs(sd - gt_sd))
+        elif box is not None:
+            fp += 1
+        elif gt is not None:
+            fn += 1
+        else:
+            tn += 1
+    n = len(end_sd)
+    lo, hi = wilson_interval(hits, n) if n else (float("nan"), float("nan"))
+    ex = np.asarray(exact_sd, np.float64)
+    rates = [a / t for a, t in agree.values() if t]
+    return {
+        "rendered_expert": {
+            "clips": n,
+            "if_sd_0.2": hits / n if n else float("nan"),
+            "if_sd_0.2_wilson95": [lo, hi],
+            "sd_mean": float(np.mean(end_sd)) if n else float("nan"),
+            "not_found": misses,
+            "sd_abs_error": float(np.mean(end_err)) if end_err else float("nan"),
+            "exact_semantics_sd_mean": float(np.nanmean(ex)) if n else float("nan"),
+            "exact_semantics_if_sd_0.2": float(np.mean(ex < SD_HIT)) if n else float("nan"),
+        },
+        "frames": {
+            "pairs": tp + fp + fn + tn,
+            "if_precision": tp / max(tp + fp, 1),
+            "if_recall": tp / max(tp + fn, 1),
+            "sd_abs_error": float(np.mean(frame_err)) if frame_err else float("nan"),
+            "sd_abs_error_median": float(np.median(frame_err)) if frame_err else float("nan"),
+        },
+        "if_sd_0.2_balanced_accuracy": float(np.mean(rates)) if rates else float("nan"),
+    }
+
+
+def validate_on_scene_videos(
+    det: EvaluatorDetector,
+    data_dir: str | Path,
+    shards: Sequence[int] | slice | None = None,
+    frames_per_scene: int = 40,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The detector with its own box rule on scene-video shards (e.g. held-out ``data/val_scenes``):
+
+    * ``rendered_expert``: the end frame of every centred visit, goal category -> IF(SD < 0.2) with its
+      95 % Wilson interval, mean SD (not found = 1.0), as ``training/gates.py`` scores the rendered clips,
+      beside the exact-semantics SD;
+    * ``frames``: ``frames_per_scene`` random frames per scene -> IF precision/recall and the mean
+      |SD error| against the exact box where both see the object;
+    * ``if_sd_0.2_balanced_accuracy``: agreement of the IF(SD<0.2) decision with the exact one, all pairs.
+    """
+    frames, pairs = scene_video_pairs(data_dir, shards, frames_per_scene, seed)
+    probs = _pair_probs(det, frames, pairs)
+    res = _score_pairs(probs, pairs, frames.shape[1:3], det.threshold, det.min_fraction, det.box_mode)
+    return {"data": str(data_dir), "scenes": len(_pick(shards, len(_shard_files(data_dir)))), **res}
+
+
+def fit_detection(
+    det: EvaluatorDetector,
+    data_dir: str | Path,
+    shards: Sequence[int] | slice | None = None,
+    frames_per_scene: int = 40,
+    thresholds: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5),
+    min_fractions: Sequence[float] = (0.003, 0.005, 0.0075, 0.01, 0.015),
+    box_modes: Sequence[str] = BOX_MODES,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Choose the box rule (threshold, min_fraction, box_mode) on scene videos the network did not train
+    on (train-split scenes held out of training; never the evaluation split): the highest balanced
+    accuracy of the IF(SD<0.2) decision against the exact semantics (centred visit ends and random
+    frames, present and absent categories), ties to the lower |SD error|. Sets it on ``det``."""
+    frames, pairs = scene_video_pairs(data_dir, shards, frames_per_scene, seed)
+    probs = _pair_probs(det, frames, pairs)
+    hw = frames.shape[1:3]
+    rows = []
+    for bm in box_modes:
+        for t in thresholds:
+            for mf in min_fractions:
+                r = _score_pairs(probs, pairs, hw, t, mf, bm)
+                key = (round(r["if_sd_0.2_balanced_accuracy"], 3), -r["frames"]["sd_abs_error"])
+                rows.append((key, {"threshold": t, "min_fraction": mf, "box_mode": bm}, r))
+    before = _score_pairs(probs, pairs, hw, det.threshold, det.min_fraction, det.box_mode)
+    _, best, r = max(rows, key=lambda x: x[0])
+    det.threshold, det.min_fraction, det.box_mode = (
+        float(best["threshold"]),
+        float(best["min_fraction"]),
+        best["box_mode"],
+    )
+    return {
+        "data": str(data_dir),
+        "pairs": len(pairs),
+        "chosen": best,
+        "chosen_scores": r,
+        "default_scores": before,
+    }
+
+
+def _slice(spec: str | None) -> slice | None:
+    """``"a:b"`` -> ``slice(a, b)`` (either side may be empty); ``None`` -> ``None``."""
+    if spec is None:
+        return None
+    a, _, b = spec.partition(":")
+    return slice(int(a) if a else None, int(b) if b else None)
+
+
 def load_or_train(
     path: str | Path | None = None, out_dir: str | Path | None = None, quick: bool = False, seed: int = 0
 ) -> tuple[EvaluatorDetector, dict[str, Any]]:
@@ -387,6 +749,23 @@ def load_or_train(
     return det, meta
 
 
+def _warm_start(init: str | Path, global_context: bool) -> EvaluatorDetector:
+    """A saved detector to start training from; given a global-context branch (its output layer zeroed,
+    so the start computes exactly what the saved one does) when it had none."""
+    old = EvaluatorDetector.from_pretrained(init)
+    if old.global_context or not global_context:
+        return old.train()
+    cfg = {**old.config, "global_context": True}
+    det = EvaluatorDetector(**cfg)
+    missing, unexpected = det.load_state_dict(old.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("context.") for k in missing):
+        raise ValueError(f"cannot warm-start from {init}: missing {missing}, unexpected {unexpected}")
+    assert det.context is not None
+    nn.init.zeros_(det.context[-1].weight)
+    nn.init.zeros_(det.context[-1].bias)
+    return det.train()
+
+
 def train_and_save(
     out_dir: str | Path,
     episodes: int = 60,
@@ -396,28 +775,78 @@ def train_and_save(
     width: int = 16,
     init: str | Path | None = None,
     lr: float = 3e-3,
+    video_data: str | Path | None = None,
+    video_shards: slice | None = None,
+    tail: int = 6,
+    random_frames: int = 30,
+    tune_shards: slice | None = None,
+    val_data: str | Path | None = None,
+    global_context: bool = True,
 ) -> tuple[EvaluatorDetector, dict[str, Any]]:
-    """Collect renders on train scenes, train, validate on held-out val scenes, save with validation.json."""
+    """Collect renders (expert episodes in detector scenes, and with ``video_data`` frames of train-split
+    scene videos), train, fit the box rule on ``tune_shards`` of ``video_data`` (scenes not trained on),
+    validate on held-out val scenes, save with validation.json."""
     t0 = time.time()
-    imgs, masks, cats = collect_frames(episodes, scene=None, seed=seed)
-    start = EvaluatorDetector.from_pretrained(init).train() if init else None
-    det = train_detector(imgs, masks, cats, epochs=epochs, seed=seed, width=width, init=start, lr=lr)
+    parts = []
+    if episodes > 0:
+        parts.append(collect_frames(episodes, scene=None, seed=seed)[:2])
+    n_episode_frames = len(parts[0][0]) if parts else 0
+    if video_data is not None:
+        parts.append(collect_video_frames(video_data, video_shards, tail, random_frames, seed)[:2])
+    if not parts:
+        raise ValueError("nothing to train on: episodes=0 and no video_data")
+    imgs = np.concatenate([p[0] for p in parts])
+    masks = np.concatenate([p[1] for p in parts])
+    from ..envs.scenes import CATEGORIES
+
+    cats = list(CATEGORIES)
+    t_data = time.time() - t0
+    start = _warm_start(init, global_context) if init else None
+    det = train_detector(
+        imgs,
+        masks,
+        cats,
+        epochs=epochs,
+        seed=seed,
+        width=width,
+        init=start,
+        lr=lr,
+        global_context=global_context,
+    )
+    t_train = time.time() - t0 - t_data
+    fit = (
+        fit_detection(det, video_data, tune_shards, seed=seed)
+        if video_data is not None and tune_shards
+        else None
+    )
     vi, vm, _ = collect_frames(val_episodes or max(2, episodes // 6), scene="val_scenes", seed=seed + 1)
-    meta = {
+    meta: dict[str, Any] = {
         "trained_on": {
-            "scenes": "detector scenes (seeds 7e6+, indoor + outdoor)",
+            "scenes": "detector scenes (seeds 7e6+, indoor + outdoor)"
+            + (f" + scene videos of {video_data} shards {video_shards}" if video_data is not None else ""),
             "episodes": episodes,
+            "episode_frames": n_episode_frames,
+            "video_frames": len(imgs) - n_episode_frames,
             "frames": len(imgs),
             "epochs": epochs,
+            "width": width,
+            "global_context": global_context,
             "warm_start": str(init) if init else None,
         },
+        "detect": {"threshold": det.threshold, "min_fraction": det.min_fraction, "box_mode": det.box_mode},
+        "fit": fit,
         "validation": {"scene": "val_scenes", "frames": len(vi), **validate_detector(det, vi, vm)},
-        "train_seconds": round(time.time() - t0, 1),
+        "train_seconds": round(t_train, 1),
+        "data_seconds": round(t_data, 1),
     }
+    if val_data is not None and Path(val_data).is_dir():
+        meta["validation_scene_videos"] = validate_on_scene_videos(det, val_data, seed=seed)
     out = Path(out_dir)
     det.save_pretrained(out)
+    from ..integrity import dumps_strict
+
     tmp = out / "validation.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=2))
+    tmp.write_text(dumps_strict(meta, indent=2))
     tmp.replace(out / "validation.json")
     return det, {"path": str(out), **meta}
 
@@ -426,19 +855,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     """CLI: train the evaluator detector."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(DEFAULT_DETECTOR))
-    ap.add_argument("--episodes", type=int, default=60)
+    ap.add_argument("--episodes", type=int, default=60, help="expert episodes in detector-only scenes")
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--width", type=int, default=16, help="channels of the first stage")
+    ap.add_argument("--no-global-context", action="store_true", help="the network without pooled context")
     ap.add_argument("--num-threads", type=int, default=1, help="torch threads (1: fastest on a busy CPU)")
     ap.add_argument("--init", default=None, help="warm-start from this detector folder")
     ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--video-data", default="data/train", help="train-split scene-video shards ('' : none)")
+    ap.add_argument("--video-shards", default=":216", help="shards trained on (python slice 'a:b')")
+    ap.add_argument("--tune-shards", default="216:", help="shards the box rule is fitted on ('' : none)")
+    ap.add_argument("--tail", type=int, default=6, help="frames kept at the end of every visit")
+    ap.add_argument("--random-frames", type=int, default=30, help="other frames kept per scene video")
+    ap.add_argument("--val-data", default="data/val_scenes", help="held-out scene videos (report only)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.num_threads)
+    video = args.video_data or None
+    if video is not None and not Path(video).is_dir():
+        ap.error(f"--video-data {video}: no such folder (generate it, or pass --video-data '')")
     _, meta = train_and_save(
-        args.out, args.episodes, args.epochs, args.seed, width=args.width, init=args.init, lr=args.lr
+        args.out,
+        args.episodes,
+        args.epochs,
+        args.seed,
+        width=args.width,
+        init=args.init,
+        lr=args.lr,
+        video_data=video,
+        video_shards=_slice(args.video_shards),
+        tail=args.tail,
+        random_frames=args.random_frames,
+        tune_shards=_slice(args.tune_shards) if args.tune_shards else None,
+        val_data=args.val_data or None,
+        global_context=not args.no_global_context,
     )
-    print(json.dumps(meta, indent=2))
+    print(json.dumps(meta, indent=2, default=str))
     return 0
 
 

@@ -9,11 +9,9 @@ place only when the run finished, so a failed run never leaves something that lo
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -24,6 +22,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..agent.action_decoding import STOP
+from ..integrity import dumps_strict
+from ..outputs import AtomicDir, check_out_dir
 
 logger = logging.getLogger(__name__)
 
@@ -346,31 +346,7 @@ def write_video(path: Path, frames: Sequence[np.ndarray], fps: int = 6) -> None:
 # ---------------------------------------------------------------------- atomic output
 
 
-class AtomicDir:
-    """Write into ``<parent>/.<name>.tmp-<pid>`` and rename onto ``path`` only on success."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path).resolve()
-        self.tmp = self.path.parent / f".{self.path.name}.tmp-{os.getpid()}"
-
-    def __enter__(self) -> Path:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.tmp.exists():
-            shutil.rmtree(self.tmp)
-        self.tmp.mkdir()
-        return self.tmp
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return
-        if self.path.exists():
-            old = self.path.parent / f".{self.path.name}.old-{os.getpid()}"
-            self.path.rename(old)
-            self.tmp.rename(self.path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            self.tmp.rename(self.path)
+# AtomicDir (``--out``) lives in v4s_agent.outputs: it never deletes files a run did not write
 
 
 # ---------------------------------------------------------------------- CLI
@@ -393,6 +369,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     ap.add_argument("--out", default="outputs/rollout", metavar="DIR")
     ap.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into an --out folder that holds other files (they are kept, never deleted)",
+    )
+    ap.add_argument(
         "--checkpoint", default=None, metavar="PATH", help="planner checkpoint (default: shipped)"
     )
     ap.add_argument("--agent", choices=("v4s", "random", "expert"), default="v4s")
@@ -411,6 +392,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch CPU threads (default: the idle cores now, 1 to 4); 1 is fastest on a busy CPU",
     )
     ap.add_argument("--fps", type=int, default=6)
+    ap.add_argument(
+        "--detector", default=None, help="goal detector folder for the verified stop (default: shipped)"
+    )
+    ap.add_argument(
+        "--no-detector", action="store_true", help="no detector: stop on the plan's imagined goal box only"
+    )
     return ap
 
 
@@ -452,7 +439,12 @@ def build_policy(args: argparse.Namespace, env: Any, planner: Any = None) -> Any
         kw["replan_every"] = args.replan_every
     if args.steps is not None:
         kw["num_inference_steps"] = args.steps
-    return V4SAgent(planner, **kw)
+    detector = None
+    if args.task == "object" and not getattr(args, "no_detector", False):
+        from .evaluator_detector import load_or_train
+
+        detector = load_or_train(getattr(args, "detector", None))[0]
+    return V4SAgent(planner, detector=detector, **kw)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -461,6 +453,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.episodes < 1:
         raise ValueError(f"--episodes must be >= 1. Got {args.episodes}")
+    if args.max_steps < 1:
+        raise ValueError(f"--max-steps must be >= 1. Got {args.max_steps}")
+    check_out_dir(args.out, getattr(args, "overwrite", False))  # before any work: no run is lost to it
     validate_scene_args(args.scene, args.split)
     if args.annotation is not None:
         if args.scene is None:
@@ -482,13 +477,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         args.split,
         args.scene,
         resolution=res,
+        obs_keys=("rgb", "depth"),  # depth + odometry: the map the plan's waypoints are driven on
         max_steps=args.max_steps,
         annotation=args.annotation,
     )
     policy = build_policy(args, env, planner)
     results: list[EpisodeResult] = []
     t0 = time.time()
-    with AtomicDir(args.out) as tmp:
+    with AtomicDir(args.out, overwrite=getattr(args, "overwrite", False)) as tmp:
         bar = tqdm(total=args.episodes, desc=f"rollout {args.agent}", unit="ep", file=sys.stderr)
         try:
             for i in range(args.episodes):
@@ -523,7 +519,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "threads": torch_threads(),
             }
         )
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=json_default))
+        (tmp / "summary.json").write_text(dumps_strict(summary, indent=2, default=json_default))
     return summary
 
 
@@ -556,8 +552,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CheckpointError, BackendUnavailableError, FileNotFoundError, ValueError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    keys = ("episodes", "success_rate", "spl", "mean_final_sd", "plan_latency_ms")
-    print(json.dumps({k: summary[k] for k in keys}))
+    keys = ("episodes", "success_rate", "spl", "mean_final_sd", "plan_latency_ms", "outcomes", "wall_s")
+    print(dumps_strict({k: summary[k] for k in keys}))
     print(f"wrote {Path(args.out).resolve()}/summary.json", file=sys.stderr)
     return 0
 

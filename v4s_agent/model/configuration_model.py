@@ -5,7 +5,7 @@ K, T and the method switches from the same object; ``__post_init__`` turns a bad
 ``ValueError`` at construction time instead of a shape error deep inside the transformer.
 
 The ``default`` values were chosen by measurement on the 2-core CPU of the build machine (see
-``docs/README_model.md``): pixel-space "latents" (the transformer's 16x16 patch embedding is the spatial
+``docs/MODEL.md``): pixel-space "latents" (the transformer's 16x16 patch embedding is the spatial
 compression), 64x64 frames, 6 context frames, 1 observation + 8 trajectory + 2 red-box frames.
 """
 
@@ -14,8 +14,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from .sampling import SamplingConfig, check_sampling
+
 POSITION_MODES = ("source", "contiguous")
-CFG_MODES = ("joint", "text_only")
 LATENT_SPACES = ("pixel", "wan_vae")
 PREDICTION_TYPES = ("velocity", "sample")
 SAMPLE_ANCHORS = ("none", "observation", "blend", "sigma_observation")
@@ -61,8 +62,9 @@ class ModelConfig:
         cfg_mode: ``"joint"`` (instruction and context dropped together) or ``"text_only"`` (ablation).
         cfg_dropout: probability with which training drops instruction+context together (for the data
             pipeline; the loss itself follows the batch's ``drop_context`` / empty instruction).
-        guidance_scale: default sampling guidance scale.
-        num_inference_steps: default sampler steps.
+        guidance_scale, num_inference_steps, cfg_mode, flow_shift, stochastic_sampling: this model's
+            sampling settings (defaults and validity rule: :class:`~.sampling.SamplingConfig`, which
+            ``sampling_config()`` builds from them).
         flow_shift: ``FlowMatchEulerDiscreteScheduler`` shift (the sampler's noise levels).
         stochastic_sampling: the sampler re-noises its clean estimate with fresh noise at every step
             (``FlowMatchEulerDiscreteScheduler(stochastic_sampling=True)``) instead of an Euler step; the
@@ -81,6 +83,12 @@ class ModelConfig:
             ``"none"``: ``x0_hat = F``.
         train_sigma_mean, train_sigma_std: training noise levels are ``sigmoid(N(mean, std))``, then shifted
             by ``train_sigma_shift``.
+        train_sigma_high_frac: fraction of training samples whose noise level is drawn uniformly from
+            ``[0.8, 1]`` instead: the range where only the context can tell what to draw (the sampler
+            starts at 1), which the logit-normal alone samples rarely.
+        target_position_gap: extra temporal RoPE distance between the last context frame and the
+            observation (``"source"`` positions): the context is a separate block in time, not "the frames
+            just before the observation".
         train_sigma_shift: time shift applied to the training noise levels; ``None`` = ``flow_shift``
             (what the first checkpoints were trained with).
         rope_max_seq_len: length of the precomputed RoPE tables (spatial axes).
@@ -111,18 +119,20 @@ class ModelConfig:
     context_pose: bool = False
     positions: str = "source"
     position_scale: float = 1.0
-    cfg_mode: str = "joint"
+    cfg_mode: str = SamplingConfig.cfg_mode  # the sampling defaults live in SamplingConfig, once
     cfg_dropout: float = 0.1
-    guidance_scale: float = 2.0
-    num_inference_steps: int = 8
-    flow_shift: float = 3.0
-    stochastic_sampling: bool = False
+    guidance_scale: float = SamplingConfig.guidance_scale
+    num_inference_steps: int = SamplingConfig.num_inference_steps
+    flow_shift: float = SamplingConfig.shift
+    stochastic_sampling: bool = SamplingConfig.stochastic
     prediction_type: str = "velocity"
     sigma_min: float = 0.05
     sample_anchor: str = "none"
     train_sigma_mean: float = 0.0
     train_sigma_std: float = 1.0
     train_sigma_shift: float | None = None
+    train_sigma_high_frac: float = 0.0
+    target_position_gap: float = 0.0
     rope_max_seq_len: int = 1024
     pretrained_path: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -143,7 +153,6 @@ class ModelConfig:
             )
         for k, allowed in (
             ("positions", POSITION_MODES),
-            ("cfg_mode", CFG_MODES),
             ("latent_space", LATENT_SPACES),
             ("text_encoder", TEXT_ENCODERS),
             ("prediction_type", PREDICTION_TYPES),
@@ -161,14 +170,17 @@ class ModelConfig:
             raise ValueError(f"attention_head_dim must be even and >= 6. Got {self.attention_head_dim}")
         if not 0.0 <= self.cfg_dropout < 1.0:
             raise ValueError(f"cfg_dropout must be in [0, 1). Got {self.cfg_dropout}")
-        if self.num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be >= 1. Got {self.num_inference_steps}")
+        check_sampling(self.num_inference_steps, self.guidance_scale, self.cfg_mode)
         if self.position_scale <= 0:
             raise ValueError(f"position_scale must be > 0. Got {self.position_scale}")
         if self.sample_anchor != "none" and self.prediction_type != "sample":
             raise ValueError(f"sample_anchor={self.sample_anchor!r} needs prediction_type='sample'")
         if not 0.0 < self.sigma_min < 1.0:
             raise ValueError(f"sigma_min must be in (0, 1). Got {self.sigma_min}")
+        if not 0.0 <= self.train_sigma_high_frac <= 1.0:
+            raise ValueError(f"train_sigma_high_frac must be in [0, 1]. Got {self.train_sigma_high_frac}")
+        if self.target_position_gap < 0:
+            raise ValueError(f"target_position_gap must be >= 0. Got {self.target_position_gap}")
         if self.train_sigma_std <= 0:
             raise ValueError(f"train_sigma_std must be > 0. Got {self.train_sigma_std}")
         if self.train_sigma_shift is not None and self.train_sigma_shift <= 0:
@@ -221,6 +233,10 @@ class ModelConfig:
         """Transformer tokens of one sample (context + target)."""
         return (self.num_context_frames + self.num_latent_target_frames) * self.tokens_per_frame
 
+    def sampling_config(self) -> SamplingConfig:
+        """This model's sampling settings as the sampler's config (the saved scheduler may refine them)."""
+        return SamplingConfig.from_settings(self)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["patch_size"] = list(self.patch_size)
@@ -272,7 +288,7 @@ def _tiny() -> ModelConfig:
 
 
 def _default() -> ModelConfig:
-    # Chosen by issue 10's side-by-side at equal CPU time (docs/README_model.md, launch/compare/): the
+    # Chosen by issue 10's side-by-side at equal CPU time (docs/MODEL.md, launch/compare/): the
     # transformer predicts the clean frames (x-prediction, JiT) from 1x16x16 pixel patches: 272 tokens,
     # 4x fewer than the first shipped 1x8x8 velocity model, so 4x cheaper to train and to plan, with the
     # lowest held-out denoising error per training minute of the candidates. Training noise levels
@@ -285,10 +301,16 @@ def _default() -> ModelConfig:
         train_sigma_std=0.8,
         train_sigma_shift=1.0,
         stochastic_sampling=True,
-        # measured on the held-out probe at step 2,000 (docs/README_model.md): 4 stochastic steps sample as
+        # measured on the held-out probe at step 2,000 (docs/MODEL.md): 4 stochastic steps sample as
         # well as 8, and guidance above 1 did not help yet; a plan is 4 denoiser calls
         num_inference_steps=4,
         guidance_scale=1.0,
+        # issue 24: context cut from the scene video, 12 frames; a third of the training noise levels in
+        # [0.8, 1] where the context is what tells the model what to draw; the context block 8 positions
+        # before the observation
+        num_context_frames=12,
+        train_sigma_high_frac=0.3,
+        target_position_gap=8.0,
     )
 
 

@@ -49,7 +49,11 @@ def train_sigmas(
 ) -> torch.Tensor:
     """The training noise levels of ``cfg`` (``train_sigma_*``; shift defaults to the sampler's)."""
     shift = cfg.flow_shift if cfg.train_sigma_shift is None else cfg.train_sigma_shift
-    return sample_sigmas(batch_size, shift, generator, device, cfg.train_sigma_mean, cfg.train_sigma_std)
+    sig = sample_sigmas(batch_size, shift, generator, device, cfg.train_sigma_mean, cfg.train_sigma_std)
+    if cfg.train_sigma_high_frac > 0:  # a share of samples at sigma in [0.8, 1]: where context matters
+        u = torch.rand(2, batch_size, generator=generator, device=device)
+        sig = torch.where(u[0] < cfg.train_sigma_high_frac, 0.8 + 0.2 * u[1], sig)
+    return sig
 
 
 def _components(pipe_or_components: Any, cfg: ModelConfig | None) -> Any:

@@ -29,6 +29,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from .configuration_model import ModelConfig, get_model_config
 from .pipeline_output import V4SPipelineOutput
+from .sampling import SamplingConfig, guided_velocity, sampler_step, scheduler_settings
 from .text_encoder import encode_umt5, get_minilm_encoder
 from .transformer_v4s import V4STransformer3DModel
 
@@ -172,7 +173,19 @@ class Video4SpatialPipeline(DiffusionPipeline):
                 lib = value[0] if isinstance(value, list) and value else None
                 if isinstance(lib, str) and lib.startswith("v4s_agent."):
                     importlib.import_module(lib)
+        if Path(str(pretrained_model_name_or_path)).is_dir():  # a local folder: verify before loading
+            from ..integrity import verify_weights_folder
+
+            verify_weights_folder(pretrained_model_name_or_path)
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    def save_pretrained(self, save_directory: str | Path, *args: Any, **kwargs: Any) -> None:
+        """diffusers' ``save_pretrained`` plus ``checksums.json`` (sha256 of every file), which
+        ``from_pretrained`` verifies: a corrupt shard is an error naming it, never a silent bad plan."""
+        from ..integrity import write_checksums
+
+        super().save_pretrained(save_directory, *args, **kwargs)
+        write_checksums(save_directory)
 
     @classmethod
     def from_config_name(cls, name: str, seed: int = 0, **overrides: Any) -> Video4SpatialPipeline:
@@ -270,7 +283,8 @@ class Video4SpatialPipeline(DiffusionPipeline):
     def frame_positions(self, context_positions: torch.Tensor, num_target_latent_frames: int) -> torch.Tensor:
         """Temporal RoPE positions ``(B, K + T')`` of context then target latent frames.
 
-        ``source``: context at ``position_scale * source index``, targets at ``last + 1, last + 2, ...``;
+        ``source``: context at ``position_scale * source index``, targets at ``last + 1 + gap, ...``
+        (``target_position_gap``);
         ``contiguous``: ``0..K+T'-1`` (diffusers' own RoPE).
         """
         cfg = self.v4s_config
@@ -280,7 +294,7 @@ class Video4SpatialPipeline(DiffusionPipeline):
         if cfg.positions == "contiguous":
             return torch.arange(k + num_target_latent_frames, device=dev, dtype=torch.float32).expand(b, -1)
         ctx = context_positions.float() * cfg.position_scale
-        tgt = ctx.max(dim=1, keepdim=True).values + 1.0 + steps.unsqueeze(0)
+        tgt = ctx.max(dim=1, keepdim=True).values + 1.0 + cfg.target_position_gap + steps.unsqueeze(0)
         return torch.cat([ctx, tgt], dim=1)
 
     def token_timesteps(
@@ -468,10 +482,9 @@ class Video4SpatialPipeline(DiffusionPipeline):
         observation: torch.Tensor,
         prompts: list[str],
         camera: torch.Tensor | None,
-        guidance_scale: float,
-        num_inference_steps: int,
         callback_on_step_end_tensor_inputs: list[str] | None,
     ) -> None:
+        """Shapes and callback names (the sampling settings are checked by :meth:`sampling_config`)."""
         cfg = self.v4s_config
         k = context.shape[2]
         if k != cfg.num_context_frames:
@@ -493,13 +506,27 @@ class Video4SpatialPipeline(DiffusionPipeline):
                 f"camera must be ({cfg.num_target_frames}, 12) or (B, {cfg.num_target_frames}, 12). "
                 f"Got {tuple(camera.shape)}"
             )
-        if guidance_scale < 1.0:
-            raise ModelInputError(f"guidance_scale must be >= 1. Got {guidance_scale}")
-        if num_inference_steps < 1:
-            raise ModelInputError(f"num_inference_steps must be >= 1. Got {num_inference_steps}")
         bad = [k for k in callback_on_step_end_tensor_inputs or [] if k not in self._callback_tensor_inputs]
         if bad:
             raise ModelInputError(f"callback tensor inputs {bad} not in {self._callback_tensor_inputs}")
+
+    def sampling_config(
+        self,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        cfg_mode: str | None = None,
+    ) -> SamplingConfig:
+        """The sampler's settings for one call: the model config's, the saved scheduler's shift and
+        stochastic switch, then the call's overrides (``None`` keeps the default); one validity rule.
+
+        Raises:
+            ModelInputError: a setting is out of range.
+        """
+        try:
+            base = SamplingConfig.from_settings(self.v4s_config, scheduler_settings(self.scheduler))
+            return base.with_overrides(num_inference_steps, guidance_scale, cfg_mode)
+        except ValueError as e:
+            raise ModelInputError(str(e)) from None
 
     @property
     def interrupt(self) -> bool:
@@ -570,11 +597,8 @@ class Video4SpatialPipeline(DiffusionPipeline):
 
         cfg = self.v4s_config
         device = self._execution_device
-        num_inference_steps = int(num_inference_steps or cfg.num_inference_steps)
-        guidance_scale = float(cfg.guidance_scale if guidance_scale is None else guidance_scale)
-        cfg_mode = cfg_mode or cfg.cfg_mode
-        if cfg_mode not in ("joint", "text_only"):
-            raise ModelInputError(f"cfg_mode must be 'joint' or 'text_only'. Got {cfg_mode!r}")
+        sampling = self.sampling_config(num_inference_steps, guidance_scale, cfg_mode)
+        cfg_mode = sampling.cfg_mode
         if output_type not in ("np", "pt", "latent"):
             raise ModelInputError(f"output_type must be 'np', 'pt' or 'latent'. Got {output_type!r}")
         for name, val, want in (
@@ -616,8 +640,6 @@ class Video4SpatialPipeline(DiffusionPipeline):
             obs,
             prompts,
             cam,
-            guidance_scale,
-            num_inference_steps,
             callback_on_step_end_tensor_inputs,
         )
         cam_mask = None
@@ -654,7 +676,7 @@ class Video4SpatialPipeline(DiffusionPipeline):
             latents = randn_tensor(noise_shape, generator=generator, device=device, dtype=dtype)
         elif tuple(latents.shape) != noise_shape:
             raise ModelInputError(f"latents must have shape {noise_shape}. Got {tuple(latents.shape)}")
-        do_cfg = guidance_scale > 1.0
+        do_cfg = sampling.uses_guidance
         z_ctx = None
         if do_cfg and cfg_mode == "joint" or drop_context:
             z_ctx = randn_tensor(tuple(ctx_lat.shape), generator=generator, device=device, dtype=dtype)
@@ -663,11 +685,11 @@ class Video4SpatialPipeline(DiffusionPipeline):
         x = torch.cat([clean, latents.to(device, dtype)], dim=2)
         null_emb = torch.zeros_like(text_emb)
 
-        # 3. denoising loop
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.scheduler.timesteps
+        # 3. denoising loop (schedule and step rule: .sampling, shared with the exported runtimes)
+        np_timesteps, sigmas = sampling.schedule()
+        timesteps = torch.from_numpy(np_timesteps).to(device)
         self._interrupt = False
-        with self.progress_bar(total=num_inference_steps) as progress_bar:
+        with self.progress_bar(total=sampling.num_inference_steps) as progress_bar:
             for i, t in enumerate(timesteps):
                 if self.interrupt:
                     continue
@@ -685,11 +707,13 @@ class Video4SpatialPipeline(DiffusionPipeline):
                         None if cam_frame_mask is None else torch.cat([cam_frame_mask, null_ctx_mask]),
                     )
                     v_cond, v_null = v.chunk(2)
-                    v = v_null + guidance_scale * (v_cond - v_null)
+                    v = guided_velocity(v_cond, v_null, sampling.guidance_scale)
                 else:
                     v = self.predict_velocity(x, tt, positions, text_emb, cam_full, cam_frame_mask)
-                # the generator reaches the scheduler: stochastic sampling draws fresh noise every step
-                x = self.scheduler.step(v, t, x, generator=_first(generator), return_dict=False)[0].to(dtype)
+                # stochastic sampling draws fresh noise from the generator at every step (as diffusers')
+                g = _first(generator)
+                noise = randn_tensor(x.shape, generator=g, device=device) if sampling.stochastic else None
+                x = sampler_step(x.float(), v.float(), sigmas, i, noise).to(dtype)
                 x = torch.cat([clean, x[:, :, clean.shape[2] :]], dim=2)  # context + observation back clean
 
                 if callback_on_step_end is not None:
@@ -736,7 +760,8 @@ class Video4SpatialPipeline(DiffusionPipeline):
 
 
 def make_scheduler(cfg: ModelConfig) -> FlowMatchEulerDiscreteScheduler:
-    """The sampler a model config asks for (shift and stochastic sampling), wherever one is built."""
+    """The scheduler component a model config asks for (saved with the pipeline; the sampler reads its
+    shift and stochastic switch through :func:`.sampling.scheduler_settings`)."""
     return FlowMatchEulerDiscreteScheduler(shift=cfg.flow_shift, stochastic_sampling=cfg.stochastic_sampling)
 
 

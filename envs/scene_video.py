@@ -1,0 +1,269 @@
+"""The scene video: one continuous, dense camera video of a scene, as Video4Spatial conditions on.
+
+Why this recipe: the paper's context frames and its training clips come from the same capture of a scene.
+Here the capture is the env's own agent driven by its shortest-path expert from object to object: every
+visit ends with the object centred in view, and a full look-around (24 turns of 15 degrees) follows each
+visit, so the video holds every object it visited both at the end of the approach and again, exactly, 24
+frames later. Each frame is one action apart (0.25 m or 15 degrees), so any segment of the video is a
+valid agent trajectory: object clips end a visit, pose clips are any segment with its camera path, and the
+action after each frame is kept for the inverse-dynamics model.
+
+Scenes with no reachable objects (a user's GLB without annotation) get the covering tour of ``tour.py``
+instead (``tour_as_video``), rendered at ``fallback_frames`` frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .actions import TURN_LEFT
+from .goal_metrics import box_from_mask, sd_from_box
+
+LOOK_AROUND_STEPS = 24  # 24 x 15 deg: back to the view it started from
+
+
+@dataclass
+class SceneVideoConfig:
+    """How a scene video is recorded.
+
+    Args:
+        max_visit_steps: expert actions per visit at most (a visit that does not end is cut).
+        max_frames: the video's length: every scene video has exactly this many frames (so vector envs can
+            stack them): visits go on, category after category and round after round (each visit goes to
+            the category's nearest reachable instance from where the camera is), until it is reached;
+            the last visit may be cut.
+        max_visits_per_category: rounds over the categories at most; a scene whose visits end earlier is
+            filled with look-arounds in place.
+        look_around: a 360-degree turn in place at the start and after every visit.
+        fallback_frames: frames of the covering tour for scenes without objects.
+    """
+
+    max_visit_steps: int = 120
+    max_frames: int = 720
+    max_visits_per_category: int = 4
+    look_around: bool = True
+    fallback_frames: int = 720
+
+    def __post_init__(self) -> None:
+        for k in ("max_visit_steps", "max_frames", "max_visits_per_category", "fallback_frames"):
+            if getattr(self, k) < 1:
+                raise ValueError(f"{k} must be >= 1. Got {getattr(self, k)}")
+
+
+def category_boxes(semantic: np.ndarray, instance_category: dict[int, int], n_categories: int) -> np.ndarray:
+    """``(C, 4)`` float32 box of each category's most visible instance in one frame (NaN: not in view).
+
+    The pixel threshold is the env's (``max(4, H*W // 2000)``), so "visible" means what the env's
+    ``goal_visible`` means.
+    """
+    h, w = semantic.shape
+    out = np.full((n_categories, 4), np.nan, np.float32)
+    ids, counts = np.unique(semantic, return_counts=True)
+    best: dict[int, tuple[int, int]] = {}
+    for i, n in zip(ids.tolist(), counts.tolist(), strict=True):
+        c = instance_category.get(int(i))
+        if c is not None and n > best.get(c, (0, -1))[1]:
+            best[c] = (int(i), int(n))
+    for c, (i, _) in best.items():
+        box = box_from_mask(semantic == i, min_pixels=max(4, (h * w) // 2000))
+        if box is not None:
+            out[c] = box
+    return out
+
+
+def record_scene_video(env: Any, seed: int, cfg: SceneVideoConfig | None = None) -> dict[str, np.ndarray]:
+    """Drive ``env`` (a ``V4SNavEnv`` with ``task="object"`` and ``"semantic"`` in ``obs_keys``) through
+    the scene and return the video.
+
+    Returns arrays: ``frames`` uint8 (N, H, W, 3), ``poses`` float64 (N, 4, 4), ``actions`` int64 (N,)
+    (the action after each frame, -1 after the last), ``boxes`` float32 (N, C, 4) (box of each category
+    per frame), ``categories`` (C,) str, and one row per visit: ``visit_category`` int64 (V,) (index into
+    ``categories``), ``visit_start``, ``visit_end`` int64 (first frame, the frame that ends the approach),
+    ``visit_sd`` float32 (the goal's SD in the end frame, NaN if not visible), ``visit_ok`` bool (the
+    end frame centres the goal: visible with SD < 0.2 within 1 m).
+    """
+    cfg = cfg or SceneVideoConfig()
+    if getattr(env, "task", None) != "object" or "semantic" not in getattr(env, "obs_keys", ()):
+        raise ValueError("record_scene_video needs an object-task env with 'semantic' in obs_keys")
+    rng = np.random.default_rng(seed)
+    obs, info = env.reset(seed=int(rng.integers(2**31)))
+    scene = env.scene
+    cats = list(scene.categories)
+    inst = {int(o.instance_id): cats.index(o.category) for o in scene.objects if o.category in cats}
+    frames: list[np.ndarray] = []
+    poses: list[np.ndarray] = []
+    actions: list[int] = []
+    boxes: list[np.ndarray] = []
+    visits: list[tuple[int, int, int, float, bool]] = []
+
+    def record(o: dict, inf: dict) -> None:
+        frames.append(o["rgb"])
+        poses.append(inf["agent_pose"])
+        boxes.append(category_boxes(o["semantic"], inst, len(cats)))
+
+    def look_around() -> tuple[dict, dict]:
+        o, inf = obs, info
+        for _ in range(LOOK_AROUND_STEPS):
+            if len(frames) >= cfg.max_frames:
+                break
+            actions.append(TURN_LEFT)
+            o, _, _, _, inf = env.step(TURN_LEFT)
+            record(o, inf)
+        return o, inf
+
+    record(obs, info)
+    if cfg.look_around:
+        obs, info = look_around()
+    order = [c for _ in range(cfg.max_visits_per_category) for c in rng.permutation(len(cats)).tolist()]
+    for ci in order:
+        if len(frames) >= cfg.max_frames:
+            break
+        x, z = float(info["agent_pose"][0, 3]), float(info["agent_pose"][2, 3])
+        fwd = -info["agent_pose"][:3, 2]
+        yaw = float(np.arctan2(-fwd[0], -fwd[2]))
+        try:
+            obs, info = env.reset(options={"goal_category": cats[ci], "start": (x, z, yaw)})
+        except ValueError:  # no reachable instance of this category from here
+            continue
+        start = len(frames) - 1  # the reset re-renders the current view: the visit starts at that frame
+        for _ in range(cfg.max_visit_steps):
+            a = int(env.expert_action())
+            if a == 0 or len(frames) >= cfg.max_frames:
+                break
+            actions.append(a)
+            obs, _, _, _, info = env.step(a)
+            record(obs, info)
+        end = len(frames) - 1
+        sd = float(info.get("goal_sd", np.nan))
+        ok = bool(info.get("goal_visible")) and np.isfinite(sd) and sd < 0.2 and env._near_goal_object()
+        visits.append((ci, start, end, sd, ok))
+        if cfg.look_around:
+            obs, info = look_around()
+    while len(frames) < cfg.max_frames:  # visits ran out: look around in place until the length is reached
+        obs, info = look_around()
+    actions.append(-1)
+    v = np.asarray(visits, dtype=object).reshape(-1, 5)
+    return {
+        "frames": np.stack(frames).astype(np.uint8),
+        "poses": np.stack(poses).astype(np.float64),
+        "actions": np.asarray(actions, np.int64),
+        "boxes": np.stack(boxes).astype(np.float32),
+        "categories": np.asarray(cats, dtype=np.str_) if cats else np.zeros(0, "<U1"),
+        "visit_category": v[:, 0].astype(np.int64),
+        "visit_start": v[:, 1].astype(np.int64),
+        "visit_end": v[:, 2].astype(np.int64),
+        "visit_sd": v[:, 3].astype(np.float32),
+        "visit_ok": v[:, 4].astype(bool),
+    }
+
+
+def tour_as_video(tour: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The covering tour in the scene video's layout, without visits (scenes with no reachable objects)."""
+    n = len(tour["frames"])
+    return {
+        "frames": np.array(tour["frames"]),
+        "poses": np.array(tour["poses"]),
+        "actions": np.full(n, -1, np.int64),
+        "boxes": np.zeros((n, 0, 4), np.float32),
+        "categories": np.zeros(0, "<U1"),
+        "visit_category": np.zeros(0, np.int64),
+        "visit_start": np.zeros(0, np.int64),
+        "visit_end": np.zeros(0, np.int64),
+        "visit_sd": np.zeros(0, np.float32),
+        "visit_ok": np.zeros(0, bool),
+    }
+
+
+def video_sd(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """SD of every (frame, category) box (NaN where not visible)."""
+    out = np.full(boxes.shape[:-1], np.nan, np.float32)
+    for idx in zip(*np.nonzero(~np.isnan(boxes).any(-1)), strict=True):
+        out[idx] = sd_from_box(tuple(boxes[idx].tolist()), height, width)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- clips
+# How training cuts a sample from a scene video (and the held-out gates cut the same clips). The arrays
+# are a training shard's (``video_*`` / ``visit_*`` keys: ``record_scene_video``'s with a ``video_`` prefix).
+
+
+def sample_context(
+    candidates: np.ndarray, k: int, mode: str, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Video indices and RoPE positions of ``k`` context frames drawn from ``candidates`` (sorted indices).
+
+    ``sparse``: a random sorted subset (positions = source indices in the video, the paper's
+    non-contiguous context); ``contiguous``: ``k`` consecutive candidates (positions 0..k-1, the ablation).
+    """
+    n = len(candidates)
+    if n < 1:
+        raise ValueError("no context candidates: the video is no longer than the clip")
+    if mode == "sparse":
+        idx = np.sort(candidates[rng.choice(n, size=k, replace=n < k)])
+        return idx, idx.astype(np.float32)
+    if mode == "contiguous":
+        start = int(rng.integers(0, max(1, n - k + 1)))
+        idx = candidates[np.minimum(np.arange(start, start + k), n - 1)]
+        return idx, np.arange(k, dtype=np.float32)
+    raise ValueError(f"context mode must be 'sparse' or 'contiguous'. Got {mode!r}")
+
+
+def view_distance(poses: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """How far each camera of ``poses (N,4,4)`` is from ``ref (4,4)``: metres / 0.5 + heading / 30 deg."""
+    dp = np.linalg.norm(poses[:, [0, 2], 3] - ref[[0, 2], 3], axis=1)
+    fwd, f0 = -poses[:, :3, 2], -ref[:3, 2]
+    cos = np.clip((fwd * f0).sum(1) / (np.linalg.norm(fwd, axis=1) * np.linalg.norm(f0) + 1e-9), -1, 1)
+    return dp / 0.5 + np.degrees(np.arccos(cos)) / 30.0
+
+
+def clip_window(shard: dict[str, np.ndarray], kind: str, ep: int, n: int, at_end: bool,
+                rng: np.random.Generator) -> np.ndarray:  # fmt: skip
+    """``n`` consecutive video frames: an object clip ends in visit ``ep`` (at its centred end frame when
+    ``at_end``); a pose clip is any segment. Clips near the video's start repeat frame 0 (standing still)."""
+    n_video = len(shard["video_frames"])
+    if kind == "obj":
+        start, end = int(shard["visit_start"][ep]), int(shard["visit_end"][ep])
+        last = end if at_end else int(rng.integers(min(start + n - 1, end), end + 1))
+    else:
+        last = int(rng.integers(min(n - 1, n_video - 1), n_video))
+    return np.clip(np.arange(last - n + 1, last + 1), 0, n_video - 1)
+
+
+def choose_context(
+    shard: dict[str, np.ndarray],
+    widx: np.ndarray,
+    k: int,
+    mode: str,
+    rng: np.random.Generator,
+    near_prob: float = 0.0,
+    goal_category: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``k`` context frames from the rest of the video (never the clip's own frames).
+
+    With probability ``near_prob`` one of them is the video frame whose view is closest to the clip's
+    final view (for an object clip that ends a visit: the same view after the look-around); for an object
+    clip the goal is in view in at least one context frame whenever the video has such a frame.
+    """
+    n_video = len(shard["video_frames"])
+    keep = np.ones(n_video, bool)
+    keep[int(widx.min()) : int(widx.max()) + 1] = False
+    cand = np.nonzero(keep)[0]
+    cidx, cpos = sample_context(cand, k, mode, rng)
+    if mode != "sparse":
+        return cidx, cpos
+    fixed = -1
+    if near_prob > 0 and rng.random() < near_prob:
+        near = int(cand[np.argmin(view_distance(shard["video_poses"][cand], shard["video_poses"][widx[-1]]))])
+        if near not in cidx:
+            cidx[int(rng.integers(k))] = near
+        fixed = near
+    if goal_category is not None:
+        vis = ~np.isnan(shard["video_boxes"][cand, goal_category]).any(-1)
+        if vis.any() and not (~np.isnan(shard["video_boxes"][cidx, goal_category]).any(-1)).any():
+            free = [i for i in range(k) if cidx[i] != fixed]
+            cidx[free[int(rng.integers(len(free)))]] = int(rng.choice(cand[vis]))
+    cidx = np.sort(cidx)
+    return cidx, cidx.astype(np.float32)

@@ -1,0 +1,313 @@
+"""Issue 24's staged gates, measured open loop on held-out scene videos: does the planner read its context?
+
+Why open loop on the scene video: a clip cut from a held-out scene's video has a known truth (the frames
+the camera really saw, the goal's exact box), so what the context adds is measured directly, with the
+same clips, noise and sampler for every condition:
+
+* **G2, scene navigation**: pose clips (a segment of the video with its camera path; the instruction says
+  only "follow the path"): PSNR of the generated trajectory frames against the rendered ones, with the
+  true context (K other frames of the same video at their source times), with no context (the null
+  branch's noise) and with another held-out scene's context.
+* **G3, object grounding**: object clips ending a visit with the goal centred: the evaluator detector
+  (``evaluation.evaluator_detector``, never the model's own red box) finds the goal category in the last
+  generated trajectory frame -> SD and IF(SD < 0.2); the rendered clip's last frame through the same
+  detector is the ceiling (and its exact-semantics SD is reported beside it).
+
+95 % intervals: t-style mean +/- 1.96 s.e. for PSNR and SD, Wilson for rates.
+
+    python -m v4s_agent.evaluation.gates --run runs/default --data data/val_scenes --out runs/default/gates
+
+The clips are cut exactly as training cuts them (``envs.scene_video.clip_window`` / ``choose_context``),
+from held-out shards written by ``v4s_agent.training.generate_data``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+CONDITIONS = ("ctx", "noctx", "wrongctx")
+
+
+def _mean_ci(x: list[float]) -> dict[str, float | None]:
+    a = np.asarray([v for v in x if np.isfinite(v)], np.float64)
+    if len(a) == 0:
+        return {"mean": None, "lo": None, "hi": None, "n": 0}
+    h = 1.96 * float(a.std(ddof=1)) / np.sqrt(len(a)) if len(a) > 1 else float("nan")
+    return {"mean": float(a.mean()), "lo": float(a.mean() - h), "hi": float(a.mean() + h), "n": int(len(a))}
+
+
+def _rate_ci(k: int, n: int) -> dict[str, float | None]:
+    from .metrics import wilson_interval
+
+    if n == 0:
+        return {"mean": None, "lo": None, "hi": None, "n": 0}
+    lo, hi = wilson_interval(k, n)
+    return {"mean": k / n, "lo": float(lo), "hi": float(hi), "n": int(n)}
+
+
+def gate_clips(
+    data_dir: str | Path, mcfg: Any, pose_per_scene: int = 5, max_scenes: int | None = None, seed: int = 4242
+) -> list[dict[str, Any]]:
+    """Every visit that ends centred (object clips) and ``pose_per_scene`` pose clips of each held-out
+    scene, each with its natural context (no near copies) and what the metrics need."""
+    data_dir = Path(data_dir)
+    manifest = data_dir / "manifest.json"
+    if not manifest.is_file():
+        raise FileNotFoundError(f"{data_dir} holds no manifest.json: write it with training.generate_data")
+    clips = []
+    for si, s in enumerate(json.loads(manifest.read_text())["shards"][:max_scenes]):
+        with np.load(data_dir / s["file"]) as z:
+            shard = {k: z[k] for k in z.files if not k.startswith("idm_")}
+        items = [("obj", int(v)) for v in np.nonzero(shard["visit_ok"])[0]]
+        items += [("pose", 0)] * pose_per_scene
+        for j, (kind, ep) in enumerate(items):
+            rng = np.random.default_rng([seed, si, j])
+            clips.append(cut_clip(shard, kind, ep, rng, mcfg) | {"scene": si})
+    return clips
+
+
+def cut_clip(shard: dict[str, np.ndarray], kind: str, ep: int, rng: np.random.Generator, mcfg: Any) -> dict:
+    """One held-out clip as training cuts it (clip ending the visit; natural context, no near copy) in the
+    pipeline's inputs, plus what the metrics need (kind, goal category, the env's exact SD)."""
+    from v4s_agent.envs.geometry import encode_relative_pose
+    from v4s_agent.envs.nav_env import POSE_INSTRUCTION
+    from v4s_agent.envs.scene_video import choose_context, clip_window
+
+    K, T, nb = mcfg.num_context_frames, mcfg.num_target_frames, mcfg.num_box_frames
+    video, poses = shard["video_frames"], shard["video_poses"]
+    widx = clip_window(shard, kind, ep, T - nb, True, rng)
+    cat = int(shard["visit_category"][ep]) if kind == "obj" else None
+    cidx, cpos = choose_context(shard, widx, K, "sparse", rng, 0.0, cat)
+    target = np.concatenate([video[widx], np.repeat(video[widx[-1]][None], nb, axis=0)])
+    camera = np.zeros((T, 12), np.float32)
+    if kind == "pose":
+        camera[: T - nb] = np.stack([encode_relative_pose(poses[widx[0]], P) for P in poses[widx]])
+    clip = {
+        "kind": kind,
+        "context": _to_tensor(video[cidx], mcfg),
+        "context_positions": torch.from_numpy(cpos),
+        "target": _to_tensor(target, mcfg),
+        "camera": torch.from_numpy(camera),
+        "camera_mask": torch.tensor(float(kind == "pose")),
+        # the env's own instruction: what the agent is told at use time
+        "instruction": str(shard["visit_instructions"][ep][0]) if kind == "obj" else POSE_INSTRUCTION,
+    }
+    if kind == "obj":
+        clip["category"] = str(shard["categories"][cat])
+        clip["exact_sd"] = float(shard["visit_sd"][ep])
+    return clip
+
+
+def _to_tensor(frames: np.ndarray, mcfg: Any) -> torch.Tensor:
+    """uint8 (F, H, W, 3) -> float32 (3, F, H, W) in [-1, 1] at the model's resolution."""
+    x = torch.from_numpy(np.ascontiguousarray(frames.transpose(3, 0, 1, 2), np.float32) / 127.5 - 1.0)
+    if x.shape[-2:] != (mcfg.height, mcfg.width):
+        size = (mcfg.height, mcfg.width)
+        x = torch.nn.functional.interpolate(x.permute(1, 0, 2, 3), size=size, mode="area")
+        x = x.permute(1, 0, 2, 3).contiguous()
+    return x
+
+
+@torch.no_grad()
+def generate(pipe: Any, clips: list[dict[str, Any]], cond: str, steps: int | None, guidance: float | None,
+             batch_size: int = 16, seed: int = 0, bf16: bool = True) -> np.ndarray:  # fmt: skip
+    """uint8 ``(N, T, H, W, 3)`` generated videos of ``clips`` under one condition (same noise for all;
+    bf16 autocast on CPU, as the model was trained)."""
+    from tqdm import tqdm
+
+    n = len(clips)
+    scenes = [c["scene"] for c in clips]
+    # another scene's context (another clip's when every clip comes from one scene)
+    wrong = [
+        next((j for j in [*range(i + 1, n), *range(i)] if scenes[j] != scenes[i]), (i + 1) % n)
+        for i in range(n)
+    ]
+    out = []
+    for a in tqdm(range(0, n, batch_size), desc=f"gates {cond}", leave=False):
+        idx = list(range(a, min(n, a + batch_size)))
+        src = [wrong[i] for i in idx] if cond == "wrongctx" else idx
+        ctx = torch.stack([clips[i]["context"] for i in src])
+        pos = np.stack([clips[i]["context_positions"].numpy() for i in src])
+        tgt = torch.stack([clips[i]["target"] for i in idx])
+        obs = ((tgt[:, :, 0].permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
+        g = torch.Generator().manual_seed(seed + a)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            video = pipe(
+                context=ctx,
+                context_positions=pos,
+                observation=obs,
+                prompt=[str(clips[i]["instruction"]) for i in idx],
+                camera=np.stack([clips[i]["camera"].numpy() for i in idx]),
+                camera_mask=np.stack([clips[i]["camera_mask"].numpy() for i in idx]),
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                drop_context=cond == "noctx",
+                generator=g,
+                output_type="np",
+            ).frames
+        out.append(np.asarray(video))
+    return np.concatenate(out)
+
+
+def _to_uint8(x: torch.Tensor) -> np.ndarray:
+    """(3, T, H, W) in [-1, 1] -> uint8 (T, H, W, 3)."""
+    return ((x.permute(1, 2, 3, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
+
+
+def measure_gates(pipe: Any, clips: list[dict[str, Any]], detector: Any, steps: int | None = None,
+                  guidance: float | None = None, seed: int = 0) -> dict[str, Any]:  # fmt: skip
+    """G2 and G3 (see the module docstring) for every condition, with 95 % intervals."""
+    from .metrics import psnr, sd_from_box
+
+    cfg = pipe.v4s_config
+    n_traj = cfg.num_trajectory_frames
+    truth = [_to_uint8(c["target"]) for c in clips]
+    pose = [i for i, c in enumerate(clips) if c["kind"] == "pose"]
+    obj = [i for i, c in enumerate(clips) if c["kind"] == "obj"]
+    h, w = truth[0].shape[1:3]
+
+    def grounding(frames: list[np.ndarray]) -> tuple[list[float], int, int]:
+        sds, hit, n = [], 0, 0
+        for i, f in zip(obj, frames, strict=True):
+            ((box, _),) = detector.detect(f, clips[i]["category"])
+            sd = sd_from_box(box, h, w) if box is not None else float("nan")
+            sds.append(sd if box is not None else 1.0)  # not found: the worst SD (a miss, not skipped)
+            hit += int(box is not None and sd < 0.2)
+            n += 1
+        return sds, hit, n
+
+    res: dict[str, Any] = {"n_pose_clips": len(pose), "n_object_clips": len(obj)}
+    sds, hit, n = grounding([truth[i][n_traj - 1] for i in obj])
+    res["rendered_expert"] = {
+        "sd": _mean_ci(sds),
+        "if_sd_0.2": _rate_ci(hit, n),
+        "exact_semantics_sd": _mean_ci([clips[i]["exact_sd"] for i in obj]),
+        "exact_semantics_if_sd_0.2": _rate_ci(sum(clips[i]["exact_sd"] < 0.2 for i in obj), len(obj)),
+    }
+    for cond in CONDITIONS:
+        t0 = time.time()
+        gen = generate(pipe, clips, cond, steps, guidance, seed=seed)
+        ps = [psnr(gen[i][1:n_traj], truth[i][1:n_traj]) for i in pose]
+        sds, hit, n = grounding([gen[i][n_traj - 1] for i in obj])
+        res[cond] = {
+            "psnr_pose": _mean_ci(ps),
+            "sd": _mean_ci(sds),
+            "if_sd_0.2": _rate_ci(hit, n),
+            "seconds": round(time.time() - t0, 1),
+        }
+        if cond == "ctx":
+            res["_videos_ctx"] = gen
+    return res
+
+
+def gate_verdicts(res: dict[str, Any], probe: dict[str, float] | None = None) -> dict[str, Any]:
+    """Each gate's numbers and whether it holds (None: not measured)."""
+    c, nc, ex = res["ctx"], res["noctx"], res["rendered_expert"]
+    out: dict[str, Any] = {}
+    if probe is not None and "x0_context_gain_frac_pose@1" in probe:
+        out["G1_context_gain_frac_pose@1"] = probe["x0_context_gain_frac_pose@1"]
+        out["G1"] = bool(probe["x0_context_gain_frac_pose@1"] >= 0.25)
+    out["G2"] = bool(
+        c["psnr_pose"]["lo"] is not None
+        and c["psnr_pose"]["lo"] > nc["psnr_pose"]["hi"]
+        and c["psnr_pose"]["mean"] >= nc["psnr_pose"]["mean"] + 2.0
+        and c["psnr_pose"]["mean"] >= 20.0
+    )
+    ceiling = ex["if_sd_0.2"]["mean"] or 0.0
+    out["G3_sd_disjoint"] = bool(c["sd"]["hi"] is not None and c["sd"]["hi"] < nc["sd"]["lo"])
+    out["G3_if_vs_expert"] = (c["if_sd_0.2"]["mean"] or 0.0) / max(ceiling, 1e-9)
+    if_ok = out["G3_if_vs_expert"] >= 0.8 and (c["if_sd_0.2"]["mean"] or 0.0) >= 0.65
+    out["G3"] = bool(out["G3_sd_disjoint"] and if_ok)
+    return out
+
+
+def load_pipeline(run: str | None, pipeline: str | None) -> tuple[Any, str]:
+    """The EMA weights of a run's newest valid checkpoint, or a saved pipeline folder."""
+    from v4s_agent.model.configuration_model import ModelConfig
+    from v4s_agent.model.pipeline_v4s import Video4SpatialPipeline, build_pipeline
+
+    if pipeline:
+        return Video4SpatialPipeline.from_pretrained(pipeline), pipeline
+    from safetensors.torch import load_file
+
+    from v4s_agent.integrity import verify_checksums, verify_safetensors
+
+    found = sorted((Path(run) / "checkpoints").glob("step_*"))
+    if not found:
+        raise FileNotFoundError(f"no checkpoint in {run}/checkpoints")
+    ckpt = found[-1]
+    verify_checksums(ckpt)
+    verify_safetensors(ckpt / "ema.safetensors")
+    state = json.loads((ckpt / "state.json").read_text())
+    pipe = build_pipeline(ModelConfig.from_dict(state["model_config"]))
+    ema = load_file(str(ckpt / "ema.safetensors"))
+    pipe.transformer.load_state_dict({**pipe.transformer.state_dict(), **ema})
+    pipe.transformer.eval()
+    return pipe, str(ckpt)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: measure the gates of a run's newest checkpoint (or a pipeline) on held-out data."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="training run folder (its newest valid checkpoint's EMA weights)")
+    src.add_argument("--pipeline", help="a saved pipeline folder")
+    p.add_argument("--data", default="data/val_scenes", help="held-out scene-video shards")
+    p.add_argument("--out", required=True, help="folder for gates.json and a sample sheet")
+    p.add_argument("--pose-per-scene", type=int, default=5)
+    p.add_argument("--max-scenes", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model config's)")
+    p.add_argument("--guidance", type=float, default=None)
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args(argv)
+    if a.pose_per_scene < 1:
+        p.error("--pose-per-scene must be >= 1")
+    torch.set_num_threads(a.threads)
+    from .evaluator_detector import EvaluatorDetector
+
+    pipe, src_name = load_pipeline(a.run, a.pipeline)
+    clips = gate_clips(a.data, pipe.v4s_config, a.pose_per_scene, a.max_scenes)
+    det = EvaluatorDetector.from_pretrained()
+    res = measure_gates(pipe, clips, det, a.steps, a.guidance)
+    videos = res.pop("_videos_ctx")
+    probe = None
+    if a.run:
+        lines = (Path(a.run) / "metrics.jsonl").read_text().splitlines()
+        recs = [json.loads(x) for x in lines if "val/" in x]
+        probe = {k[4:]: v for k, v in recs[-1].items() if k.startswith("val/")} if recs else None
+    res["gates"] = gate_verdicts(res, probe)
+    res["source"] = src_name
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    from v4s_agent.integrity import dumps_strict
+
+    (out / "gates.json").write_text(dumps_strict(res, indent=1))
+    _sheet(out / "gates_samples.jpg", clips, videos)
+    print(dumps_strict({k: res[k] for k in ("gates", "ctx", "noctx", "rendered_expert")}, indent=1))
+    return 0
+
+
+def _sheet(path: Path, clips: list[dict[str, Any]], videos: np.ndarray, rows: int = 6) -> None:
+    """Rows of (generated | rendered) clips: half pose, half object."""
+    import imageio.v2 as imageio
+
+    pick = [i for i, c in enumerate(clips) if c["kind"] == "pose"][: rows // 2]
+    pick += [i for i, c in enumerate(clips) if c["kind"] == "obj"][: rows - len(pick)]
+    lines = []
+    for i in pick:
+        real = _to_uint8(clips[i]["target"])
+        lines.append(np.concatenate(list(videos[i]), axis=1))
+        lines.append(np.concatenate(list(real), axis=1))
+    imageio.imwrite(path, np.concatenate(lines, axis=0), quality=90)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
