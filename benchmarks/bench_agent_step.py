@@ -46,7 +46,8 @@ def main() -> None:
         obs, _, term, trunc, info = env.step(a)
         if term or trunc:
             break
-    poses = np.asarray(info_ctx := env.unwrapped.get_context()["poses"])
+    info_ctx = env.unwrapped.get_context()
+    poses = np.asarray(info_ctx["poses"])
     t = time.perf_counter()
     retrieve_context(6, poses, query=path_points(poses[-1]), recent=0, candidates_every=3)
     retr_ms = 1000 * (time.perf_counter() - t)

@@ -6,6 +6,7 @@ Usage::
     python benchmarks/bench_plan.py --configs default --threads 1 --repeats 5
     python benchmarks/bench_plan.py --device cuda        # on a GPU machine
     python benchmarks/bench_plan.py --checkpoint v4s_agent/checkpoints/default/pipeline
+    python benchmarks/bench_plan.py --configs default --threads 1 --context-frames 6 12 16   # latency vs K
 
 One plan = one pipeline call: encode the (cached) instruction, ``num_inference_steps`` sampler steps with
 joint CFG (both branches in one batch), decode, read the red box back. Reports the wall time and, on CPU,
@@ -53,6 +54,7 @@ def bench(pipe: Video4SpatialPipeline, repeats: int, guidance_scale: float | Non
     wall = statistics.median(walls)
     return {
         "config": cfg.name,
+        "context_frames": cfg.num_context_frames,
         "device": str(pipe.device),
         "params_M": round(sum(p.numel() for p in pipe.transformer.parameters()) / 1e6, 3),
         "tokens": cfg.seq_len,
@@ -74,17 +76,27 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--guidance-scale", type=float, default=None)
     ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument(
+        "--context-frames", nargs="+", type=int, default=None, help="K values to time (default: the config's)"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(
         f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
         f"torch {torch.__version__}, threads {args.threads}, load avg {os.getloadavg()}"
     )
-    pipes = (
-        [Video4SpatialPipeline.from_pretrained(args.checkpoint)]
-        if args.checkpoint
-        else [Video4SpatialPipeline.from_config_name(n) for n in args.configs]
-    )
+    if args.checkpoint:
+        pipes = [Video4SpatialPipeline.from_pretrained(args.checkpoint)]
+    elif args.context_frames:
+        from v4s_agent.model.configuration_model import get_model_config
+
+        pipes = [
+            Video4SpatialPipeline.from_model_config(get_model_config(n, num_context_frames=k))
+            for n in args.configs
+            for k in args.context_frames
+        ]
+    else:
+        pipes = [Video4SpatialPipeline.from_config_name(n) for n in args.configs]
     for pipe in pipes:
         pipe = pipe.to(args.device)
         pipe.set_progress_bar_config(disable=True)

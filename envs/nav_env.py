@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -12,18 +11,31 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from scipy import ndimage
 
 from .actions import ACTION_NAMES, FORWARD_STEP_M, MOVE_FORWARD, STOP, TURN_ANGLE_DEG, TURN_LEFT, TURN_RIGHT
-from .expert import expert_action, heading_to, lookahead_point, turn_towards
 from .geometry import DEFAULT_CAMERA_PITCH_DEG, forward_xz, make_pose, wrap_angle
 from .goal_metrics import box_from_mask, sd_from_box
-from .goals import SemanticProbe, footprint_distance, line_of_sight, predicted_sd
+from .goal_viewpoints import (
+    START_MIN_GEODESIC,
+    SUCCESS_DISTANCE,
+    SUCCESS_SD,
+    GoalViewpointsMixin,
+    _start_cells,
+    footprint_distance,
+)
+from .nav_expert import NavExpertMixin
 from .navigation import NavGrid
+from .scene_bundle import (
+    MIN_WALKABLE_M2,
+    SceneBundle,
+    _cache_ident,
+    _check_walkable,
+    _gl_identity,
+    _make_renderer,
+)
 from .scene_cache import (
     NAVGRID_DEPS,
     SCENE_DEPS,
-    SceneCache,
     dump_navgrid,
     dump_scene,
     open_cache,
@@ -31,6 +43,7 @@ from .scene_cache import (
     restore_scene,
 )
 from .scenes import CATEGORIES, SPLITS, TRAIN, Scene, SceneError, load_gltf_scene, make_scene, split_scene
+from .topdown import top_down_map
 from .tour import make_tour
 from .vector import install_fork_hooks, note_gl_context, prefer_fork_safe_llvmpipe
 
@@ -38,16 +51,27 @@ prefer_fork_safe_llvmpipe()  # before any GL context: forked vector-env workers 
 install_fork_hooks()
 
 OBS_KEYS = ("rgb", "depth", "semantic")
-SUCCESS_DISTANCE = 1.0
-SUCCESS_SD = 0.2
 POSE_SUCCESS_DISTANCE = 0.5
 POSE_SUCCESS_ANGLE_DEG = 15.0
-START_MIN_GEODESIC = 1.5  # episodes start at least this far (m) from the goal when the scene allows
 _TURN = math.radians(TURN_ANGLE_DEG)
-_VIEW_REACH = SUCCESS_DISTANCE - 0.2  # goal viewpoints lie within this floor distance (m) of the object
 _BUNDLE_LRU = 16  # default scene_lru: scenes kept in memory per env (renderer, grid, tour, goals)
 CONTEXT_VIDEOS = ("scene", "tour", "none")  # what info["context"] serves: scene video, short tour, nothing
-_CATEGORY_MEMO = 4  # per scene: the last categories' full distance fields (expanded from the goals)
+_SceneBundle = SceneBundle  # the name before the bundle had a module of its own
+__all__ = [
+    "CONTEXT_VIDEOS",
+    "MIN_WALKABLE_M2",
+    "NAN",
+    "OBS_KEYS",
+    "POSE_INSTRUCTION",
+    "POSE_SUCCESS_ANGLE_DEG",
+    "POSE_SUCCESS_DISTANCE",
+    "START_MIN_GEODESIC",
+    "SUCCESS_DISTANCE",
+    "SUCCESS_SD",
+    "V4SNavEnv",
+    "article",
+    "instruction_for",
+]
 
 
 def article(word: str) -> str:
@@ -82,197 +106,7 @@ NAN = _NaN("nan")
 POSE_INSTRUCTION = "Move the camera along the given path to the goal pose."
 
 
-class _SceneBundle:
-    """Everything derived from one scene that episodes reuse: renderer, nav grid, tour (built lazily) and
-    the goals of every category (viewpoint masks, distance fields, usability; built together, once). With
-    a disk cache (``cache``, for procedural scenes named ``ident``, moderngl only) the tour and the goals
-    are read from and written to it; their keys add the GL implementation and the render parameters
-    (``render_key``)."""
-
-    def __init__(self, scene: Scene, navgrid: NavGrid, renderer, pitch: float, tour_frames: int,
-                 cache: SceneCache | None = None, ident: str | None = None,
-                 render_key: dict | None = None) -> None:  # fmt: skip
-        self.scene = scene
-        self.navgrid = navgrid
-        self.renderer = renderer
-        self.pitch = pitch
-        self.tour_frames = tour_frames
-        self._tour: dict[str, np.ndarray] | None = None
-        self._video: dict[str, np.ndarray] | None = None
-        self._goals: dict[str, dict] | None = None  # {"masks", "fields", "starts", "usable"}
-        # the last few categories' full fields and expert fields: same-scene resets reuse them
-        self._episodes: OrderedDict[str, tuple] = OrderedDict()
-        self._safe_fields: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._cells: tuple[np.ndarray, np.ndarray] | None = None
-        self.probe: SemanticProbe | None = None  # while the goals are built (moderngl)
-        on_disk = cache is not None and ident is not None and render_key is not None
-        self._cache = cache if on_disk else None
-        self._ident, self._render_key = ident, render_key
-
-    def cell_centres(self) -> tuple[np.ndarray, np.ndarray]:
-        """World (x, z) of every grid cell centre, (H, 1) and (1, W) broadcastable."""
-        if self._cells is None:
-            H, W = self.navgrid.shape
-            self._cells = self.navgrid.to_world(np.arange(H)[:, None], np.arange(W)[None, :])
-        return self._cells
-
-    def tour(self) -> dict[str, np.ndarray]:
-        if self._tour is None:
-            seed = self.scene.seed if self.scene.seed is not None else 0
-
-            def build():
-                return make_tour(self.scene, self.renderer, self.tour_frames, seed, self.navgrid, self.pitch)
-
-            if self._cache is None:
-                tour = build()
-            else:
-                h, w = self.renderer.height, self.renderer.width
-                params = {**self._render_key, "n_frames": self.tour_frames, "seed": seed}  # type: ignore[dict-item]
-                key = self._cache.key("tour", self._ident, ("tour", "renderer_gl"), params)  # type: ignore[arg-type]
-
-                def restore(arrays, meta):
-                    frames, poses = arrays["frames"], arrays["poses"]
-                    if frames.shape != (self.tour_frames, h, w, 3) or poses.shape != (self.tour_frames, 4, 4):
-                        raise ValueError(f"tour arrays of shape {frames.shape}, {poses.shape}")
-                    return {"frames": frames, "poses": poses}
-
-                tour = self._cache.cached(key, build, lambda t: (dict(t), None), restore)
-            tour["frames"].flags.writeable = False
-            tour["poses"].flags.writeable = False
-            self._tour = tour
-        return self._tour
-
-    def video(self, build) -> dict[str, np.ndarray]:
-        """The scene video (``scene_video.record_scene_video``), built once or read from the disk cache."""
-        if self._video is None:
-            if self._cache is None:
-                video = build()
-            else:
-                seed = self.scene.seed if self.scene.seed is not None else 0
-                params = {**self._render_key, "seed": seed}  # type: ignore[dict-item]
-                deps = ("scene_video", "nav_env", "expert", "tour", "renderer_gl")
-                key = self._cache.key("scene_video", self._ident, deps, params)  # type: ignore[arg-type]
-                video = self._cache.cached(key, build, lambda v: (dict(v), None), lambda a, m: dict(a))
-            for v in video.values():
-                v.flags.writeable = False
-            self._video = video
-        return self._video
-
-    # ------------------------------------------------------------------------------------------ goals
-    def goals(self, build, complete: bool = True) -> dict[str, dict]:
-        """The goals of every category of the scene, ``build()`` once (or read from the disk cache):
-        ``{"masks": {cat: bool (H, W)}, "fields": {cat: float64 geodesic distance of each navigable cell
-        (row-major)}, "starts": {cat: int32 flat indices of the cells an episode may start from},
-        "usable": {cat: bool}}``. ``complete=False``: ``build`` returns dicts that the env fills category
-        by category, kept in memory only."""
-        if self._goals is None:
-            if self._cache is None or not complete:  # only complete goals go to the disk cache
-                self._goals = build()
-            else:
-                key = self._cache.key("goals", self._ident, ("nav_env", "renderer_gl"), self._render_key)  # type: ignore[arg-type]
-                self._goals = self._cache.cached(key, build, self._dump_goals, self._restore_goals)
-        return self._goals
-
-    def _dump_goals(self, goals: dict[str, dict]) -> tuple[dict[str, np.ndarray], Any]:
-        """Three arrays (masks (C, H, W), fields (C, N), start cells concatenated) whatever the number of
-        categories: each member of a file costs a little to map."""
-        cats = sorted(goals["masks"])
-        g = self.navgrid
-        n = int(np.count_nonzero(g.navigable))
-        starts = [goals["starts"][c] for c in cats]
-        arrays = {"masks": np.array([goals["masks"][c] for c in cats], bool).reshape(-1, *g.shape),
-                  "fields": np.array([goals["fields"][c] for c in cats], np.float64).reshape(-1, n),
-                  "starts": np.concatenate([np.zeros(0, np.int32), *starts]).astype(np.int32)}  # fmt: skip
-        meta = {"categories": cats, "usable": [bool(goals["usable"][c]) for c in cats],
-                "start_ends": np.cumsum([len(s) for s in starts], dtype=np.int64).tolist()}  # fmt: skip
-        return arrays, meta
-
-    def _restore_goals(self, arrays: dict[str, np.ndarray], meta: Any) -> dict[str, dict]:
-        g = self.navgrid
-        cats = [str(c) for c in meta["categories"]]
-        usable = [bool(u) for u in meta["usable"]]
-        ends = [int(e) for e in meta["start_ends"]]
-        masks, fields, starts = arrays["masks"], arrays["fields"], arrays["starts"]
-        n, size = int(np.count_nonzero(g.navigable)), g.shape[0] * g.shape[1]
-        if cats != self.scene.categories or not len(usable) == len(ends) == len(cats):
-            raise ValueError("goal categories do not match the scene")
-        if masks.shape != (len(cats), *g.shape) or masks.dtype != bool:
-            raise ValueError("goal masks do not match the grid")
-        if fields.shape != (len(cats), n) or fields.dtype != np.float64:
-            raise ValueError("goal fields do not match the grid")
-        if starts.ndim != 1 or starts.dtype != np.int32 or (ends and ends[-1] != len(starts)):
-            raise ValueError("start cells do not match the goals")
-        if len(starts) and (starts.min() < 0 or starts.max() >= size):
-            raise ValueError("start cells out of the grid")
-        begins = [0, *ends[:-1]]
-        return {"masks": dict(zip(cats, masks, strict=True)), "fields": dict(zip(cats, fields, strict=True)),
-                "starts": {c: starts[b:e] for c, b, e in zip(cats, begins, ends, strict=True)},
-                "usable": dict(zip(cats, usable, strict=True))}  # fmt: skip
-
-    def episode_setup(self, category: str) -> tuple[np.ndarray, np.ndarray]:
-        """(field, starts) of ``category``: the geodesic distance (m) of every cell to its viewpoints (inf
-        off the walkable component, as ``NavGrid.distance_field`` gives it; read-only) and the cells an
-        episode may start from (``_start_cells``)."""
-        hit = self._episodes.get(category)
-        if hit is None:
-            f = np.full(self.navgrid.shape, np.inf)
-            f[self.navgrid.navigable] = self._goals["fields"][category]  # type: ignore[index]
-            f.flags.writeable = False
-            hit = (f, self._goals["starts"][category])  # type: ignore[index]
-            self._episodes[category] = hit
-            if len(self._episodes) > _CATEGORY_MEMO:
-                self._episodes.popitem(last=False)
-        else:
-            self._episodes.move_to_end(category)
-        return hit
-
-    def safe_field(self, category: str) -> np.ndarray:
-        """The expert's distance field to the viewpoints of ``category`` (computed on first use)."""
-        f = self._safe_fields.get(category)
-        if f is None:
-            f = self.navgrid.distance_field(self._goals["masks"][category], safe=True)  # type: ignore[index]
-            f.flags.writeable = False
-            self._safe_fields[category] = f
-            if len(self._safe_fields) > _CATEGORY_MEMO:
-                self._safe_fields.popitem(last=False)
-        return f
-
-    def close(self) -> None:
-        if self.probe is not None:
-            self.probe.close()
-            self.probe = None
-        self.renderer.close()
-        self._tour = None
-        self._video = None
-        self._goals = None
-        self._episodes.clear()
-        self._safe_fields.clear()
-
-
-def _start_cells(g: NavGrid, field: np.ndarray) -> np.ndarray:
-    """Flat indices (int32, row-major) of the reachable cells an episode may start from: 1.5-12 m
-    geodesic from the goal when possible, else anywhere off the goal, else anywhere reachable."""
-    rr, cc = np.nonzero(g.navigable & np.isfinite(field))
-    dist = field[rr, cc]
-    ok = np.nonzero((dist > START_MIN_GEODESIC) & (dist < 12.0))[0]
-    if len(ok) == 0:
-        ok = np.nonzero(dist > 0)[0] if (dist > 0).any() else np.arange(len(rr))
-    return (rr[ok] * g.shape[1] + cc[ok]).astype(np.int32)
-
-
-def _make_renderer(scene: Scene, resolution, backend: str, pitch: float, **habitat_kwargs):
-    if backend == "moderngl":
-        from .renderer_gl import GLRenderer
-
-        return GLRenderer(scene, resolution)
-    if backend == "habitat_sim":
-        from .renderer_habitat import HabitatSimRenderer
-
-        return HabitatSimRenderer(scene, resolution, **habitat_kwargs)  # gpu_device_id, keys
-    raise ValueError(f"unknown backend {backend!r}; expected 'moderngl' or 'habitat_sim'")
-
-
-class V4SNavEnv(gym.Env):
+class V4SNavEnv(GoalViewpointsMixin, NavExpertMixin, gym.Env):
     """Navigate a Habitat-style scene to an object (``task="object"``) or a camera pose (``task="pose"``).
 
     ## Action Space
@@ -401,8 +235,8 @@ class V4SNavEnv(gym.Env):
         if "semantic" in obs_keys:
             obs["semantic"] = spaces.Box(0, np.iinfo(np.int32).max, (h, w), np.int32)
         self.observation_space = spaces.Dict(obs)
-        self._bundles: OrderedDict[Any, _SceneBundle] = OrderedDict()
-        self._bundle: _SceneBundle | None = None
+        self._bundles: OrderedDict[Any, SceneBundle] = OrderedDict()
+        self._bundle: SceneBundle | None = None
         self._episode_ready = False
         self._pose_key: tuple | None = None
         self._pose = np.eye(4)
@@ -458,7 +292,7 @@ class V4SNavEnv(gym.Env):
             return split_scene(key[1], key[2])
         return load_gltf_scene(key[1], self.annotation)
 
-    def _get_bundle(self, key) -> _SceneBundle:
+    def _get_bundle(self, key) -> SceneBundle:
         if key in self._bundles:
             self._bundles.move_to_end(key)
             return self._bundles[key]
@@ -485,7 +319,7 @@ class V4SNavEnv(gym.Env):
         if ident is not None and self.backend == "moderngl":
             render_key = {"gl": _gl_identity(renderer), "resolution": list(self.resolution),
                           "pitch": self.camera_pitch}  # fmt: skip
-        bundle = _SceneBundle(scene, navgrid, renderer, self.camera_pitch, self.tour_frames, self._cache,
+        bundle = SceneBundle(scene, navgrid, renderer, self.camera_pitch, self.tour_frames, self._cache,
                               ident, render_key)  # fmt: skip
         self._bundles[key] = bundle
         while len(self._bundles) > self.scene_lru:
@@ -554,189 +388,6 @@ class V4SNavEnv(gym.Env):
         """``info["context"]`` at reset: a writable copy of the tour that callers may keep and modify."""
         ctx = self.get_context()
         return {"frames": ctx["frames"].copy(), "poses": ctx["poses"].copy()}
-
-    def _viewpoint_candidates(self, o):
-        """Cells from which object ``o`` may be the goal view: walkable, 0.2-0.8 m from its footprint, with a
-        clear line of sight past walls; returns (cand mask, rows, cols, x, z, order) where ``order`` ranks
-        the cells to confirm by rendering (best predicted SD first), or None."""
-        b = self._bundle
-        g = b.navgrid
-        wx, wz = b.cell_centres()
-        d = footprint_distance(wx, wz, o)
-        cand = g.navigable & (d <= _VIEW_REACH) & (d >= 0.2)
-        rr, cc = np.nonzero(cand)
-        if len(rr) == 0:
-            return None
-        vis = line_of_sight(g, rr, cc, o)
-        rr, cc = rr[vis], cc[vis]
-        if len(rr) == 0:
-            return None
-        # keep the viewpoints from which the goal, at the nearest reachable heading, is best centred:
-        # rank by the SD predicted from the 3-D box, then confirm the best ones by rendering (occlusion)
-        cx, cz = g.to_world(rr, cc)
-        h, w = self.resolution
-        sd = predicted_sd(cx, cz, o, b.scene.floor_y, self.camera_pitch, h, w)
-        order = np.argsort(sd, kind="stable")[:64:2] if len(sd) > 32 else np.argsort(sd, kind="stable")
-        return cand, rr, cc, cx, cz, order
-
-    def _view_pose(self, o, x: float, z: float) -> np.ndarray:
-        """The camera at floor point (x, z) facing object ``o`` at the 15-deg heading nearest to it."""
-        yaw = round(heading_to(x, z, o.center[0], o.center[2]) / _TURN) * _TURN
-        return make_pose(x, z, yaw, self._bundle.scene.floor_y, pitch=self.camera_pitch)
-
-    def _object_masks(self, o, poses: list[np.ndarray]):
-        """Per pose, where object ``o`` is seen (bool (H, W)): through the bundle's semantic probe when it
-        has one (its first view checked against the renderer; on a mismatch the renderer is used from
-        then on), else rendered."""
-        b = self._bundle
-        r = b.renderer
-        probe = b.probe
-        if probe is not None:
-            views = probe.object_masks(o.instance_id, o.box_min, o.box_max, poses)
-            for i, m in enumerate(views):
-                if not probe.checked:  # until a view in which the renderer sees the object agrees
-                    r.draw(poses[i])
-                    ref = r.read_semantic() == o.instance_id
-                    if not np.array_equal(m, ref):
-                        msg = "the semantic probe differs from the renderer; checking with the renderer"
-                        warnings.warn(f"V4SNav: {msg}", RuntimeWarning, stacklevel=2)
-                        views.close()
-                        probe.close()
-                        b.probe = None
-                        yield from self._object_masks(o, poses[i:])
-                        return
-                    probe.checked = bool(ref.any())
-                yield m
-            return
-        for T in poses:
-            r.draw(T)
-            yield r.read_semantic() == o.instance_id
-
-    def _goal_viewpoints(self, category: str) -> np.ndarray:
-        """The goal viewpoint mask of ``category``: walkable cells within 0.8 m of an instance's footprint,
-        in line of sight, from which it is rendered centred (the rendered checks are the expensive part)."""
-        b = self._bundle
-        g = b.navgrid
-        h, w = self.resolution
-        min_pixels = max(4, (h * w) // 2000)
-        mask = np.zeros(g.shape, dtype=bool)
-        for o in b.scene.objects_of(category):
-            c = self._viewpoint_candidates(o)
-            if c is None:
-                continue
-            cand, rr, cc, cx, cz, order = c
-            poses = [self._view_pose(o, cx[j], cz[j]) for j in order]
-            real = np.full(len(order), np.inf)
-            for i, seen in enumerate(self._object_masks(o, poses)):
-                box = box_from_mask(seen, min_pixels)
-                if box is not None:
-                    real[i] = sd_from_box(box, h, w)
-            keep = np.zeros(len(rr), dtype=bool)
-            ok = real < SUCCESS_SD - 0.07
-            if not ok.any():
-                ok = real < SUCCESS_SD
-            keep[order[ok]] = True
-            good = np.zeros(g.shape, dtype=bool)
-            good[rr[keep], cc[keep]] = True
-            # 0.25 m steps cannot hit single cells: accept anything within 0.15 m of a good viewpoint
-            mask |= ndimage.binary_dilation(good, iterations=1) & cand
-        return mask
-
-    def _build_goals(self) -> dict[str, dict]:
-        """Goals of every category of the current scene at once (``_SceneBundle.goals``), with the moderngl
-        backend: the viewpoint mask, its distance field on the walkable cells, the start cells, and
-        whether the category can host episodes (a viewpoint exists and some walkable cell lies more than
-        ``START_MIN_GEODESIC`` from all of them). Built when a scene is first used, so a warm cache never
-        renders a viewpoint check again. Other backends (no semantic probe: every check is a render) fill
-        the same dicts lazily, category by category (``_ensure_goal``, ``_lazy_usable``)."""
-        goals: dict[str, dict] = {"masks": {}, "fields": {}, "starts": {}, "usable": {}}
-        b = self._bundle
-        if not self._goals_at_once():
-            return goals
-        if b.scene.objects:
-            b.probe = SemanticProbe(b.renderer)
-        try:
-            for cat in b.scene.categories:
-                self._ensure_goal(cat, goals)
-        finally:
-            if b.probe is not None:
-                b.probe.close()
-                b.probe = None
-        return goals
-
-    def _scene_goals(self) -> dict[str, dict]:
-        """The current scene's goals (``_SceneBundle.goals``), built by ``_build_goals`` on first use."""
-        return self._bundle.goals(self._build_goals, complete=self._goals_at_once())
-
-    def _goals_at_once(self) -> bool:
-        """Whether ``_build_goals`` builds every category (moderngl: the semantic probe makes it cheap)."""
-        return self.backend == "moderngl"
-
-    def _ensure_goal(self, category: str, goals: dict[str, dict] | None = None) -> None:
-        """Compute ``category``'s mask, field, start cells and usability into the scene's goals (if not
-        there yet)."""
-        b = self._bundle
-        goals = goals if goals is not None else self._scene_goals()
-        if category in goals["masks"]:
-            return
-        g = b.navgrid
-        mask = self._goal_viewpoints(category)
-        field = g.distance_field(mask)
-        goals["masks"][category] = mask
-        goals["fields"][category] = np.ascontiguousarray(field[g.navigable])
-        goals["starts"][category] = _start_cells(g, field)
-        goals["usable"][category] = _usable_field(field, g)
-
-    def _goal_usable(self, category: str) -> bool:
-        """Whether ``category`` can be an episode's goal in the current scene."""
-        goals = self._scene_goals()
-        if category not in goals["usable"]:  # lazily filled goals (not moderngl)
-            goals["usable"][category] = self._lazy_usable(category)
-        return bool(goals["usable"][category])
-
-    def _lazy_usable(self, category: str) -> bool:
-        # Exactly the ``usable`` flag ``_ensure_goal`` computes, usually without rendering every viewpoint:
-        # viewpoints lie within _VIEW_REACH of a footprint, so a walkable cell farther than
-        # START_MIN_GEODESIC + _VIEW_REACH from all footprints is farther than START_MIN_GEODESIC
-        # (Euclidean <= geodesic) from any viewpoint; the field's second condition then holds, and the
-        # first (a viewpoint exists) is settled by the first rendered check that passes.
-        b = self._bundle
-        g = b.navgrid
-        objs = b.scene.objects_of(category)
-        if not objs:
-            return False
-        wx, wz = b.cell_centres()
-        near = np.min([footprint_distance(wx, wz, o) for o in objs], axis=0)
-        if not (near[g.navigable] > START_MIN_GEODESIC + _VIEW_REACH + 0.01).any():
-            self._ensure_goal(category)
-            return bool(self._scene_goals()["usable"][category])
-        h, w = self.resolution
-        min_pixels = max(4, (h * w) // 2000)
-        for o in objs:
-            c = self._viewpoint_candidates(o)
-            if c is None:
-                continue
-            _, _, _, cx, cz, order = c
-            for seen in self._object_masks(o, [self._view_pose(o, cx[j], cz[j]) for j in order]):
-                box = box_from_mask(seen, min_pixels)
-                if box is not None and sd_from_box(box, h, w) < SUCCESS_SD:
-                    return True
-        return False
-
-    @property
-    def _safe_field(self) -> np.ndarray:
-        """The expert's distance field (edges near obstacles weigh more): computed on first use, as only
-        the expert needs it."""
-        if self._safe_field_value is None:
-            if self.task == "object":
-                self._safe_field_value = self._bundle.safe_field(self.goal_category)
-            else:
-                self._safe_field_value = self._bundle.navgrid.distance_field(self._goal_mask, safe=True)
-        return self._safe_field_value
-
-    @_safe_field.setter
-    def _safe_field(self, value: np.ndarray) -> None:
-        self._safe_field_value = value
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         if options is not None and not isinstance(options, dict):
@@ -994,66 +645,6 @@ class V4SNavEnv(gym.Env):
         }
         return info
 
-    # ---------------------------------------------------------------------------------------- expert
-    def expert_action(self) -> int:
-        """The shortest-path expert's next action: walk to a goal viewpoint (or the goal pose), turn until
-        the goal is centred (or the goal heading is reached), then STOP."""
-        if not self._episode_ready:
-            raise RuntimeError("expert_action() needs an episode: call reset() first")
-        g = self._bundle.navgrid
-        state = (round(self._x, 2), round(self._z, 2), self._yaw_steps)
-        self._expert_visits[state] = self._expert_visits.get(state, 0) + 1
-        if self._expert_visits[state] > 3:
-            # cycling (the 0.25 m / 15 deg lattice cannot reach the remaining viewpoints): settle here
-            if self.task == "object" and self._near_goal_object():
-                return turn_towards(self.yaw, self._goal_heading()[0])
-            return STOP
-        final_yaw = self._goal_yaw if self.task == "pose" else self.yaw
-        if self.task == "object" and lookahead_point(g, self._safe_field, self._x, self._z) is None:
-            final_yaw, best_sd = self._goal_heading()
-            if best_sd >= SUCCESS_SD - 0.01 and self._replans < 3:
-                # this spot cannot centre the goal well enough (occlusion, too close): drop it and walk on
-                self._replans += 1
-                self._excluded |= g.point_mask(self._x, self._z, 0.35)
-                mask = self._goal_mask & ~self._excluded
-                if (mask & g.navigable).any():
-                    self._safe_field = g.distance_field(mask, safe=True)
-                    return self.expert_action()
-        return expert_action(g, self._safe_field, self._x, self._z, self.yaw, final_yaw,
-                             forward_result=lambda: self._try_forward()[:2])  # fmt: skip
-
-    def _goal_heading(self) -> tuple[float, float]:
-        """The 15-deg heading from which the nearest goal instance looks best centred (predicted from its
-        3-D box, so the expert never dithers between two headings)."""
-        o = min(self._goal_objs, key=lambda o: float(footprint_distance(self._x, self._z, o)))
-        yaws = np.arange(24) * _TURN
-        h, w = self.resolution
-        sd = predicted_sd(np.full(24, self._x), np.full(24, self._z), o, self._bundle.scene.floor_y,
-                           self.camera_pitch, h, w, yaw=yaws)  # fmt: skip
-        bearing = heading_to(self._x, self._z, float(o.center[0]), float(o.center[2]))
-        facing = np.cos(yaws - bearing) > 0.5
-        sd = np.where(facing, sd, np.inf)
-        key = (round(self._x, 3), round(self._z, 3))
-        if self._final_heading is not None and self._final_heading[0] == key:
-            return self._final_heading[1], self._final_heading[2]
-        best, best_sd = float(yaws[int(np.argmin(sd))]), np.inf
-        r = self._bundle.renderer
-        for j in np.argsort(sd)[:4]:
-            if not np.isfinite(sd[j]):
-                break
-            r.draw(
-                make_pose(
-                    self._x, self._z, float(yaws[j]), self._bundle.scene.floor_y, pitch=self.camera_pitch
-                )
-            )
-            sem = r.read_semantic()
-            for gid in self._goal_ids:
-                box = box_from_mask(sem == gid, max(4, (h * w) // 2000))
-                if box is not None and sd_from_box(box, h, w) < best_sd:
-                    best, best_sd = float(yaws[j]), sd_from_box(box, h, w)
-        self._final_heading = (key, float(wrap_angle(best)), float(best_sd))
-        return self._final_heading[1], self._final_heading[2]
-
     # ---------------------------------------------------------------------------------------- render
     def render(self):
         """``rgb_array``: the current view beside a top-down map with the path, the agent and the goal."""
@@ -1061,34 +652,9 @@ class V4SNavEnv(gym.Env):
             return None
         if not self._episode_ready:
             raise RuntimeError("render() needs an episode: call reset() first")
-        import cv2
-
-        h, w = self.resolution
-        g = self._bundle.navgrid
-        base = np.full((*g.shape, 3), 40, np.uint8)
-        base[g.floor_mask] = (110, 110, 110)
-        base[g.navigable] = (200, 200, 200)
-        base[g.obstacle_mask] = (60, 60, 70)
-        m = cv2.resize(base, (h * g.shape[1] // max(g.shape[0], 1) or 1, h), interpolation=cv2.INTER_NEAREST)
-        sx = m.shape[1] / (g.shape[1] * g.cell_size)
-        sz = m.shape[0] / (g.shape[0] * g.cell_size)
-
-        def px(x, z):
-            return int((x - g.origin[0]) * sx), int((z - g.origin[1]) * sz)
-
-        for o in self._goal_objs:
-            cv2.rectangle(
-                m, px(o.box_min[0], o.box_min[2]), px(o.box_max[0], o.box_max[2]), (220, 40, 40), -1
-            )
-        if self.goal_pose is not None:
-            cv2.circle(m, px(*self._goal_xz), 3, (220, 40, 40), -1)
-        pts = np.array([px(x, z) for x, z in self._trajectory], np.int32)
-        if len(pts) > 1:
-            cv2.polylines(m, [pts], False, (30, 90, 230), 1)
-        ax, az = px(self._x, self._z)
-        dx, dz = forward_xz(self.yaw)
-        cv2.circle(m, (ax, az), 3, (20, 160, 20), -1)
-        cv2.line(m, (ax, az), (int(ax + dx * 8), int(az + dz * 8)), (20, 160, 20), 1)
+        goal_xz = self._goal_xz if self.goal_pose is not None else None
+        m = top_down_map(self._bundle.navgrid, self.resolution[0], self._goal_objs, goal_xz,
+                         self._trajectory, self._x, self._z, self.yaw)  # fmt: skip
         return np.ascontiguousarray(np.concatenate([self._last_rgb, m], axis=1))
 
     def close(self) -> None:
@@ -1098,48 +664,3 @@ class V4SNavEnv(gym.Env):
         self._bundle = None
         self._episode_ready = False
         self._closed = True
-
-
-MIN_WALKABLE_M2 = 2.0  #: a scene needs at least this much walkable floor (m^2) to host episodes
-
-
-def _check_walkable(scene: Scene, g: NavGrid) -> None:
-    """Refuse a scene without a usable floor (e.g. a GLB with no floor gave a pose task on 4 cells)."""
-    n = int(g.navigable.sum())
-    area = n * g.cell_size**2
-    if area < MIN_WALKABLE_M2:
-        raise SceneError(
-            f"scene {scene.name!r} has {area:.2f} m^2 of walkable floor ({n} cells at y = "
-            f"{scene.floor_y:.2f}); at least {MIN_WALKABLE_M2:g} m^2 is needed. The scene needs a floor "
-            "(upward-facing triangles) with room for the agent: check that the file has one and that its up "
-            "axis is right (up=, or 'up' in its stage_config.json)"
-        )
-
-
-def _usable_field(field: np.ndarray, g: NavGrid) -> bool:
-    """A goal distance field can host episodes: it has a goal cell, and a cell to start far enough away."""
-    f = field[g.navigable]
-    return bool(np.isfinite(f).sum() > 0 and (f > START_MIN_GEODESIC).any())
-
-
-def _cache_ident(key) -> str | None:
-    """Name of a procedural scene in the disk cache (None: scenes from files or objects are not cached)."""
-    if key[0] == "seed":
-        return f"seed-{int(key[1])}"
-    if key[0] == "split":
-        return f"split-{key[1]}-{int(key[2])}"
-    return None
-
-
-_GL_IDS: dict[int, str] = {}
-
-
-def _gl_identity(renderer) -> str:
-    """The GL implementation a moderngl renderer draws with (rendered artifacts are cached per driver)."""
-    ctx = renderer.ctx
-    if id(ctx) not in _GL_IDS:
-        import moderngl
-
-        info = ctx.info
-        _GL_IDS[id(ctx)] = f"{info['GL_RENDERER']} | {info['GL_VERSION']} | moderngl {moderngl.__version__}"
-    return _GL_IDS[id(ctx)]

@@ -114,6 +114,7 @@ def record_scene_video(env: Any, seed: int, cfg: SceneVideoConfig | None = None)
             record(o, inf)
         return o, inf
 
+    current = str(info["goal_category"])  # the episode the camera is in (reachable from here)
     record(obs, info)
     if cfg.look_around:
         obs, info = look_around()
@@ -126,8 +127,10 @@ def record_scene_video(env: Any, seed: int, cfg: SceneVideoConfig | None = None)
         yaw = float(np.arctan2(-fwd[0], -fwd[2]))
         try:
             obs, info = env.reset(options={"goal_category": cats[ci], "start": (x, z, yaw)})
-        except ValueError:  # no reachable instance of this category from here
+        except ValueError:  # no reachable instance of this category from here: back to the last episode
+            obs, info = env.reset(options={"goal_category": current, "start": (x, z, yaw)})
             continue
+        current = cats[ci]
         start = len(frames) - 1  # the reset re-renders the current view: the visit starts at that frame
         for _ in range(cfg.max_visit_steps):
             a = int(env.expert_action())
@@ -240,12 +243,15 @@ def choose_context(
     rng: np.random.Generator,
     near_prob: float = 0.0,
     goal_category: int | None = None,
+    near_frames: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``k`` context frames from the rest of the video (never the clip's own frames).
 
     With probability ``near_prob`` one of them is the video frame whose view is closest to the clip's
-    final view (for an object clip that ends a visit: the same view after the look-around); for an object
-    clip the goal is in view in at least one context frame whenever the video has such a frame.
+    final view (for an object clip that ends a visit: the same view after the look-around), and with
+    ``near_frames > 1`` also the closest views of that many clip frames in all (every other frame back from
+    the last); for an object clip the goal is in view in at least one context frame whenever the video
+    has such a frame.
     """
     n_video = len(shard["video_frames"])
     keep = np.ones(n_video, bool)
@@ -254,16 +260,21 @@ def choose_context(
     cidx, cpos = sample_context(cand, k, mode, rng)
     if mode != "sparse":
         return cidx, cpos
-    fixed = -1
+    fixed: list[int] = []
     if near_prob > 0 and rng.random() < near_prob:
-        near = int(cand[np.argmin(view_distance(shard["video_poses"][cand], shard["video_poses"][widx[-1]]))])
-        if near not in cidx:
-            cidx[int(rng.integers(k))] = near
-        fixed = near
+        refs = widx[::-2][: max(1, min(near_frames, k - 1))]  # the last frame, then every other one back
+        slots = rng.permutation(k)
+        for ref in refs:
+            near = int(cand[np.argmin(view_distance(shard["video_poses"][cand], shard["video_poses"][ref]))])
+            if near in fixed:
+                continue
+            if near not in cidx:
+                cidx[next(int(i) for i in slots if int(cidx[i]) not in fixed)] = near
+            fixed.append(near)
     if goal_category is not None:
         vis = ~np.isnan(shard["video_boxes"][cand, goal_category]).any(-1)
         if vis.any() and not (~np.isnan(shard["video_boxes"][cidx, goal_category]).any(-1)).any():
-            free = [i for i in range(k) if cidx[i] != fixed]
+            free = [i for i in range(k) if int(cidx[i]) not in fixed]
             cidx[free[int(rng.integers(len(free)))]] = int(rng.choice(cand[vis]))
     cidx = np.sort(cidx)
     return cidx, cidx.astype(np.float32)

@@ -3,7 +3,8 @@
 Importing this package is cheap (no torch, no onnx); the heavy modules load on first use:
 
 - :mod:`.onnx_export`, :mod:`.graphs`: ``python -m v4s_agent.export onnx`` (graphs + ``parity.json``);
-- :mod:`.runtime_ort`: :class:`OrtPlannerBackend`, the whole sampling loop on onnxruntime;
+- :mod:`.planner_runtime`: :class:`PlannerRuntime`, the sampling loop over exported graphs (both runtimes);
+- :mod:`.runtime_ort`: :class:`OrtPlannerBackend`, that loop on onnxruntime;
 - :mod:`.tensorrt_build`, :mod:`.runtime_trt`: ``python -m v4s_agent.export tensorrt`` and
   :class:`TrtPlannerBackend` (needs an NVIDIA GPU and tensorrt).
 """

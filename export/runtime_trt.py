@@ -4,7 +4,7 @@ Why torch tensors: the planner already lives in torch on the robot; TensorRT rea
 tensors' device memory directly (``set_tensor_address`` + ``execute_async_v3`` on torch's current
 stream), so no extra CUDA bindings (pycuda / cuda-python) are needed and nothing is copied to the host
 inside the sampling loop. The sampling loop itself is the same code as the ONNX Runtime backend
-(:class:`v4s_agent.export.runtime_ort.PlannerRuntime`), working on torch CUDA tensors here.
+(:class:`v4s_agent.export.planner_runtime.PlannerRuntime`), working on torch CUDA tensors here.
 
 NOT run here: no GPU and no tensorrt on the development machines (see docs/EXPORT.md).
 """
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .onnx_export import MANIFEST
-from .runtime_ort import PlannerRuntime, TorchOps
+from .planner_runtime import PlannerRuntime, TorchOps
 from .tensorrt_build import ENGINE_FILE, ENGINES_JSON, require_tensorrt
 
 

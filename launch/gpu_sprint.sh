@@ -66,7 +66,7 @@ $PY -m v4s_agent.training.train --config-path "$RUN/sprint_config.json" --output
 echo "train: $(( $(date +%s) - t1 )) s" | tee -a "$OUT/sprint.log"
 
 rm -rf "$RUN/export"
-$PY -m v4s_agent.training.export --run "$RUN" --out "$RUN/export/checkpoint" \
+$PY -m v4s_agent.training.package --run "$RUN" --out "$RUN/export/checkpoint" \
   --idm v4s_agent/checkpoints/default/idm 2>&1 | tail -n 3 | tee -a "$OUT/sprint.log"
 tar -cf - -C "$RUN/export" checkpoint | split -b 15M - "$OUT/checkpoint.tar.part-"
 cp "$RUN/metrics.jsonl" "$RUN/train_config.json" "$OUT/"

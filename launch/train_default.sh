@@ -1,7 +1,7 @@
 #!/bin/bash
 # Reproduce the shipped default checkpoint (v4s_agent/checkpoints/default) end to end on one machine:
 # data from the env -> planner training (resumable, session after session) -> inverse-dynamics model ->
-# packaging. The shipped run continued the 15-minute side-by-side winner (launch/compare/run.sh, x16);
+# packaging. The shipped run continued the 15-minute side-by-side winner (launch/experiments/compare/run.sh, x16);
 # started from scratch, this gives the same model config and training settings.
 #   bash launch/train_default.sh [WORKDIR]          # MAX_MINUTES (default 90) per call; call again to resume
 set -euo pipefail
@@ -23,4 +23,4 @@ if [ ! -d "$IDM/idm" ]; then  # the shipped IDM (98.5 % held-out accuracy) is re
   python -m v4s_agent.training.train_idm --data "$DATA/train" --val-data "$DATA/val_scenes" --output "$IDM" \
     --max-steps 1500 --batch-size 32 --max-shards 60 --num-threads 1
 fi
-python -m v4s_agent.training.export --run "$RUN" --idm "$IDM/idm" --out "$OUT"
+python -m v4s_agent.training.package --run "$RUN" --idm "$IDM/idm" --out "$OUT"

@@ -39,7 +39,7 @@ def test_retrieval_keeps_recent_and_falls_back_without_poses() -> None:
     idx = retrieve_context(6, poses, query=None, recent=2)
     assert {28, 29} <= set(idx.tolist()) and len(idx) == 6  # the agent's latest views come last
     even = retrieve_context(4, None, n=100, recent=1)
-    assert even.tolist() == [0, 33, 66, 99]  # no geometry: even in time, the latest view kept
+    assert even.tolist() == [0, 49, 98, 99]  # no geometry: even over the rest in time + the latest view
     small = retrieve_context(6, None, n=3)
     assert len(small) == 6 and set(small.tolist()) == {0, 1, 2}  # repeats only when memory < K
     with pytest.raises(ValueError, match="non-empty"):

@@ -8,7 +8,15 @@ import numpy as np
 from v4s_agent.envs.actions import MOVE_FORWARD, STOP, TURN_LEFT, TURN_RIGHT
 from v4s_agent.envs.geometry import intrinsics, make_pose
 
-from v4s_agent.agent.mapping import ObjectSearch, OccupancyMap, drive_to, goal_component, steer
+from v4s_agent.agent.mapping import (
+    ObjectSearch,
+    OccupancyMap,
+    best_dwell_view,
+    drive_to,
+    dwell_runs,
+    goal_component,
+    steer,
+)
 
 
 def _depth_of_wall(T: np.ndarray, h: int = 32, w: int = 32, wall_z: float = -2.0) -> np.ndarray:
@@ -123,3 +131,33 @@ def test_object_search_stops_only_when_the_goal_is_verified_close() -> None:
     assert STOP not in acts  # 0.26 m: a goal centred that close is below the view, a false detection
     blind = ObjectSearch(None, None, scan_turns=0)
     assert STOP not in [blind.act(rgb, _wall_depth(1.0), T) for _ in range(4)]  # no detector: no stop
+
+
+def test_dwell_runs_and_the_stand_out_look_around() -> None:
+    """A video that walks, looks around twice; the look-around whose frames show the goal is chosen."""
+    poses = [make_pose(0.1 * i, 0.0, 0.0) for i in range(5)]  # walking
+    poses += [make_pose(0.4, 0.0, math.radians(15 * k)) for k in range(1, 25)]  # look-around 1
+    poses += [make_pose(0.4, -0.1 * i, 0.0) for i in range(1, 5)]
+    poses += [make_pose(0.4, -0.4, math.radians(15 * k)) for k in range(1, 25)]  # look-around 2
+    poses = np.stack(poses)
+    runs = dwell_runs(poses)
+    assert len(runs) == 2 and runs[0][0] == 4 and len(runs[0]) == 25
+
+    class _Det:
+        categories = ["chair"]
+
+        def __init__(self, hit: int) -> None:
+            self.hit = hit
+
+        def probs(self, frames: np.ndarray) -> np.ndarray:
+            p = np.zeros((len(frames), 2, 16, 16))
+            for i, f in enumerate(frames):
+                if int(f[0, 0, 0]) == self.hit:
+                    p[i, 1, 6:10, 6:10] = 0.9  # the goal, centred
+            return p
+
+    frames = np.zeros((len(poses), 8, 8, 3), np.uint8)
+    frames[:, 0, 0, 0] = np.arange(len(poses)) % 256  # frame i is recognisable by its first pixel
+    goal_frame = int(runs[1][7])
+    assert best_dwell_view(_Det(goal_frame), frames, poses, "chair") == goal_frame
+    assert best_dwell_view(_Det(-1), frames + 1, poses, "chair") is None  # nothing stands out: no view

@@ -253,7 +253,7 @@ def test_triangle_cells_are_the_sampled_points_cells(scene):
 
 
 def test_semantic_probe_sees_objects_like_the_renderer():
-    from v4s_agent.envs.goals import SemanticProbe
+    from v4s_agent.envs.goal_viewpoints import SemanticProbe
 
     for split in (SPLIT, "outdoor"):
         env = V4SNavEnv(split=split, tour_frames=2, cache_dir=False)
@@ -282,7 +282,7 @@ def _lru_run(env: V4SNavEnv, seeds) -> list:
 
 
 def test_in_memory_lru_and_warm_cache_give_the_same_episodes(tmp_path, monkeypatch):
-    from v4s_agent.envs import nav_env
+    from v4s_agent.envs import nav_env, scene_bundle
 
     seeds = (3, 8, 3, 5, 8, 3)  # revisits: scenes come back from the in-memory LRU
     kw = {"split": SPLIT, "tour_frames": 3, "obs_keys": KEYS}
@@ -293,7 +293,7 @@ def test_in_memory_lru_and_warm_cache_give_the_same_episodes(tmp_path, monkeypat
         fresh += _lru_run(env, [s])
         env.close()
     assert _same(ref, fresh)
-    monkeypatch.setattr(nav_env, "_CATEGORY_MEMO", 1)
+    monkeypatch.setattr(scene_bundle, "_CATEGORY_MEMO", 1)
     assert _same(ref, _lru_run(V4SNavEnv(cache_dir=tmp_path, scene_lru=1, **kw), seeds))  # all evicted
     monkeypatch.undo()
     with pytest.raises(ValueError, match="scene_lru"):
@@ -315,6 +315,7 @@ def test_in_memory_lru_and_warm_cache_give_the_same_episodes(tmp_path, monkeypat
     monkeypatch.setattr(nav_env.NavGrid, "distance_field", expert_field_only)
     monkeypatch.setattr(nav_env.V4SNavEnv, "_goal_viewpoints", boom)
     monkeypatch.setattr(nav_env, "make_tour", boom)
+    monkeypatch.setattr(scene_bundle, "make_tour", boom)
     env = V4SNavEnv(cache_dir=tmp_path, **kw)
     assert _same(ref, _lru_run(env, seeds))
     same = V4SNavEnv(cache_dir=tmp_path, scene_repeat=100, **kw)

@@ -96,3 +96,17 @@ def test_wilson_interval_and_mean_interval():
     lo, hi = mean_interval([1.0, 2.0, 3.0, float("nan")])
     assert lo < 2.0 < hi
     assert np.isnan(mean_interval([1.0])[0])
+
+
+def test_closed_rows_filter_and_shared_detector() -> None:
+    """``--closed-rows`` keeps only the named row kinds; every row gets the same detector."""
+    from v4s_agent.evaluation.evaluate import build_parser, closed_loop_rows
+
+    args = build_parser().parse_args(["--closed-rows", "v4s,frontier", "--detector", "/x/det"])
+    baselines = {"no_context", "wrong_context", "frontier", "random", "expert"}
+    specs = closed_loop_rows(args, {}, baselines, "object")
+    assert [s.kind for s in specs] == ["v4s", "frontier"]
+    assert {s.detector for s in specs} == {"/x/det"}
+    every = closed_loop_rows(build_parser().parse_args([]), {}, baselines, "object")
+    kinds = {"v4s", "v4s_no_context", "v4s_wrong_context", "frontier", "random", "expert"}
+    assert {s.kind for s in every} == kinds

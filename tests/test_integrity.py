@@ -284,3 +284,18 @@ def test_onnx_manifest_checksum_is_verified(tmp_path: Path) -> None:
     scramble(tmp_path / "denoiser" / "model.onnx", 16)
     with pytest.raises(IntegrityError, match="model.onnx does not match"):
         load_manifest(tmp_path)
+
+
+def test_evaluator_detector_carries_and_checks_checksums(tmp_path: Path) -> None:
+    """The evaluator scores every generated video: a corrupt detector must not load silently."""
+    from v4s_agent.evaluation.evaluator_detector import DEFAULT_DETECTOR, EvaluatorDetector
+
+    det = EvaluatorDetector.from_pretrained()  # the shipped one verifies
+    det.save_pretrained(tmp_path / "det")
+    assert (tmp_path / "det" / CHECKSUMS).is_file() and verify_checksums(tmp_path / "det", required=True)
+    shutil.copytree(DEFAULT_DETECTOR, tmp_path / "bad")
+    raw = bytearray((tmp_path / "bad" / "model.safetensors").read_bytes())
+    raw[len(raw) // 2 : len(raw) // 2 + 64] = os.urandom(64)
+    (tmp_path / "bad" / "model.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(IntegrityError, match="model.safetensors"):
+        EvaluatorDetector.from_pretrained(tmp_path / "bad")

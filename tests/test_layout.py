@@ -231,7 +231,8 @@ def _cli_commands() -> list[list[str]]:
             "v4s_agent.training.generate_data",
             "v4s_agent.training.train",
             "v4s_agent.training.train_idm",
-            "v4s_agent.training.export",
+            "v4s_agent.training.package",
+            "v4s_agent.training.export",  # the old name of training.package
             "v4s_agent.export",
         )
     ]

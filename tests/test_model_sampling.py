@@ -45,15 +45,16 @@ def test_step_rule_is_diffusers_step_on_torch_and_numpy(stochastic: bool) -> Non
 
 
 def test_pipeline_and_runtimes_call_the_same_sampler() -> None:
-    from v4s_agent.export import runtime_ort, runtime_trt
+    from v4s_agent.export import planner_runtime, runtime_ort, runtime_trt
 
     from v4s_agent.model import pipeline_v4s
 
-    for mod in (pipeline_v4s, runtime_ort):
+    for mod in (pipeline_v4s, planner_runtime):
         assert mod.sampler_step is sampling.sampler_step, mod.__name__
         assert mod.guided_velocity is sampling.guided_velocity, mod.__name__
         assert mod.SamplingConfig is sampling.SamplingConfig, mod.__name__
-    assert issubclass(runtime_trt.TrtPlannerBackend, runtime_ort.PlannerRuntime)  # TensorRT: the same loop
+    assert runtime_ort.PlannerRuntime is planner_runtime.PlannerRuntime  # ONNX Runtime: the loop
+    assert issubclass(runtime_trt.TrtPlannerBackend, planner_runtime.PlannerRuntime)  # TensorRT: same loop
 
 
 def test_one_default_per_setting() -> None:

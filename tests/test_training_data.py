@@ -120,6 +120,13 @@ def test_clips_and_context_come_from_one_video(data_dir: Path) -> None:
                 rest = np.setdiff1d(np.arange(n), np.arange(w.min(), w.max() + 1))
                 d = view_distance(z["video_poses"], z["video_poses"][w[-1]])
                 assert d[cidx].min() == pytest.approx(d[rest].min())
+    # near_frames: the closest views of the last frame and every other one back are all in the context
+    w = clip_window(z, "pose", 0, 9, False, rng)
+    cidx, _ = choose_context(z, w, 6, "sparse", rng, 1.0, None, near_frames=4)
+    rest = np.setdiff1d(np.arange(n), np.arange(w.min(), w.max() + 1))
+    for ref in w[::-2][:4]:
+        d = view_distance(z["video_poses"], z["video_poses"][ref])
+        assert d[cidx].min() == pytest.approx(d[rest].min())
     # the look-around after a visit returns to the visit's end view: an exact copy exists in the video
     e = int(ok[0])
     assert view_distance(z["video_poses"][z["visit_end"][e] + 24 : z["visit_end"][e] + 25],

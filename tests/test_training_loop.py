@@ -65,9 +65,9 @@ def test_kill_and_resume_equals_uninterrupted_run(data_dir: Path, tmp_path: Path
     assert not list((tmp_path / "cut" / "checkpoints").glob(".tmp*"))
     assert (tmp_path / "cut" / "metrics.jsonl").read_text().count("\n") == cfg.max_steps
     # packaging for shipping: sharded EMA pipeline + loss curve
-    from v4s_agent.training.export import export
+    from v4s_agent.training.package import package_run
 
-    facts = export(tmp_path / "cut", tmp_path / "pkg")
+    facts = package_run(tmp_path / "cut", tmp_path / "pkg")
     assert (tmp_path / "pkg" / "loss_curve.png").stat().st_size > 0 and facts["steps"] == cfg.max_steps
     pkg = Video4SpatialPipeline.from_pretrained(str(tmp_path / "pkg" / "pipeline"))
     for n, p in pkg.transformer.named_parameters():

@@ -51,7 +51,8 @@ class TrainConfig:
         near_context_start, near_context_end, near_context_steps: the near-context curriculum: the
             probability that one context frame is the scene video's closest view to the clip's last frame
             goes linearly from ``start`` to ``end`` (the video's natural sampling at 0) over ``steps``
-            optimiser steps.
+            optimiser steps; ``near_context_frames`` clip frames (the last, then every other one back)
+            get their closest view into the context when the draw hits.
         cpu_attention: attention kernel on CPUs: ``"math"`` (matmul + softmax: for our ~400-token
             sequences its bf16 backward is the faster one, ``benchmarks/bench_train.py``) or ``"auto"``
             (torch's own choice, the flash kernel); GPUs always use torch's choice.
@@ -94,6 +95,7 @@ class TrainConfig:
     near_context_start: float = 0.9
     near_context_end: float = 0.0
     near_context_steps: int = 4000
+    near_context_frames: int = 1
     cpu_attention: str = "math"
     init_from: str | None = None
 
@@ -110,6 +112,8 @@ class TrainConfig:
         for k in ("batch_size", "grad_accum_steps", "max_steps", "checkpoint_every", "keep_checkpoints"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k} must be >= 1. Got {getattr(self, k)}")
+        if self.near_context_frames < 1:
+            raise ValueError(f"near_context_frames must be >= 1. Got {self.near_context_frames}")
         if self.near_context_steps < 0:
             raise ValueError(f"near_context_steps must be >= 0. Got {self.near_context_steps}")
         probs = ("p_drop_cond", "pose_task_prob", "end_window_prob", "near_context_start", "near_context_end")

@@ -121,6 +121,7 @@ def build_sample(
     p_drop: float = 0.1,
     end_window_prob: float = 0.5,
     near_prob: float = 0.0,
+    near_frames: int = 1,
 ) -> dict[str, Any]:
     """One training sample (unbatched) cut from a shard's scene video.
 
@@ -146,7 +147,7 @@ def build_sample(
     video, poses = shard["video_frames"], shard["video_poses"]
     widx = clip_window(shard, kind, ep, t_traj, bool(rng.random() < end_window_prob), rng)
     cat = int(shard["visit_category"][ep]) if kind == "obj" else None
-    cidx, cpos = choose_context(shard, widx, K, context_mode, rng, near_prob, cat)
+    cidx, cpos = choose_context(shard, widx, K, context_mode, rng, near_prob, cat, near_frames)
     frames = video[widx]
     camera = np.zeros((T, 12), np.float32)
     obs_pose = poses[widx[0]]
@@ -205,6 +206,7 @@ class V4SShardDataset(IterableDataset):
         end_window_prob: probability that an object clip ends at the visit's end (goal centred).
         near_context: ``(start, end, batches)`` of the near-context curriculum (``near_schedule``):
             the probability that a context frame is the video's closest view to the clip's last frame.
+        near_frames: how many clip frames get their closest view into the context when it does.
         shard_cache: shards kept in memory per worker.
     """
 
@@ -223,6 +225,7 @@ class V4SShardDataset(IterableDataset):
         end_window_prob: float = 0.5,
         near_context: tuple[float, float, int] = (0.0, 0.0, 0),
         shard_cache: int = 2,
+        near_frames: int = 1,
     ) -> None:
         super().__init__()
         self.data_dir = Path(data_dir)
@@ -246,6 +249,7 @@ class V4SShardDataset(IterableDataset):
         self.context_mode, self.p_drop = context_mode, float(p_drop)
         self.pose_task_prob, self.end_window_prob = float(pose_task_prob), float(end_window_prob)
         self.near_context = (float(near_context[0]), float(near_context[1]), int(near_context[2]))
+        self.near_frames = int(near_frames)
         self.shard_cache = max(1, int(shard_cache))
         for s in self.shards:
             if not (self.data_dir / s["file"]).is_file():
@@ -309,7 +313,16 @@ class V4SShardDataset(IterableDataset):
             near = near_schedule(batch, *self.near_context)
             rng = np.random.default_rng([self.seed, epoch, si, g, 15485863])
             yield build_sample(
-                shard, kind, ep, rng, self.mcfg, self.context_mode, self.p_drop, self.end_window_prob, near
+                shard,
+                kind,
+                ep,
+                rng,
+                self.mcfg,
+                self.context_mode,
+                self.p_drop,
+                self.end_window_prob,
+                near,
+                self.near_frames,
             )
 
 
@@ -336,6 +349,7 @@ def make_dataloader(
     pose_task_prob: float = 0.3,
     end_window_prob: float = 0.5,
     near_context: tuple[float, float, int] = (0.0, 0.0, 0),
+    near_frames: int = 1,
 ) -> DataLoader:
     """The training DataLoader of one rank (its own shards; resumes at ``start_batch``)."""
     ds = V4SShardDataset(
@@ -351,6 +365,7 @@ def make_dataloader(
         pose_task_prob=pose_task_prob,
         end_window_prob=end_window_prob,
         near_context=near_context,
+        near_frames=near_frames,
     )
     kw: dict[str, Any] = {}
     if num_workers > 0:

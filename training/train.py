@@ -5,8 +5,9 @@
     torchrun --nproc-per-node 8 -m v4s_agent.training.train --config paper ...
 
 Why it looks like this (DiT's ``train.py`` plus diffusers' training scripts): one ``train(cfg)`` (``main`` is
-the CLI, as ``pyproject``'s ``v4s-train`` entry point expects), EMA helpers,
-an ``Accelerator`` for devices/DDP/FSDP/mixed precision, and checkpoints that are plain files:
+the CLI, as ``pyproject``'s ``v4s-train`` entry point expects), EMA helpers (``ema.py``),
+an ``Accelerator`` for devices/DDP/FSDP/mixed precision, and checkpoints that are plain files
+(``checkpoints.py``; sample videos and the held-out probe: ``monitoring.py``):
 ``transformer.safetensors`` + ``ema.safetensors`` + optimiser/scheduler/RNG + ``state.json`` (step = data
 position), written to a temporary folder and renamed, so a run killed at any moment resumes from the last
 complete checkpoint. Every step's randomness is seeded from (seed, rank, step), so a resumed run is
@@ -16,12 +17,9 @@ bit-identical to an uninterrupted one. The run ends by saving the EMA pipeline w
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import math
-import os
 import random
-import shutil
 import signal
 import sys
 import threading
@@ -32,22 +30,65 @@ from typing import Any
 import numpy as np
 import torch
 
+from .checkpoints import (
+    CKPT_DIR,
+    CKPT_PICKLES,
+    CKPT_TENSORS,
+    LATEST,
+    TRAINING_ONLY_FIELDS,
+    CheckpointError,
+    _init_weights,
+    _load_pickle,
+    check_compatible,
+    export_checkpoint,
+    export_ema_pipeline,
+    latest_checkpoint,
+    latest_valid_checkpoint,
+    list_checkpoints,
+    save_checkpoint,
+    verify_checkpoint,
+)
 from .config import CONFIG_FILE, PRESETS, TrainConfig, get_train_config
+from .ema import ema_decay_at, ema_init, ema_update, ema_weights
+from .monitoring import (
+    METRICS,
+    _fixed_sample_batch,
+    _log_probe,
+    _log_samples,
+    sample_videos,
+    write_gif_summary,
+)
 
-CKPT_DIR = "checkpoints"
-# model-config fields that change how training draws noise or how sampling runs, not the weights: a run
-# may resume with new values (e.g. a training noise distribution chosen from its held-out probe)
-TRAINING_ONLY_FIELDS = frozenset(
-    {"train_sigma_mean", "train_sigma_std", "train_sigma_shift", "train_sigma_high_frac", "cfg_dropout",
-     "guidance_scale",
-     "num_inference_steps", "flow_shift", "stochastic_sampling", "name"}
-)  # fmt: skip
-LATEST = "latest"
-METRICS = "metrics.jsonl"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint cannot be written or does not belong to this run's config."""
+__all__ = [
+    "CKPT_DIR",
+    "CKPT_PICKLES",
+    "CKPT_TENSORS",
+    "LATEST",
+    "METRICS",
+    "TRAINING_ONLY_FIELDS",
+    "CheckpointError",
+    "check_compatible",
+    "ema_decay_at",
+    "ema_init",
+    "ema_update",
+    "ema_weights",
+    "export_checkpoint",
+    "export_ema_pipeline",
+    "latest_checkpoint",
+    "latest_valid_checkpoint",
+    "list_checkpoints",
+    "lr_lambda",
+    "main",
+    "parse_args",
+    "resolve_mixed_precision",
+    "sample_videos",
+    "save_checkpoint",
+    "step_seed",
+    "train",
+    "verify_checkpoint",
+    "weights_digest",
+    "write_gif_summary",
+]
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -56,28 +97,6 @@ class CheckpointError(RuntimeError):
 def step_seed(seed: int, rank: int, step: int, micro: int = 0) -> int:
     """The seed of one micro-step's noise (why: exact resume needs no generator state)."""
     return int(np.random.SeedSequence([seed, rank, step, micro, 31337]).generate_state(1)[0])
-
-
-@torch.no_grad()
-def ema_init(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Float32 EMA copy of the trainable parameters."""
-    return {n: p.detach().float().clone() for n, p in model.named_parameters()}
-
-
-@torch.no_grad()
-def ema_update(ema: dict[str, torch.Tensor], model: torch.nn.Module, decay: float) -> None:
-    """``ema = decay * ema + (1 - decay) * param`` (DiT's ``update_ema``)."""
-    names = list(ema)
-    params = dict(model.named_parameters())
-    e = [ema[n] for n in names]
-    p = [params[n].detach().float() for n in names]
-    torch._foreach_mul_(e, decay)
-    torch._foreach_add_(e, p, alpha=1.0 - decay)
-
-
-def ema_decay_at(step: int, decay: float) -> float:
-    """Ramp so early EMA weights are not dominated by the random init."""
-    return min(decay, (1.0 + step) / (10.0 + step))
 
 
 def lr_lambda(cfg: TrainConfig):
@@ -143,176 +162,6 @@ def resolve_mixed_precision(mode: str) -> str:
     return "no"
 
 
-# ---------------------------------------------------------------------------------------------- checkpoints
-
-
-def list_checkpoints(output: Path) -> list[Path]:
-    """Complete checkpoints (renamed from their tmp folder), oldest first."""
-    d = output / CKPT_DIR
-    if not d.is_dir():
-        return []
-    return sorted(
-        p for p in d.iterdir() if p.is_dir() and p.name.startswith("step_") and (p / "state.json").is_file()
-    )
-
-
-def latest_checkpoint(output: Path) -> Path | None:
-    """The newest complete checkpoint (the ``latest`` pointer, else the highest step)."""
-    ptr = output / CKPT_DIR / LATEST
-    if ptr.is_file():
-        p = output / CKPT_DIR / ptr.read_text().strip()
-        if (p / "state.json").is_file():
-            return p
-    ckpts = list_checkpoints(output)
-    return ckpts[-1] if ckpts else None
-
-
-CKPT_TENSORS = ("transformer.safetensors", "ema.safetensors")
-CKPT_PICKLES = ("optimizer.pt", "scheduler.pt", "rng.pt")
-
-
-def verify_checkpoint(ckpt: Path) -> dict[str, Any]:
-    """Check a checkpoint folder before it is used; returns its ``state.json``.
-
-    Why: a few corrupt bytes in ``ema.safetensors`` still parse and were resumed and exported silently.
-    Checkpoints carry ``checksums.json`` (sha256 of every file); older ones get the parse checks only.
-    Float weights must be finite either way. Raises :class:`CheckpointError` naming the bad file.
-    """
-    from v4s_agent.integrity import IntegrityError, verify_checksums, verify_safetensors
-
-    ckpt = Path(ckpt)
-    try:
-        had_sums = verify_checksums(ckpt)
-        for name in CKPT_TENSORS:
-            verify_safetensors(ckpt / name)
-    except IntegrityError as e:
-        raise CheckpointError(f"checkpoint {ckpt} is corrupt: {e}") from e
-    f = ckpt / "state.json"
-    try:
-        state = json.loads(f.read_text())
-        if not isinstance(state, dict):
-            raise TypeError("not a JSON object")
-        int(state["step"]), int(state["samples_seen"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(
-            f"checkpoint {ckpt} is corrupt: {f} is unreadable ({type(e).__name__}: {e})"
-        ) from e
-    for name in CKPT_PICKLES:
-        if not (ckpt / name).is_file():
-            raise CheckpointError(f"checkpoint {ckpt} is incomplete: {ckpt / name} is missing")
-        if not had_sums:  # no checksum to trust: the pickle must at least load
-            _load_pickle(ckpt / name)
-    return state
-
-
-def _load_pickle(path: Path) -> Any:
-    """``torch.load`` of one of our checkpoint pickles, with a :class:`CheckpointError` naming the file."""
-    try:
-        return torch.load(path, weights_only=False)
-    except Exception as e:  # unpickling raises many types (EOFError, UnpicklingError, RuntimeError)
-        raise CheckpointError(
-            f"cannot read {path} ({type(e).__name__}: {e}): the checkpoint is corrupt"
-        ) from e
-
-
-def latest_valid_checkpoint(output: Path) -> Path | None:
-    """The newest checkpoint that passes :func:`verify_checkpoint` (``--resume``); each corrupt newer one
-    is skipped with a warning naming it. None without checkpoints; raises when none verifies."""
-    cands = list_checkpoints(output)[::-1]
-    newest = latest_checkpoint(output)
-    if newest is not None and newest in cands:  # the ``latest`` pointer first
-        cands.remove(newest)
-        cands.insert(0, newest)
-    errors = []
-    for c in cands:
-        try:
-            verify_checkpoint(c)
-        except CheckpointError as e:
-            errors.append(str(e))
-            print(f"warning: {e}; trying an older checkpoint", file=sys.stderr)
-            continue
-        if errors:
-            print(f"warning: resuming from {c}, the newest checkpoint that verifies", file=sys.stderr)
-        return c
-    if errors:
-        raise CheckpointError(
-            f"no checkpoint in {output / CKPT_DIR} verifies ({'; '.join(errors)}): restore one, or move the "
-            "folder away to start over"
-        )
-    return None
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-
-
-def save_checkpoint(
-    output: Path,
-    step: int,
-    model: torch.nn.Module,
-    ema: dict[str, torch.Tensor],
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    state: dict[str, Any],
-    keep: int,
-) -> Path:
-    """Write ``checkpoints/step_N`` atomically: a tmp folder, fsync, rename, then the ``latest`` pointer.
-
-    A full disk raises ``CheckpointError`` (the tmp folder is removed; earlier checkpoints stay valid).
-    """
-    from safetensors.torch import save_file
-
-    root = output / CKPT_DIR
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step_{step:08d}"
-    tmp = root / f".tmp_step_{step:08d}_{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir()
-        sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(sd, str(tmp / "transformer.safetensors"), metadata={"step": str(step)})
-        save_file({k: v.cpu().contiguous() for k, v in ema.items()}, str(tmp / "ema.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        torch.save(
-            {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
-            tmp / "rng.pt",
-        )
-        (tmp / "state.json").write_text(json.dumps(state, indent=1))
-        from v4s_agent.integrity import write_checksums
-
-        write_checksums(tmp)  # verified on --resume / export (verify_checkpoint)
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        _fsync_dir(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-        _fsync_dir(root)
-        ptr_tmp = root / (LATEST + ".tmp")
-        ptr_tmp.write_text(final.name)
-        os.replace(ptr_tmp, root / LATEST)
-    except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if e.errno == errno.ENOSPC:
-            raise CheckpointError(
-                f"disk full while writing checkpoint step {step} to {root}: free space and run again with "
-                f"--resume (the last complete checkpoint is kept)"
-            ) from e
-        raise CheckpointError(f"cannot write checkpoint step {step} to {root}: {e}") from e
-    for old in list_checkpoints(output)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
 def _attention_kernel(device: torch.device, mode: str = "math"):
     """On CPU (``mode="math"``), scaled-dot-product attention's math kernel: for our short sequences
     (~400 tokens) its bf16 backward is faster per training step than the flash kernel torch picks by
@@ -324,126 +173,6 @@ def _attention_kernel(device: torch.device, mode: str = "math"):
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     return sdpa_kernel([SDPBackend.MATH])
-
-
-def _init_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], str]:
-    """``init_from`` -> (weights, EMA, what was loaded): a checkpoint or run folder (``_init_checkpoint``),
-    or a ``save_pretrained`` pipeline folder such as a shipped checkpoint's ``pipeline/`` (its weights are
-    already the EMA: both start from them)."""
-    from safetensors.torch import load_file
-
-    if (path / "transformer" / "config.json").is_file():
-        from v4s_agent.model.transformer_v4s import V4STransformer3DModel
-
-        model = V4STransformer3DModel.from_pretrained(str(path / "transformer"))
-        w = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
-        return w, {k: v.clone() for k, v in w.items()}, str(path / "transformer")
-    init = _init_checkpoint(path)
-    w = load_file(str(init / "transformer.safetensors"))
-    return w, load_file(str(init / "ema.safetensors")), str(init)
-
-
-def _init_checkpoint(path: Path) -> Path:
-    """``init_from``: a checkpoint folder (verified), or a run folder's newest checkpoint that verifies."""
-    if (path / "transformer.safetensors").is_file() and (path / "ema.safetensors").is_file():
-        verify_checkpoint(path)
-        return path
-    found = latest_valid_checkpoint(path)
-    if found is None:
-        raise CheckpointError(f"init_from={str(path)!r}: no checkpoint (transformer + ema safetensors) there")
-    return found
-
-
-def check_compatible(
-    state: dict[str, Any], cfg: TrainConfig, model_cfg: dict[str, Any], ckpt: Path, world_size: int
-) -> None:
-    """A checkpoint from another model config (or another data order) cannot be resumed: say which fields."""
-    old = state.get("model_config", {})
-    try:  # fields added since that checkpoint was written take their defaults (what it was trained with)
-        from v4s_agent.model.configuration_model import ModelConfig
-
-        old = ModelConfig.from_dict(old).to_dict()
-    except (TypeError, ValueError):
-        pass
-    diff = sorted(k for k in set(old) | set(model_cfg) if old.get(k) != model_cfg.get(k))
-    soft = [k for k in diff if k in TRAINING_ONLY_FIELDS]
-    if soft:  # how the run samples noise or plans, not what the weights are: allowed, and said
-        print(
-            "warning: resuming with other training/sampling settings: "
-            + ", ".join(f"{k}: {old.get(k)!r} -> {model_cfg.get(k)!r}" for k in soft),
-            file=sys.stderr,
-        )
-        diff = [k for k in diff if k not in TRAINING_ONLY_FIELDS]
-    if diff:
-        detail = ", ".join(f"{k}: {old.get(k)!r} -> {model_cfg.get(k)!r}" for k in diff[:6])
-        raise CheckpointError(
-            f"checkpoint {ckpt} was trained with model config {old.get('name')!r}, this run uses "
-            f"{model_cfg.get('name')!r}; differing fields: {detail}. Use another --output."
-        )
-    tc = state.get("train_config", {})
-    for k in ("seed", "batch_size", "grad_accum_steps", "context_mode"):
-        if k in tc and tc[k] != getattr(cfg, k):
-            raise CheckpointError(
-                f"checkpoint {ckpt} used {k}={tc[k]!r}, this run {getattr(cfg, k)!r}: resuming "
-                "would not continue the same run. Use the run's train_config.json or another --output."
-            )
-    if state.get("world_size", world_size) != world_size:
-        print(
-            f"warning: checkpoint {ckpt} was written by {state['world_size']} processes, resuming with "
-            f"{world_size}: the data order changes (training continues, not bit-exactly)",
-            file=sys.stderr,
-        )
-
-
-# ---------------------------------------------------------------------------------------------- logging
-
-
-def write_gif_summary(writer: Any, tag: str, video: np.ndarray, step: int, fps: int = 4) -> None:
-    """TensorBoard video without moviepy: an animated-GIF image summary (what ``add_video`` writes)."""
-    import io
-
-    import imageio.v2 as imageio
-    from tensorboard.compat.proto.summary_pb2 import Summary
-
-    buf = io.BytesIO()
-    imageio.mimsave(buf, list(video), format="GIF", duration=1.0 / fps, loop=0)
-    h, w = video.shape[1:3]
-    img = Summary.Image(height=h, width=w, colorspace=3, encoded_image_string=buf.getvalue())
-    writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=img)]), step)
-
-
-@torch.no_grad()
-def sample_videos(
-    pipe: Any, ema: dict[str, torch.Tensor], batch: dict[str, Any], steps: int, scale: float, seed: int
-) -> np.ndarray:
-    """Generate with the EMA weights (swapped in and back): uint8 ``(B, 2, T, H, W, 3)`` (generated, real)."""
-    tr = pipe.transformer
-    with ema_weights(pipe, ema):
-        ctx = batch["context"]
-        obs = (
-            ((batch["target"][:, :, 0].permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
-        )
-        outs = []
-        for i in range(ctx.shape[0]):
-            cam = batch["camera"][i].numpy() if float(batch["camera_mask"][i]) > 0 else None
-            prompt = batch["instruction"][i] or "Find the chair."
-            g = torch.Generator(device=tr.device).manual_seed(seed + i)
-            out = pipe(
-                context=ctx[i : i + 1],
-                context_positions=batch["context_positions"][i].numpy(),
-                observation=obs[i],
-                prompt=prompt,
-                camera=cam,
-                context_camera=batch["context_camera"][i].numpy() if "context_camera" in batch else None,
-                num_inference_steps=steps,
-                guidance_scale=scale,
-                generator=g,
-                output_type="np",
-            )
-            outs.append(out.frames[0])
-        gen = np.stack(outs)
-        real = ((batch["target"].permute(0, 2, 3, 4, 1) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
-        return np.stack([gen, real], axis=1)
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -592,6 +321,7 @@ def train(
             cfg.near_context_end,
             cfg.near_context_steps * cfg.grad_accum_steps,
         ),
+        near_frames=cfg.near_context_frames,
     )
     data = iter(loader)
 
@@ -798,111 +528,6 @@ def _checkpoint(
         }
         save_checkpoint(output, step, unwrapped, ema, optimizer, scheduler, state, cfg.keep_checkpoints)
     accelerator.wait_for_everyone()
-
-
-def _fixed_sample_batch(cfg: TrainConfig, mcfg: Any, p_drop: float) -> dict[str, Any] | None:
-    """Two fixed samples (no CFG dropout) for the sample videos: held-out data when given."""
-    from .dataset import DataError, make_dataloader
-
-    src = cfg.val_data_dir or cfg.data_dir
-    try:
-        dl = make_dataloader(
-            src,
-            mcfg,
-            2,
-            seed=cfg.seed + 12345,
-            p_drop=0.0,
-            context_mode=cfg.context_mode,
-            pose_task_prob=0.0,
-            end_window_prob=1.0,
-        )
-        return next(iter(dl))
-    except DataError as e:
-        print(f"warning: no sample videos ({e})", file=sys.stderr)
-        return None
-
-
-def _log_samples(writer, output: Path, pipe, ema, batch, cfg: TrainConfig, step: int) -> None:
-    import imageio.v2 as imageio
-
-    vids = sample_videos(pipe, ema, batch, cfg.sample_steps, cfg.guidance_scale, cfg.seed)
-    (output / "samples").mkdir(exist_ok=True)
-    for i, v in enumerate(vids):
-        strip = np.concatenate([v[0], v[1]], axis=1)  # generated above real, per frame
-        write_gif_summary(writer, f"samples/{i}", strip, step)
-        imageio.mimsave(output / "samples" / f"step_{step:08d}_{i}.gif", list(strip), duration=0.25, loop=0)
-
-
-class ema_weights:  # noqa: N801  (a context manager used like a function)
-    """Swap the EMA weights into the pipeline's transformer (eval mode) and back on exit."""
-
-    def __init__(self, pipe: Any, ema: dict[str, torch.Tensor]) -> None:
-        self.tr, self.ema = pipe.transformer, ema
-
-    def __enter__(self) -> None:
-        self.backup = {n: p.detach().clone() for n, p in self.tr.named_parameters()}
-        self.was_training = self.tr.training
-        with torch.no_grad():
-            for n, p in self.tr.named_parameters():
-                p.copy_(self.ema[n].to(p.dtype))
-        self.tr.eval()
-
-    def __exit__(self, *exc: Any) -> None:
-        with torch.no_grad():
-            for n, p in self.tr.named_parameters():
-                p.copy_(self.backup[n])
-        self.tr.train(self.was_training)
-
-
-def _log_probe(writer, output: Path, pipe, ema, probe, cfg: TrainConfig, step: int) -> None:
-    """Held-out diagnostics (``val_probe``) with the EMA weights -> TensorBoard ``val/*`` + metrics.jsonl."""
-    from .val_probe import run_probe
-
-    t0 = time.time()
-    with ema_weights(pipe, ema):
-        vals = run_probe(pipe, probe, cfg.sample_steps, cfg.guidance_scale, seed=cfg.seed)
-    for k, v in vals.items():
-        writer.add_scalar(f"val/{k}", v, step)
-    rec = {
-        "step": step,
-        "probe_seconds": round(time.time() - t0, 2),
-        **{f"val/{k}": v for k, v in vals.items()},
-    }
-    with open(output / METRICS, "a") as f:
-        f.write(json.dumps(rec) + "\n")
-
-
-def export_ema_pipeline(pipe: Any, ema: dict[str, torch.Tensor], out: str | Path) -> Path:
-    """``save_pretrained`` of the pipeline with the EMA weights (the shipped format); refuses NaN/inf
-    weights (a diverged or corrupt EMA must not ship)."""
-    from v4s_agent.integrity import IntegrityError, check_finite_tensors
-
-    try:
-        check_finite_tensors(ema, "the EMA weights")
-    except IntegrityError as e:
-        raise CheckpointError(f"not exporting to {out}: {e}") from e
-    with ema_weights(pipe, ema):
-        pipe.save_pretrained(str(out))
-    return Path(out)
-
-
-def export_checkpoint(run_dir: str | Path, out: str | Path, ckpt: str | Path | None = None) -> Path:
-    """Rebuild the pipeline from a run's checkpoint and save its EMA weights with ``save_pretrained``."""
-    from safetensors.torch import load_file
-
-    from v4s_agent.model.configuration_model import ModelConfig
-    from v4s_agent.model.pipeline_v4s import build_pipeline
-
-    run_dir = Path(run_dir)
-    c = Path(ckpt) if ckpt else latest_valid_checkpoint(run_dir)
-    if c is None:
-        raise CheckpointError(f"no checkpoint in {run_dir}")
-    state = verify_checkpoint(c)
-    mcfg = ModelConfig.from_dict(state["model_config"])
-    pipe = build_pipeline(mcfg)
-    pipe.transformer.load_state_dict(load_file(str(c / "transformer.safetensors")))
-    ema = load_file(str(c / "ema.safetensors"))
-    return export_ema_pipeline(pipe, ema, out)
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Namespace]:

@@ -184,3 +184,48 @@ def run_probe(
         if bool((~is_pose).any()):
             out[f"sample_mse_obj_{cond}"] = float(((gen[~is_pose] - truth[~is_pose]) ** 2).mean())
     return out
+
+
+TABLE_KEYS = (
+    ("x0_mse_pose@1", "pose err σ=1, true ctx"),
+    ("x0_mse_wrongctx_pose@1", "another scene's"),
+    ("x0_mse_oracle_pose@1", "oracle"),
+    ("x0_context_gain_frac_pose@1", "gain/err pose (G1)"),
+    ("x0_context_gain_frac_obj@1", "gain/err object"),
+    ("sample_psnr_pose_ctx", "sampled PSNR pose, true ctx"),
+    ("sample_psnr_pose_noctx", "no ctx"),
+)
+
+
+def probe_table(runs: list[str], step: int | None = None) -> str:
+    """A markdown table of the logged probe of each run (at ``step``, else its newest probe)."""
+    import json
+
+    head = "| run | step | " + " | ".join(h for _, h in TABLE_KEYS) + " |"
+    lines = [head, "|---|---|" + "---|" * len(TABLE_KEYS)]
+    for run in runs:
+        recs = [json.loads(x) for x in (Path(run) / "metrics.jsonl").read_text().splitlines() if '"val/' in x]
+        recs = [r for r in recs if step is None or r["step"] == step]
+        if not recs:
+            lines.append(f"| {run} | – |" + " – |" * len(TABLE_KEYS))
+            continue
+        r = recs[-1]
+        cells = [f"{r.get('val/' + k, float('nan')):.4f}" for k, _ in TABLE_KEYS]
+        lines.append(f"| {run} | {r['step']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m v4s_agent.training.val_probe RUN [RUN ...] [--step N]``: logged probes side by side."""
+    import argparse
+
+    p = argparse.ArgumentParser(description="The held-out probe of training runs, side by side.")
+    p.add_argument("runs", nargs="+")
+    p.add_argument("--step", type=int, default=None, help="compare at this step (default: each run's newest)")
+    a = p.parse_args(argv)
+    print(probe_table(a.runs, a.step))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -54,9 +54,10 @@ _LAZY = {
     "InverseDynamicsModel": "v4s_agent.agent.inverse_dynamics",
 }
 
-# Modules that moved into model/, agent/ and evaluation/ (issue 9), by their old names. Checkpoints saved
-# before the move name their classes by module (``model_index.json``: "v4s_agent.transformer_v4s"), and
-# users may have imported them; both keep working through this alias, which hands out the new module.
+# Modules that moved into model/, agent/ and evaluation/ (issue 9) or were renamed by job (issue 22), by
+# their old names. Checkpoints saved before the move name their classes by module (``model_index.json``:
+# "v4s_agent.transformer_v4s"), and users may have imported them; both keep working through this alias,
+# which hands out the new module.
 _MOVED = {
     "v4s_agent.configs": "v4s_agent.model.configuration_model",
     "v4s_agent.transformer_v4s": "v4s_agent.model.transformer_v4s",
@@ -72,6 +73,8 @@ _MOVED = {
     "v4s_agent.action_decoding": "v4s_agent.agent.action_decoding",
     "v4s_agent.evaluator_detector": "v4s_agent.evaluation.evaluator_detector",
     "v4s_agent.metrics": "v4s_agent.evaluation.metrics",
+    # renamed by job (issue 22)
+    "v4s_agent.envs.goals": "v4s_agent.envs.goal_viewpoints",
 }
 
 

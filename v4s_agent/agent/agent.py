@@ -11,8 +11,9 @@ Why a controller under the plan (issue 21): executing the inverse-dynamics actio
 walked the agent into walls (it imagines the wall, the IDM keeps decoding forward: 25 of 30 episodes
 stuck). With depth and odometry the plan only says *where* to go: a waypoint (the pose of the context
 frame that best matches the imagined goal view, else the dead reckoning of the decoded actions); the
-depth + odometry map (``mapping.ObjectSearch``) drives there without collisions, recovers from a blocked
-move by marking it and turning, and re-plans on a fixed horizon or when the view departs from the plan.
+depth + odometry map (``object_search.ObjectSearch``) drives there without collisions, recovers from a
+blocked move by marking it and turning, and re-plans on a fixed horizon or when the view departs from the
+plan.
 A detector, when given, verifies the goal up close before STOP (the same one as the frontier baseline).
 """
 
@@ -28,7 +29,7 @@ import numpy as np
 from .action_decoding import MOVE_FORWARD, STOP, TURN_LEFT, TURN_RIGHT
 from .configuration_agent import V4SAgentConfig
 from .context_retrieval import path_points, retrieve_context
-from .mapping import ObjectSearch
+from .object_search import ObjectSearch
 from .planner import Plan, VideoPlanner, sample_context_indices
 
 logger = logging.getLogger(__name__)
@@ -241,7 +242,7 @@ class V4SAgent:
         self.search, self.waypoint, self._since_plan = None, None, 0
         depth = obs.get("depth") if isinstance(obs, dict) else None
         if self.config.navigation == "map" and depth is not None and self.pose is not None:
-            from ..evaluation.baselines import category_from_instruction
+            from .goal_detection import category_from_instruction
 
             cats = list(getattr(self.detector, "categories", []))
             cat = category_from_instruction(self.instruction, cats) if cats else None

@@ -381,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--steps", type=int, default=None, help="diffusion sampler steps per plan")
     ap.add_argument("--max-steps", type=int, default=150, help="episode step limit (default 150)")
     ap.add_argument(
-        "--resolution", type=int, default=None, help="env frame size (default: the model's, else 128)"
+        "--resolution", type=int, default=None, help="env frame size (default 128; the planner resizes)"
     )
     ap.add_argument("--no-video", action="store_true")
     ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the PyTorch planner")
@@ -470,7 +470,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         planner = VideoPlanner.from_pretrained(
             args.checkpoint, backend=args.backend, device=args.device, bf16=args.bf16
         )
-    r = args.resolution or (max(planner.height, planner.width) if planner is not None else 128)
+    # 128 px by default: the planner resizes its inputs to the model's size, and the depth map and the
+    # detector need the finer frames (at 64 px the detector misses goals it sees at 128)
+    r = args.resolution or 128
     res = (r, r)
     env = make_env(
         args.task,

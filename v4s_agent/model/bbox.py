@@ -83,3 +83,19 @@ def read_red_box(frame: np.ndarray, min_pixels: int = 4) -> tuple[Box | None, fl
     interior_frac = float(comp[interior].mean()) if interior.any() else 0.0
     conf = band_frac * (1.0 - interior_frac)
     return (float(x), float(y), float(x + bw - 1), float(y + bh - 1)), float(np.clip(conf, 0.0, 1.0))
+
+
+def read_plan_boxes(frames: np.ndarray, first_box_frame: int) -> tuple[list[Box | None], list[float]]:
+    """The goal box of each generated video ``frames`` (uint8 ``(B, T, H, W, 3)``): the most confident red
+    box among its auxiliary frames ``first_box_frame..T-1``, and that confidence (0 when none)."""
+    boxes: list[Box | None] = []
+    confs: list[float] = []
+    for video in frames:
+        best: tuple[Box | None, float] = (None, 0.0)
+        for f in range(first_box_frame, video.shape[0]):
+            box, conf = read_red_box(video[f])
+            if box is not None and conf > best[1]:
+                best = (box, conf)
+        boxes.append(best[0])
+        confs.append(float(best[1]))
+    return boxes, confs

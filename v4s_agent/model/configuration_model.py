@@ -288,7 +288,7 @@ def _tiny() -> ModelConfig:
 
 
 def _default() -> ModelConfig:
-    # Chosen by issue 10's side-by-side at equal CPU time (docs/MODEL.md, launch/compare/): the
+    # Chosen by issue 10's side-by-side at equal CPU time (docs/MODEL.md, launch/experiments/compare/): the
     # transformer predicts the clean frames (x-prediction, JiT) from 1x16x16 pixel patches: 272 tokens,
     # 4x fewer than the first shipped 1x8x8 velocity model, so 4x cheaper to train and to plan, with the
     # lowest held-out denoising error per training minute of the candidates. Training noise levels

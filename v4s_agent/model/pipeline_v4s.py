@@ -28,12 +28,28 @@ from diffusers.utils import logging, replace_example_docstring
 from diffusers.utils.torch_utils import randn_tensor
 
 from .configuration_model import ModelConfig, get_model_config
+from .pipeline_denoiser import DenoiserMixin
+from .pipeline_inputs import (
+    ModelInputError,
+    as_model_config,
+    check_call_inputs,
+    check_transformer_matches,
+    video_to_tensor,
+)
 from .pipeline_output import V4SPipelineOutput
 from .sampling import SamplingConfig, guided_velocity, sampler_step, scheduler_settings
 from .text_encoder import encode_umt5, get_minilm_encoder
 from .transformer_v4s import V4STransformer3DModel
 
 logger = logging.get_logger(__name__)
+
+__all__ = [
+    "ModelInputError",
+    "Video4SpatialPipeline",
+    "build_pipeline",
+    "check_transformer_matches",
+    "make_scheduler",
+]
 
 EXAMPLE_DOC_STRING = """
     Examples:
@@ -52,38 +68,7 @@ EXAMPLE_DOC_STRING = """
 """
 
 
-class ModelInputError(ValueError):
-    """A pipeline input has the wrong shape, count, dtype or range (the message says which)."""
-
-
-def _as_config(model_config: ModelConfig | dict[str, Any] | str | None) -> ModelConfig:
-    if isinstance(model_config, ModelConfig):
-        return model_config
-    if isinstance(model_config, str):
-        return get_model_config(model_config)
-    if isinstance(model_config, dict):
-        return ModelConfig.from_dict(model_config)
-    raise ValueError("Video4SpatialPipeline needs a model_config (ModelConfig, dict or config name)")
-
-
-def check_transformer_matches(cfg: ModelConfig, transformer: torch.nn.Module) -> None:
-    """Raise if the transformer's config disagrees with the model config (e.g. a mismatched checkpoint)."""
-    tcfg = transformer.config
-    want = cfg.transformer_kwargs()
-    bad = []
-    for k, v in want.items():
-        have = tcfg.get(k) if hasattr(tcfg, "get") else getattr(tcfg, k, None)
-        if k == "patch_size":
-            have, v = tuple(have or ()), tuple(v)
-        if have != v:
-            bad.append(f"{k}: transformer has {have!r}, model config wants {v!r}")
-    if bad:
-        raise ValueError(
-            f"checkpoint/transformer does not match model config {cfg.name!r}: " + "; ".join(bad)
-        )
-
-
-class Video4SpatialPipeline(DiffusionPipeline):
+class Video4SpatialPipeline(DenoiserMixin, DiffusionPipeline):
     r"""Context-guided video diffusion planner (Video4Spatial) on a Wan transformer.
 
     Args:
@@ -110,7 +95,7 @@ class Video4SpatialPipeline(DiffusionPipeline):
         model_config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        cfg = _as_config(model_config)
+        cfg = as_model_config(model_config)
         check_transformer_matches(cfg, transformer)
         if cfg.latent_space == "wan_vae" and vae is None:
             raise ValueError(f"model config {cfg.name!r} uses the Wan VAE but no `vae` was given")
@@ -139,7 +124,7 @@ class Video4SpatialPipeline(DiffusionPipeline):
         With ``cfg.pretrained_path`` set (the ``paper`` config), the Wan weights are loaded from that local
         diffusers-format folder instead (see :meth:`from_wan_pretrained`).
         """
-        cfg = _as_config(cfg)
+        cfg = as_model_config(cfg)
         if cfg.pretrained_path:
             return cls.from_wan_pretrained(cfg.pretrained_path, cfg)
         if cfg.latent_space == "wan_vae":
@@ -200,7 +185,7 @@ class Video4SpatialPipeline(DiffusionPipeline):
         ``text_encoder/``, ``tokenizer/``, ``scheduler/``); our ``camera_embedder`` starts at zero."""
         from diffusers import AutoencoderKLWan
 
-        cfg = _as_config(cfg)
+        cfg = as_model_config(cfg)
         root = Path(path)
         if not (root / "transformer").is_dir():
             raise FileNotFoundError(f"no Wan diffusers-format folder at {root} (missing transformer/)")
@@ -278,202 +263,12 @@ class Video4SpatialPipeline(DiffusionPipeline):
         return x.float().clamp(-1, 1)
 
     # ------------------------------------------------------------------------------------------------
-    # method pieces shared by training and sampling (pure tensors: traceable)
-    # ------------------------------------------------------------------------------------------------
-    def frame_positions(self, context_positions: torch.Tensor, num_target_latent_frames: int) -> torch.Tensor:
-        """Temporal RoPE positions ``(B, K + T')`` of context then target latent frames.
-
-        ``source``: context at ``position_scale * source index``, targets at ``last + 1 + gap, ...``
-        (``target_position_gap``);
-        ``contiguous``: ``0..K+T'-1`` (diffusers' own RoPE).
-        """
-        cfg = self.v4s_config
-        b, k = context_positions.shape
-        dev = context_positions.device
-        steps = torch.arange(num_target_latent_frames, device=dev, dtype=torch.float32)
-        if cfg.positions == "contiguous":
-            return torch.arange(k + num_target_latent_frames, device=dev, dtype=torch.float32).expand(b, -1)
-        ctx = context_positions.float() * cfg.position_scale
-        tgt = ctx.max(dim=1, keepdim=True).values + 1.0 + cfg.target_position_gap + steps.unsqueeze(0)
-        return torch.cat([ctx, tgt], dim=1)
-
-    def token_timesteps(
-        self, t: torch.Tensor, num_context: int, num_frames: int, tokens_per_frame: int
-    ) -> torch.Tensor:
-        """Per-token timesteps ``(B, F * tokens)``: 0 on the context and observation latents, ``t`` after."""
-        t = t.float().view(-1, 1)
-        clean = num_context + 1
-        per_frame = torch.cat(
-            [torch.zeros(t.shape[0], clean, device=t.device), t.expand(-1, num_frames - clean)], dim=1
-        )
-        return per_frame.repeat_interleave(tokens_per_frame, dim=1)
-
-    def camera_inputs(
-        self,
-        camera: torch.Tensor | None,
-        camera_mask: torch.Tensor | None,
-        batch: int,
-        num_context: int,
-        device: torch.device,
-        context_camera: torch.Tensor | None = None,
-        context_mask: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Per-latent-frame camera ``(B, K + T', 12)`` and mask ``(B, K + T')``.
-
-        Target frames carry the camera path where ``camera`` is given (pose task); context frames carry
-        ``context_camera`` (their poses relative to the observation) when the config has
-        ``context_pose``, else zeros; ``context_mask`` ``(B,)`` switches it off per sample (a dropped
-        context has no poses). ``(None, None)`` when nothing is embedded.
-        """
-        cfg = self.v4s_config
-        use_ctx = bool(cfg.camera_dim) and cfg.context_pose and context_camera is not None
-        if not cfg.camera_dim or (camera is None and not use_ctx):
-            return None, None
-        tl = cfg.num_latent_target_frames
-        if camera is None:
-            cam = torch.zeros(batch, tl, cfg.camera_dim, device=device)
-            tmask = torch.zeros(batch, tl, device=device)
-        else:
-            cam = camera.to(device=device, dtype=torch.float32)[:, :: cfg.temporal_factor]
-            m = (
-                torch.ones(batch, device=device)
-                if camera_mask is None
-                else camera_mask.to(device).float().view(-1)
-            )
-            tmask = torch.ones(batch, cam.shape[1], device=device) * m.view(-1, 1)
-        if use_ctx:
-            ctx = context_camera.to(device=device, dtype=torch.float32)
-            if tuple(ctx.shape) != (batch, num_context, cfg.camera_dim):
-                raise ModelInputError(
-                    f"context_camera must be ({num_context}, 12) or ({batch}, {num_context}, 12). "
-                    f"Got {tuple(ctx.shape)}"
-                )
-            cm = torch.ones(batch, device=device) if context_mask is None else context_mask.to(device).float()
-            cmask = cm.view(-1, 1).expand(batch, num_context)
-        else:
-            ctx = torch.zeros(batch, num_context, cam.shape[-1], device=device)
-            cmask = torch.zeros(batch, num_context, device=device)
-        return torch.cat([ctx, cam], dim=1), torch.cat([cmask, tmask], dim=1)
-
-    def predict_velocity(
-        self,
-        latents: torch.Tensor,
-        timesteps_per_token: torch.Tensor,
-        positions: torch.Tensor,
-        text_emb: torch.Tensor,
-        camera: torch.Tensor | None = None,
-        camera_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """One denoiser evaluation (pure tensors in/out; what the ONNX exporter traces).
-
-        Args:
-            latents: ``(B, C, K + T', h, w)`` context then target latents.
-            timesteps_per_token: ``(B, seq_len)``, 0 on clean tokens.
-            positions: ``(B, K + T')`` temporal RoPE positions.
-            text_emb: ``(B, L, text_dim)`` instruction embeddings (zeros = null).
-            camera: ``(B, K + T', 12)`` or ``None``; camera_mask: ``(B, K + T')`` or ``None``.
-        """
-        out = self.transformer(
-            latents,
-            timesteps_per_token.float(),  # kept fp32 (bf16 cannot resolve t in [0, 1000])
-            text_emb.to(latents.dtype),
-            frame_positions=positions,
-            camera=camera,
-            camera_mask=camera_mask,
-            return_dict=False,
-        )[0]
-        cfg = self.v4s_config
-        if cfg.prediction_type == "sample":
-            k = cfg.num_context_frames  # latent frame K is the clean current observation
-            if cfg.sample_anchor == "observation":
-                out = out + latents[:, :, k : k + 1]
-            elif cfg.sample_anchor == "blend":
-                sig = self.token_sigma_map(timesteps_per_token, latents).to(out.dtype)
-                out = out + (1 - sig) * latents.to(out.dtype) + sig * latents[:, :, k : k + 1].to(out.dtype)
-            elif cfg.sample_anchor == "sigma_observation":
-                sig = self.token_sigma_map(timesteps_per_token, latents).to(out.dtype)
-                out = out + sig * latents[:, :, k : k + 1].to(out.dtype)
-            out = self.sample_to_velocity(latents, out, timesteps_per_token)
-        return out
-
-    def token_sigma_map(self, timesteps_per_token: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
-        """Per-token timesteps ``(B, F * tokens)`` -> ``sigma`` on the latent grid ``(B, 1, F, h, w)``.
-
-        Tokens run frame-major, then patch row, then patch column (the transformer's patch order), so a
-        reshape and a broadcast put every token's sigma on its ``p_h x p_w`` pixels (traceable, no gather).
-        """
-        b, _, f, h, w = latents.shape
-        _, p_h, p_w = self.v4s_config.patch_size
-        hp, wp = h // p_h, w // p_w
-        sig = (timesteps_per_token.float() / 1000.0).reshape(b, 1, f, hp, 1, wp, 1)
-        return sig.expand(b, 1, f, hp, p_h, wp, p_w).reshape(b, 1, f, h, w)
-
-    def sample_to_velocity(
-        self, latents: torch.Tensor, sample: torch.Tensor, timesteps_per_token: torch.Tensor
-    ) -> torch.Tensor:
-        """x-prediction -> velocity: ``v = (x_t - x0_hat) / max(sigma, sigma_min)`` (exact where
-        ``sigma >= sigma_min``, since ``x_t = (1 - sigma) x0 + sigma noise`` and ``v = noise - x0``)."""
-        sig = self.token_sigma_map(timesteps_per_token, latents).clamp_min(self.v4s_config.sigma_min)
-        return ((latents.float() - sample.float()) / sig).to(sample.dtype)
-
-    def velocity_to_sample(
-        self, latents: torch.Tensor, velocity: torch.Tensor, timesteps_per_token: torch.Tensor
-    ) -> torch.Tensor:
-        """The one-step clean estimate ``x0_hat = x_t - sigma v`` (the inverse of :meth:`sample_to_velocity`
-        for either prediction type; used for the per-sigma denoising diagnostics)."""
-        sig = self.token_sigma_map(timesteps_per_token, latents)
-        if self.v4s_config.prediction_type == "sample":
-            sig = sig.clamp_min(self.v4s_config.sigma_min)
-        return (latents.float() - sig * velocity.float()).to(velocity.dtype)
-
-    # ------------------------------------------------------------------------------------------------
-    # input checks
+    # input checks (pipeline_inputs.py)
     # ------------------------------------------------------------------------------------------------
     def _video_to_tensor(self, x: Any, name: str, single: bool) -> torch.Tensor:
         """uint8 ``(F,H,W,3)``/``(B,F,H,W,3)`` (or ``(H,W,3)``/``(B,H,W,3)`` when ``single``) or float
         ``(B,3,F,H,W)`` / ``(B,3,H,W)`` in [-1, 1] -> float ``(B, 3, F, H, W)``."""
-        cfg = self.v4s_config
-        if x is None:
-            raise ModelInputError(f"`{name}` is required")
-        is_uint8 = (isinstance(x, np.ndarray) and x.dtype == np.uint8) or (
-            isinstance(x, torch.Tensor) and x.dtype == torch.uint8
-        )
-        t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
-        if is_uint8:
-            if t.shape[-1] != 3:
-                raise ModelInputError(f"`{name}` uint8 frames must be (..., H, W, 3). Got {tuple(t.shape)}")
-            want = 3 if single else 4
-            if t.ndim == want:
-                t = t.unsqueeze(0)
-            if t.ndim != want + 1:
-                raise ModelInputError(
-                    f"`{name}` has {t.ndim} dims; expected {want} or {want + 1}. Got {tuple(t.shape)}"
-                )
-            t = t.float() / 127.5 - 1.0
-            t = t.unsqueeze(1) if single else t
-            t = t.permute(0, 4, 1, 2, 3)
-        else:
-            t = t.float()
-            if single and t.ndim == 4:
-                t = t.unsqueeze(2)
-            if t.ndim != 5 or t.shape[1] != 3:
-                raise ModelInputError(
-                    f"`{name}` float input must be (B, 3, F, H, W){' or (B, 3, H, W)' if single else ''} "
-                    "in [-1, 1]. "
-                    f"Got {tuple(t.shape)}"
-                )
-            if t.numel() and (t.min() < -1.001 or t.max() > 1.001):
-                raise ModelInputError(
-                    f"`{name}` float input must be in [-1, 1] (uint8 frames are also accepted)"
-                )
-        if t.shape[2] == 0:
-            raise ModelInputError(f"`{name}` is empty: at least one frame is needed")
-        if tuple(t.shape[-2:]) != (cfg.height, cfg.width):
-            raise ModelInputError(
-                f"`{name}` frames are {t.shape[-2]}x{t.shape[-1]} but model config {cfg.name!r} expects "
-                f"{cfg.height}x{cfg.width} (H x W); resize them first"
-            )
-        return t
+        return video_to_tensor(x, name, single, self.v4s_config)
 
     def check_inputs(
         self,
@@ -485,30 +280,8 @@ class Video4SpatialPipeline(DiffusionPipeline):
         callback_on_step_end_tensor_inputs: list[str] | None,
     ) -> None:
         """Shapes and callback names (the sampling settings are checked by :meth:`sampling_config`)."""
-        cfg = self.v4s_config
-        k = context.shape[2]
-        if k != cfg.num_context_frames:
-            raise ModelInputError(
-                f"got {k} context frames; model config {cfg.name!r} expects num_context_frames="
-                f"{cfg.num_context_frames}"
-            )
-        if context_positions.shape != (context.shape[0], k):
-            raise ModelInputError(
-                f"context_positions must be ({k},) or ({context.shape[0]}, {k}). "
-                f"Got {tuple(context_positions.shape)}"
-            )
-        if observation.shape[2] != 1:
-            raise ModelInputError(f"observation must be a single frame. Got {observation.shape[2]} frames")
-        if len(prompts) != context.shape[0]:
-            raise ModelInputError(f"got {len(prompts)} prompts for a batch of {context.shape[0]}")
-        if camera is not None and tuple(camera.shape[1:]) != (cfg.num_target_frames, cfg.camera_dim or 12):
-            raise ModelInputError(
-                f"camera must be ({cfg.num_target_frames}, 12) or (B, {cfg.num_target_frames}, 12). "
-                f"Got {tuple(camera.shape)}"
-            )
-        bad = [k for k in callback_on_step_end_tensor_inputs or [] if k not in self._callback_tensor_inputs]
-        if bad:
-            raise ModelInputError(f"callback tensor inputs {bad} not in {self._callback_tensor_inputs}")
+        check_call_inputs(self.v4s_config, context, context_positions, observation, prompts, camera,
+                          callback_on_step_end_tensor_inputs, self._callback_tensor_inputs)  # fmt: skip
 
     def sampling_config(
         self,
@@ -593,7 +366,7 @@ class Video4SpatialPipeline(DiffusionPipeline):
         Returns:
             [`V4SPipelineOutput`] (`frames`, `box`, `latents`, `box_confidence`) or a tuple of them.
         """
-        from .bbox import read_red_box
+        from .bbox import read_plan_boxes
 
         cfg = self.v4s_config
         device = self._execution_device
@@ -744,15 +517,7 @@ class Video4SpatialPipeline(DiffusionPipeline):
                 .cpu()
                 .numpy()
             )
-            boxes, confs = [], []
-            for i in range(b):
-                best: tuple[Any, float] = (None, 0.0)
-                for f in range(cfg.num_trajectory_frames, cfg.num_target_frames):
-                    box, conf = read_red_box(uint8[i, f])
-                    if box is not None and conf > best[1]:
-                        best = (box, conf)
-                boxes.append(best[0])
-                confs.append(float(best[1]))
+            boxes, confs = read_plan_boxes(uint8[:, : cfg.num_target_frames], cfg.num_trajectory_frames)
             frames = uint8 if output_type == "np" else video
         if not return_dict:
             return frames, boxes, target_latents, confs
