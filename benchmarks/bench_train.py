@@ -2,9 +2,12 @@
 2-process DDP (gloo), torch's default attention kernel vs the math kernel, all in the same run.
 
     python benchmarks/bench_train.py --data data/val_scenes --steps 20 --warmup 3 --attention auto math
+    python benchmarks/bench_train.py --configs default --steps 40 --warmup 16 \
+        --variants auto-1 math-1 math-1-compile math-2-compile
 
-"Today's" loop (issue 24's baseline) is ``--attention auto`` in 1 process; the shipped loop trains with
-``cpu_attention="math"``, and 2-process DDP on the 2 cores when nothing else runs.
+"Today's" loop (issue 24's baseline) is ``--attention auto`` in 1 process, eager; the shipped loop trains
+with ``cpu_attention="math"``, ``torch.compile`` and 2-process DDP on the 2 cores when nothing else runs.
+A variant is ``ATTENTION-PROCS[-compile]``; compiled variants need a warm-up past the compilation.
 
 Why the real loop: the figure users care about includes data loading, the text-embedding cache, the
 optimiser, EMA and DDP's gradient all-reduce; timings come from the loop's own per-step log.
@@ -30,7 +33,9 @@ def _throughput(run: Path, warmup: int) -> float:
     return (b["step"] - a["step"]) * b["_samples_per_step"] / max(1e-9, b["elapsed_s"] - a["elapsed_s"])
 
 
-def _run(config: str, data: str, steps: int, out: str, threads: int, attention: str = "math") -> None:
+def _run(
+    config: str, data: str, steps: int, out: str, threads: int, attention: str = "math", compile: bool = False
+) -> None:
     from v4s_agent.training.config import get_train_config
     from v4s_agent.training.train import train
 
@@ -43,6 +48,7 @@ def _run(config: str, data: str, steps: int, out: str, threads: int, attention: 
         sample_every=0,
         num_threads=threads,
         cpu_attention=attention,
+        compile=compile,
     )
     train(cfg, out, progress=False, stop_after=steps)  # stop_after: no final export / samples in the timing
     if int(os.environ.get("RANK", "0")) == 0:
@@ -56,7 +62,7 @@ def _run(config: str, data: str, steps: int, out: str, threads: int, attention: 
 
 def _ddp_worker(
     rank: int, world: int, port: int, config: str, data: str, steps: int, out: str, threads: int,
-    attention: str,
+    attention: str, compile: bool = False,
 ) -> None:  # fmt: skip
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
@@ -67,17 +73,24 @@ def _ddp_worker(
         LOCAL_WORLD_SIZE=str(world),
         OMP_NUM_THREADS=str(threads),
     )
-    _run(config, data, steps, out, threads, attention)
+    _run(config, data, steps, out, threads, attention, compile)
 
 
 def bench(
-    config: str, data: str, steps: int, warmup: int, procs: int, threads: int, attention: str = "math"
+    config: str,
+    data: str,
+    steps: int,
+    warmup: int,
+    procs: int,
+    threads: int,
+    attention: str = "math",
+    compile: bool = False,
 ) -> float:
     """Samples/s of ``config`` with ``procs`` processes (``threads`` torch threads each)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = str(Path(tmp) / "run")
         if procs == 1:
-            _run(config, data, steps, out, threads, attention)
+            _run(config, data, steps, out, threads, attention, compile)
         else:
             import torch.multiprocessing as mp
 
@@ -86,7 +99,7 @@ def bench(
                 port = s.getsockname()[1]
             mp.spawn(
                 _ddp_worker,
-                args=(procs, port, config, data, steps, out, threads, attention),
+                args=(procs, port, config, data, steps, out, threads, attention, compile),
                 nprocs=procs,
                 join=True,
             )
@@ -102,18 +115,33 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
     p.add_argument("--attention", nargs="+", default=["auto", "math"], choices=["auto", "math"])
     p.add_argument("--procs", nargs="+", type=int, default=[1, 2], help="process counts to compare")
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        default=None,
+        help="instead of the attention x procs grid: ATTENTION-PROCS[-compile] items, e.g. math-2-compile",
+    )
     a = p.parse_args()
+    variants = []
+    for v in a.variants or [f"{att}-{n}" for att in a.attention for n in a.procs]:
+        parts = v.split("-")
+        if len(parts) not in (2, 3) or parts[0] not in ("auto", "math") or not parts[1].isdigit():
+            p.error(f"variant {v!r}: expected ATTENTION-PROCS[-compile], e.g. math-2-compile")
+        if len(parts) == 3 and parts[2] != "compile":
+            p.error(f"variant {v!r}: the third part can only be 'compile'")
+        variants.append((parts[0], int(parts[1]), len(parts) == 3))
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, torch "
         f"{torch.__version__}, load average {os.getloadavg()[0]:.1f}"
     )
     rows: dict[str, dict[str, float]] = {}
     for c in a.configs:
-        for att in a.attention:
-            for n in a.procs:
-                sps = bench(c, a.data, a.steps, a.warmup, n, a.threads, att)
-                rows.setdefault(c, {})[f"{att}_{n}proc"] = round(sps, 3)
-                print(f"{c:8s} attention={att:4s} {n} proc: {sps:7.3f} samples/s", flush=True)
+        for att, n, comp in variants:
+            sps = bench(c, a.data, a.steps, a.warmup, n, a.threads, att, comp)
+            key = f"{att}_{n}proc" + ("_compile" if comp else "")
+            rows.setdefault(c, {})[key] = round(sps, 3)
+            name = f"{c:8s} attention={att:4s} {n} proc{' compiled' if comp else ''}"
+            print(f"{name}: {sps:7.3f} samples/s", flush=True)
         base = rows[c].get("auto_1proc")
         if base:
             best = max(rows[c].values())

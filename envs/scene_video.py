@@ -278,3 +278,13 @@ def choose_context(
             cidx[free[int(rng.integers(len(free)))]] = int(rng.choice(cand[vis]))
     cidx = np.sort(cidx)
     return cidx, cidx.astype(np.float32)
+
+
+def other_scene_index(scenes: list[int]) -> list[int]:
+    """For each item, the next item (cyclically) from a different scene: the "another scene's context"
+    condition of the held-out probe and the gates (the next item when every item shares one scene)."""
+    n = len(scenes)
+    return [
+        next((j for j in [*range(i + 1, n), *range(i)] if scenes[j] != scenes[i]), (i + 1) % max(n, 1))
+        for i in range(n)
+    ]

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from v4s_agent.envs.nav_env import V4SNavEnv
-from v4s_agent.envs.scene_video import LOOK_AROUND_STEPS, SceneVideoConfig, category_boxes
+from v4s_agent.envs.scene_video import (
+    LOOK_AROUND_STEPS,
+    SceneVideoConfig,
+    category_boxes,
+    other_scene_index,
+)
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +83,11 @@ def test_context_video_modes_and_category_boxes() -> None:
     boxes = category_boxes(sem, {7: 1, 9: 0}, 3)
     assert np.isnan(boxes[0]).all() and np.isnan(boxes[2]).all()
     np.testing.assert_array_equal(boxes[1], [20, 4, 30, 10])
+
+
+def test_other_scene_index_picks_the_next_item_of_another_scene() -> None:
+    assert other_scene_index([0, 0, 1, 1, 2]) == [2, 2, 4, 4, 0]
+    idx = other_scene_index([3, 5, 3, 5, 7, 7])
+    assert all(s != [3, 5, 3, 5, 7, 7][j] for s, j in zip([3, 5, 3, 5, 7, 7], idx, strict=True))
+    assert other_scene_index([4, 4, 4]) == [1, 2, 0]  # one scene: the next item, never itself
+    assert other_scene_index([]) == []

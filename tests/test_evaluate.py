@@ -110,3 +110,19 @@ def test_closed_rows_filter_and_shared_detector() -> None:
     every = closed_loop_rows(build_parser().parse_args([]), {}, baselines, "object")
     kinds = {"v4s", "v4s_no_context", "v4s_wrong_context", "frontier", "random", "expert"}
     assert {s.kind for s in every} == kinds
+
+
+def test_context_sampling_reaches_every_v4s_row_only() -> None:
+    from v4s_agent.agent.agent import V4SAgentConfig
+    from v4s_agent.evaluation.evaluate import build_parser, closed_loop_rows
+
+    baselines = {"no_context", "wrong_context", "frontier", "random", "expert"}
+    args = build_parser().parse_args(["--context-sampling", "stratified"])
+    specs = closed_loop_rows(args, {}, baselines, "object")
+    for s in specs:
+        assert (s.agent_kwargs.get("context_sampling") == "stratified") == s.kind.startswith("v4s")
+    assert V4SAgentConfig(**specs[0].agent_kwargs).context_sampling == "stratified"
+    default = closed_loop_rows(build_parser().parse_args([]), {}, baselines, "object")
+    assert all("context_sampling" not in s.agent_kwargs for s in default)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--context-sampling", "nearest"])

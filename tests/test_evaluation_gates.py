@@ -8,9 +8,17 @@ import numpy as np
 import pytest
 import torch
 from training_helpers import tiny_data
+from v4s_agent.envs.scene_video import other_scene_index
 
 from v4s_agent.evaluation.evaluator_detector import EvaluatorDetector
-from v4s_agent.evaluation.gates import CONDITIONS, gate_clips, gate_verdicts, measure_gates
+from v4s_agent.evaluation.gates import (
+    CONDITIONS,
+    gate_clips,
+    gate_verdicts,
+    generate,
+    measure_context_gain,
+    measure_gates,
+)
 from v4s_agent.model.configuration_model import get_model_config
 from v4s_agent.model.pipeline_v4s import build_pipeline
 
@@ -34,6 +42,9 @@ def test_gate_clips_match_the_training_cut(data_dir: Path) -> None:
             assert c["exact_sd"] < 0.2 and c["instruction"] and c["camera_mask"] == 0
         else:
             assert c["camera_mask"] == 1 and torch.count_nonzero(c["camera"]) > 0
+        # the context frames' poses relative to the observation, as training gives them
+        assert c["context_camera"].shape == (m.num_context_frames, 12)
+        assert torch.isfinite(c["context_camera"]).all() and torch.count_nonzero(c["context_camera"]) > 0
     again = gate_clips(data_dir, m, pose_per_scene=2)  # deterministic: the same clips every time
     assert all(torch.equal(a["context"], b["context"]) for a, b in zip(clips, again, strict=True))
 
@@ -49,3 +60,57 @@ def test_measure_gates_reports_every_condition(data_dir: Path) -> None:
     assert res["rendered_expert"]["exact_semantics_if_sd_0.2"]["mean"] == 1.0
     v = gate_verdicts(res, {"x0_context_gain_frac_pose@1": 0.3})
     assert v["G1"] is True and v["G2"] is False  # an untrained model gains nothing from its context
+
+
+def test_generate_gives_a_context_pose_model_its_context_poses(data_dir: Path) -> None:
+    """The gates once sampled a ``context_pose`` model without the poses it was trained with."""
+    m = get_model_config("tiny", context_pose=True)
+    pipe = build_pipeline(m, seed=0)
+    clips = gate_clips(data_dir, m, pose_per_scene=1, max_scenes=2)
+    seen: list[dict] = []
+
+    def spy(**kw):
+        seen.append(kw)
+        return pipe(**kw)
+
+    generate(spy, clips, "wrongctx", steps=1, guidance=1.0)
+    wrong = other_scene_index([c["scene"] for c in clips])
+    want = np.stack([clips[j]["context_camera"].numpy() for j in wrong])
+    assert np.array_equal(np.concatenate([kw["context_camera"] for kw in seen]), want)
+
+
+def test_context_gain_is_zero_with_the_same_context_and_reported_with_an_interval(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    m = get_model_config("tiny", context_pose=True)
+    pipe = build_pipeline(m, seed=0)
+    clips = gate_clips(data_dir, m, pose_per_scene=3, max_scenes=2)
+    g = measure_context_gain(pipe, clips, draws=2)
+    assert g["gain_frac"]["n"] == 6 and g["gain_frac"]["lo"] <= g["gain_frac"]["mean"] <= g["gain_frac"]["hi"]
+    assert g["x0_mse_ctx"]["mean"] > 0
+    v = gate_verdicts({"context_gain": g, **_measured(pipe, clips)}, {"x0_context_gain_frac_pose@1": 0.9})
+    assert v["G1_context_gain_frac_pose@1"] == g["gain_frac"]["mean"]  # the gates' own G1, not the probe's
+    # "another scene's" context made the clip's own: the same noise for both, so exactly no gain
+    monkeypatch.setattr("v4s_agent.envs.scene_video.other_scene_index", lambda s: list(range(len(s))))
+    same = measure_context_gain(pipe, clips, draws=2)
+    assert same["gain_frac"]["mean"] == 0.0
+    assert same["x0_mse_ctx"]["mean"] == g["x0_mse_ctx"]["mean"]
+
+
+def _measured(pipe, clips) -> dict:
+    return measure_gates(pipe, clips, EvaluatorDetector.from_pretrained(), steps=1)
+
+
+def test_retrieved_context_replaces_only_the_pose_clips_context(data_dir: Path) -> None:
+    m = get_model_config("tiny")
+    nat = gate_clips(data_dir, m, pose_per_scene=2, max_scenes=1)
+    ret = gate_clips(data_dir, m, pose_per_scene=2, max_scenes=1, context="retrieved")
+    for a, b in zip(nat, ret, strict=True):
+        assert torch.equal(a["target"], b["target"])  # the same clips, only the context differs
+        pos = b["context_positions"].numpy()
+        assert np.all(np.diff(pos) >= 0) and len(pos) == m.num_context_frames
+        if b["kind"] == "obj":
+            assert torch.equal(a["context"], b["context"])
+    assert any(not torch.equal(a["context"], b["context"]) for a, b in zip(nat, ret, strict=True))
+    with pytest.raises(ValueError, match="natural"):
+        gate_clips(data_dir, m, context="nearest")

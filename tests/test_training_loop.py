@@ -264,3 +264,16 @@ def test_init_from_starts_a_new_run_with_context_pose(data_dir: Path, tmp_path: 
     with pytest.raises(CheckpointError, match="init_from"):
         bad = tiny(data_dir, max_steps=1, init_from=str(tmp_path / "nothing"))
         train(bad, tmp_path / "bad", progress=False)
+
+
+@pytest.mark.slow
+def test_compiled_run_trains_the_eager_weights(data_dir: Path, tmp_path: Path) -> None:
+    """``compile=True`` (``--compile``) trains the same weights as eager within float tolerance, and the
+    checkpoint keeps plain parameter names (a compiled module's ``_orig_mod.`` prefix would break
+    ``--resume`` and packaging)."""
+    train(tiny(data_dir, max_steps=3), tmp_path / "eager", progress=False)
+    train(tiny(data_dir, max_steps=3, compile=True), tmp_path / "compiled", progress=False)
+    a, b = weights(tmp_path / "eager", 3, "transformer"), weights(tmp_path / "compiled", 3, "transformer")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=2e-3, rtol=1e-2)

@@ -56,6 +56,8 @@ class TrainConfig:
         cpu_attention: attention kernel on CPUs: ``"math"`` (matmul + softmax: for our ~400-token
             sequences its bf16 backward is the faster one, ``benchmarks/bench_train.py``) or ``"auto"``
             (torch's own choice, the flash kernel); GPUs always use torch's choice.
+        compile: ``torch.compile`` the transformer (inductor): fused elementwise ops and casts around the
+            matmuls; the first steps pay the compilation (``bench_train.py --variants math-1-compile``).
         init_from: a checkpoint folder (``.../checkpoints/step_N``), a run folder (its newest checkpoint)
             or a ``save_pretrained`` pipeline folder (e.g. a shipped ``checkpoints/default/pipeline``)
             whose weights and EMA start this NEW run (fresh optimiser, step 0): fine-tuning comparisons
@@ -97,6 +99,7 @@ class TrainConfig:
     near_context_steps: int = 4000
     near_context_frames: int = 1
     cpu_attention: str = "math"
+    compile: bool = False
     init_from: str | None = None
 
     def __post_init__(self) -> None:

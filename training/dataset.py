@@ -24,6 +24,8 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from v4s_agent.envs.scene_video import choose_context, clip_window, sample_context, view_distance
 
+from v4s_agent.model.pipeline_inputs import to_video_tensor
+
 from .generate_data import MANIFEST
 
 __all__ = [  # the clip cutters live with the scene video (the held-out gates use them too)
@@ -94,18 +96,6 @@ def load_shard(path: str | Path, keys: tuple[str, ...] | None = None) -> dict[st
     if missing:
         raise DataError(f"shard {p} lacks {missing}: not a v4s training shard (or from an older generator)")
     return out
-
-
-def to_video_tensor(frames: np.ndarray, height: int, width: int) -> torch.Tensor:
-    """uint8 (F,H,W,3) -> float32 (3,F,height,width) in [-1, 1] (area-resized when the shard differs)."""
-    # numpy, single-threaded: on a busy shared CPU torch's intra-op threads only add contention here
-    x = torch.from_numpy(
-        np.ascontiguousarray(np.asarray(frames, np.float32).transpose(3, 0, 1, 2)) / 127.5 - 1.0
-    )
-    if x.shape[-2:] != (height, width):
-        x = torch.nn.functional.interpolate(x.permute(1, 0, 2, 3), size=(height, width), mode="area")
-        x = x.permute(1, 0, 2, 3).contiguous()
-    return x
 
 
 # ---------------------------------------------------------------------------------------------- sampling

@@ -294,6 +294,8 @@ def train(
 
     model, optimizer = accelerator.prepare(transformer, optimizer)
     unwrapped = accelerator.unwrap_model(model)
+    if cfg.compile:  # after prepare: DDP's hooks stay outside the compiled graph; weights are shared
+        model = torch.compile(model)
     ema = ema_init(unwrapped)
     if ckpt is not None:
         from safetensors.torch import load_file
@@ -572,6 +574,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Nam
         help="wall-time budget: finish early (checkpoint + final pipeline) after this long",
     )
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--compile", action="store_true", help="torch.compile the transformer (faster steps after warm-up)"
+    )
     a = p.parse_args(argv)
     cfg = TrainConfig.from_file(a.config_path) if a.config_path else get_train_config(a.config)
     over = {
@@ -588,6 +593,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Nam
         "mixed_precision": a.mixed_precision,
     }
     cfg = cfg.replace(**{k: v for k, v in over.items() if v is not None})
+    if a.compile:
+        cfg = cfg.replace(compile=True)
     if a.model_override:
         mo = dict(cfg.model_overrides)
         for item in a.model_override:

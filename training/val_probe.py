@@ -39,11 +39,16 @@ def probe_batch(data_dir: str | Path, mcfg: Any, max_scenes: int = 12, seed: int
     The ``scene`` key (shard index) lets the wrong-context condition take a different scene's context;
     ``oracle_context`` / ``oracle_positions`` hold the oracle condition's context.
     """
-    from .dataset import build_sample, clip_window, collate, load_manifest, load_shard, to_video_tensor
+    from v4s_agent.envs.geometry import encode_relative_pose
+    from v4s_agent.envs.scene_video import other_scene_index
+
+    from v4s_agent.model.pipeline_inputs import to_video_tensor
+
+    from .dataset import build_sample, clip_window, collate, load_manifest, load_shard
 
     data_dir = Path(data_dir)
     manifest = load_manifest(data_dir)
-    samples, scenes, oracle, oracle_pos = [], [], [], []
+    samples, scenes, oracle, oracle_pos, oracle_cam = [], [], [], [], []
     t_traj = mcfg.num_target_frames - mcfg.num_box_frames
     for si, s in enumerate(manifest["shards"][:max_scenes]):
         shard = load_shard(data_dir / s["file"])
@@ -66,6 +71,10 @@ def probe_batch(data_dir: str | Path, mcfg: Any, max_scenes: int = 12, seed: int
             idx = np.sort(np.concatenate([copies, ctx_idx[: mcfg.num_context_frames - n_copy]]))
             oracle.append(to_video_tensor(shard["video_frames"][idx], mcfg.height, mcfg.width))
             oracle_pos.append(torch.from_numpy(idx.astype(np.float32)))
+            # the oracle frames' own poses (a context-pose model must not be told the replaced frames')
+            obs_pose = shard["video_poses"][widx[0]]
+            cam = [encode_relative_pose(obs_pose, P) for P in shard["video_poses"][idx]]
+            oracle_cam.append(torch.from_numpy(np.stack(cam).astype(np.float32)))
             samples.append(smp)
             scenes.append(si)
     if len({*scenes}) < 2:
@@ -74,12 +83,8 @@ def probe_batch(data_dir: str | Path, mcfg: Any, max_scenes: int = 12, seed: int
     batch["scene"] = torch.tensor(scenes)
     batch["oracle_context"] = torch.stack(oracle)
     batch["oracle_positions"] = torch.stack(oracle_pos)
-    # another scene's context for every sample: the next sample whose scene differs
-    order = []
-    for i, sc in enumerate(scenes):
-        j = next(j for j in [*range(i + 1, len(scenes)), *range(i)] if scenes[j] != sc)
-        order.append(j)
-    batch["wrong_index"] = torch.tensor(order)
+    batch["oracle_camera"] = torch.stack(oracle_cam)
+    batch["wrong_index"] = torch.tensor(other_scene_index(scenes))  # another scene's context
     return batch
 
 
@@ -94,54 +99,43 @@ def run_probe(
     pipe: Any, batch: dict[str, Any], steps: int, guidance: float, seed: int = 0
 ) -> dict[str, float]:
     """The diagnostics above for the pipeline's current weights (callers swap in the EMA weights)."""
-    cfg = pipe.v4s_config
-    tr = pipe.transformer
-    device, dtype = tr.device, tr.dtype
+    from v4s_agent.model.one_step import one_step_errors
+
+    device = pipe.transformer.device
     ctx = batch["context"].to(device)
     tgt = batch["target"].to(device)
-    b, k = tgt.shape[0], ctx.shape[2]
-    tl = cfg.num_latent_target_frames
-    n_traj = cfg.num_trajectory_frames
+    n_traj = pipe.v4s_config.num_trajectory_frames
     out: dict[str, float] = {}
 
-    # 1. one-step denoising per sigma
-    ctx_lat = pipe.encode_video(ctx, per_frame=True).to(dtype)
-    x0 = pipe.encode_video(tgt, per_frame=False).to(dtype)
-    text, _ = pipe.encode_prompt([str(s) for s in batch["instruction"]], device)
-    pos = pipe.frame_positions(batch["context_positions"].to(device).float(), tl)
+    # 1. one-step denoising per sigma: the true context, another scene's, and the oracle's (same noise)
     wrong = batch["wrong_index"]  # another scene's sample for each one
     ctx_cam = batch.get("context_camera")
-    cam, cam_mask = pipe.camera_inputs(batch["camera"], batch["camera_mask"], b, k, device, ctx_cam)
-    cam_w, mask_w = pipe.camera_inputs(
-        batch["camera"], batch["camera_mask"], b, k, device, None if ctx_cam is None else ctx_cam[wrong]
+    conds = (
+        (batch["context"], batch["context_positions"], ctx_cam),
+        (
+            batch["context"][wrong],
+            batch["context_positions"][wrong],
+            None if ctx_cam is None else ctx_cam[wrong],
+        ),
+        (
+            batch["oracle_context"],
+            batch["oracle_positions"],
+            batch.get("oracle_camera") if ctx_cam is not None else None,
+        ),
     )
-    pos_w = pipe.frame_positions(batch["context_positions"][wrong].to(device).float(), tl)
-    tokens = cfg.tokens_per_frame
-    g = torch.Generator(device=device).manual_seed(seed)
-    noise = torch.randn(x0.shape, generator=g, device=device, dtype=dtype)
-    oracle_lat = pipe.encode_video(batch["oracle_context"].to(device), per_frame=True).to(dtype)
-    pos_o = pipe.frame_positions(batch["oracle_positions"].to(device).float(), tl)
     is_pose = batch["camera_mask"].float() > 0
     kinds = {"pose": is_pose, "obj": ~is_pose}
-    for s in PROBE_SIGMAS:
-        noisy = (1 - s) * x0 + s * noise
-        noisy[:, :, :1] = x0[:, :, :1]
-        tt = pipe.token_timesteps(torch.full((b,), 1000.0 * s, device=device), k, k + tl, tokens)
-        # the same one-step estimate with the true context, another scene's, and the oracle's
-        conds = (
-            (ctx_lat, pos, cam, cam_mask),
-            (ctx_lat[wrong.to(device)], pos_w, cam_w, mask_w),
-            (oracle_lat, pos_o, cam, cam_mask),
-        )
-        for name, (c_lat, p, cm, mm) in zip(ONE_STEP, conds, strict=True):
-            lat = torch.cat([c_lat, noisy], dim=2)
-            v = pipe.predict_velocity(lat, tt, p, text, cm, mm)
-            x0_hat = pipe.velocity_to_sample(lat, v, tt)[:, :, k + 1 :]
-            err = ((x0_hat.float().clamp(-1, 1) - x0[:, :, 1:].float()) ** 2).mean(dim=(1, 2, 3, 4)).cpu()
+    for name, (c, p, cc) in zip(ONE_STEP, conds, strict=True):
+        errs = one_step_errors(
+            pipe, c, p, batch["target"], batch["instruction"], batch["camera"], batch["camera_mask"], cc,
+            PROBE_SIGMAS, seed=seed,
+        )  # fmt: skip
+        for s, err in errs.items():
             out[f"{name}@{s:g}"] = float(err.mean())
             for kind, sel in kinds.items():
                 if bool(sel.any()):
                     out[f"{name}_{kind}@{s:g}"] = float(err[sel].mean())
+    for s in PROBE_SIGMAS:
         out[f"x0_context_gain@{s:g}"] = out[f"x0_mse_wrongctx@{s:g}"] - out[f"x0_mse@{s:g}"]
         for kind in kinds:
             if f"x0_mse_{kind}@{s:g}" in out:

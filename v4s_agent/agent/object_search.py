@@ -38,6 +38,9 @@ class ObjectSearch:
         arrive_patience: steps near a goal candidate without a verified stop before it is rejected.
     """
 
+    centre_tol = 0.09  # the final approach turns until the goal's box centre is this close (x frame width)
+    backoff_m = 0.75  # ... and backs off when the goal sits low in the view from nearer than this
+
     def __init__(
         self,
         detector: Any = None,
@@ -191,13 +194,28 @@ class ObjectSearch:
         self.stats["mode"] = "explore"
         return self._explore(T, waypoint)
 
+    def _goal_view(self, det: dict[str, Any]) -> tuple[tuple[float, float, float, float], float]:
+        """The box the final approach centres and the SD its stop reads (a hook: the frontier baseline
+        grows the detected region first)."""
+        h, w = self._shape
+        return det["box"], centre_offset(det["box"], h, w)
+
+    def _centred(self, cx: float, w: int, want: int) -> bool:
+        """The box centre is close enough to the view's centre that no turn ``want`` is worth making
+        (``centre_tol``: a 15 deg turn moves the view by ~0.13 w, so 0.09 w is the finest)."""
+        return abs(cx - w / 2) <= self.centre_tol * w
+
+    def _stop_verified(self, xz: tuple[float, float], T: np.ndarray, centred: bool) -> bool:
+        """Evidence a stop needs beyond the SD, the distance and earlier sightings (a hook: the frontier
+        baseline also wants the box centred and the goal seen from two standpoints)."""
+        return True
+
     def _final_approach(self, det: dict[str, Any], T: np.ndarray) -> int | None:
         """The goal is seen close by: centre it, step closer while it is far, back off when it sits at the
         bottom of the (pitched) view, stop when verified; ``None`` hands over to the approach."""
         h, w = self._shape
-        box = det["box"]
+        box, sd = self._goal_view(det)
         cx, cy = 0.5 * (box[0] + box[2]), 0.5 * (box[1] + box[3])
-        sd = centre_offset(box, h, w)
         gx, gz = float(np.median(det["points"][:, 0])), float(np.median(det["points"][:, 2]))
         r, c = self.map.to_cell(gx, gz)
         # the stop reads the votes that are never cleared: a place rejected after a clumsy approach (the
@@ -207,9 +225,13 @@ class ObjectSearch:
             and self.sightings[max(0, r - 2) : r + 3, max(0, c - 2) : c + 3].max() >= self.min_votes
         )
         dist = det["distance"]
+        want = TURN_LEFT if cx < w / 2 else TURN_RIGHT
+        centred = self._centred(cx, w, want)
         # a goal centred from under 0.5 m is below the pitched camera's view: that is a false detection
-        if sd <= self.stop_sd and 0.5 <= dist <= self.stop_distance and seen_before:
-            self.stats["stop_reason"] = f"detector: goal centred (SD {sd:.2f}) {dist:.2f} m away"
+        near = 0.5 <= dist <= self.stop_distance
+        if sd <= self.stop_sd and near and seen_before and self._stop_verified((gx, gz), T, centred):
+            p = f", p {det['mean_prob']:.2f}" if "mean_prob" in det else ""
+            self.stats["stop_reason"] = f"detector: goal centred (SD {sd:.2f}) {dist:.2f} m away{p}"
             return STOP
         if self._is_rejected((gx, gz)):
             return None
@@ -218,9 +240,9 @@ class ObjectSearch:
         if self._near_steps > self.arrive_patience:
             self._reject((gx, gz))
             return None
-        if abs(cx - w / 2) > 0.09 * w:  # a 15 deg turn moves the view by ~0.13 w: this is the finest
-            return TURN_LEFT if cx < w / 2 else TURN_RIGHT
-        if dist < 0.75 and cy > 0.6 * h:  # too close: it sits low in the view; turn away, step back
+        if not centred:
+            return want
+        if dist < self.backoff_m and cy > 0.6 * h:  # too close: it sits low in the view; turn away, step back
             self._recovery = [MOVE_FORWARD, MOVE_FORWARD] + [TURN_LEFT] * 12
             return self._recovery.pop()
         if (dist > self.stop_distance or cy < 0.4 * h) and self.map.forward_clear(T):

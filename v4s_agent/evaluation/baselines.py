@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from ..agent.goal_detection import box_of, category_from_instruction, goal_component
+from ..agent.goal_detection import box_of, category_from_instruction, centre_offset, goal_component
 from ..agent.object_search import ObjectSearch
-from ..envs.actions import MOVE_FORWARD, STOP, TURN_LEFT, TURN_RIGHT
+from ..envs.actions import TURN_LEFT, TURN_RIGHT
 
 
 class _FrameCache:
@@ -46,11 +46,6 @@ class _FrameCache:
         if key != self._key:
             self._key, self._out = key, self.detector.probs(frames)
         return self._out  # type: ignore[return-value]
-
-
-def _sd(box: tuple[float, float, float, float], h: int, w: int) -> float:
-    cx, cy = 0.5 * (box[0] + box[2]), 0.5 * (box[1] + box[3])
-    return math.hypot(cx - 0.5 * w, cy - 0.5 * h) / (0.5 * math.hypot(h, w))
 
 
 class FrontierSearch(ObjectSearch):
@@ -84,6 +79,7 @@ class FrontierSearch(ObjectSearch):
     ) -> None:
         super().__init__(*args, **kwargs)
         self.grow, self.centre_tol, self.reproduce_stop = grow, centre_tol, reproduce_stop
+        self.backoff_m = 0.85
         self.consistent_k, self.consistent_m, self.parallax_m = consistent_k, consistent_m, parallax_m
         self._track: deque = deque(maxlen=max(1, consistent_k))
         self._seen: list[tuple[float, float, float, float]] = []  # (robot x, z, goal x, z) per sighting
@@ -123,44 +119,19 @@ class FrontierSearch(ObjectSearch):
     def _reproduces(self, idx: int, T: np.ndarray, xz: tuple[float, float]) -> bool:
         return self.reproduce_stop and super()._reproduces(idx, T, xz)
 
-    def _final_approach(self, det: dict[str, Any], T: np.ndarray) -> int | None:
+    def _goal_view(self, det: dict[str, Any]) -> tuple[tuple[float, float, float, float], float]:
         h, w = self._shape
         box = det.get("full_box", det["box"])
-        cx, cy = 0.5 * (box[0] + box[2]), 0.5 * (box[1] + box[3])
-        sd = max(_sd(box, h, w), _sd(det["box"], h, w))
-        gx, gz = det["xz"]
-        r, c = self.map.to_cell(gx, gz)
-        seen_before = bool(
-            self.map._inside(r, c)
-            and self.sightings[max(0, r - 2) : r + 3, max(0, c - 2) : c + 3].max() >= self.min_votes
-        )
-        dist = det["distance"]
-        want = TURN_LEFT if cx < w / 2 else TURN_RIGHT
+        return box, max(centre_offset(box, h, w), centre_offset(det["box"], h, w))
+
+    def _centred(self, cx: float, w: int, want: int) -> bool:
         # a turn that would undo the last one: the box straddles the centre (or jumps as the view turns),
         # more turning cannot centre it better
         undo = self.last_action == (TURN_RIGHT if want == TURN_LEFT else TURN_LEFT)
-        centred = undo or abs(cx - w / 2) <= self.centre_tol * w
-        near = 0.5 <= dist <= self.stop_distance
-        if sd <= self.stop_sd and centred and near and seen_before and self._verified((gx, gz), T):
-            self.stats["stop_reason"] = (
-                f"detector: goal centred (SD {sd:.2f}) {dist:.2f} m away, p {det.get('mean_prob', 0):.2f}"
-            )
-            return STOP
-        if self._is_rejected((gx, gz)):
-            return None
-        self.stats["mode"] = "final"
-        self._near_steps += 1
-        if self._near_steps > self.arrive_patience:
-            self._reject((gx, gz))
-            return None
-        if not centred:
-            return want
-        if dist < 0.85 and cy > 0.6 * h:  # too close: it sits low in the view; turn away, step back
-            self._recovery = [MOVE_FORWARD, MOVE_FORWARD] + [TURN_LEFT] * 12
-            return self._recovery.pop()
-        if (dist > self.stop_distance or cy < 0.4 * h) and self.map.forward_clear(T):
-            return MOVE_FORWARD
-        return None
+        return undo or super()._centred(cx, w, want)
+
+    def _stop_verified(self, xz: tuple[float, float], T: np.ndarray, centred: bool) -> bool:
+        return centred and self._verified(xz, T)
 
 
 class FrontierAgent:

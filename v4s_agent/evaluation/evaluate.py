@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import envs as _envs
+from ..agent.configuration_agent import CONTEXT_SAMPLING
 from ..integrity import dumps_strict
 from ..outputs import check_out_dir
 from .open_loop import (
@@ -135,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--guidance", type=float, default=None, help="CFG scale for every planner (default: each model's)"
     )
     ap.add_argument("--replan-every", type=int, default=None)
+    ap.add_argument(
+        "--context-sampling",
+        choices=CONTEXT_SAMPLING,
+        default=None,
+        help="how the V4S agent draws its plan's context from memory (default: the agent config's)",
+    )
     ap.add_argument("--max-steps", type=int, default=100, help="closed-loop episode step limit")
     ap.add_argument(
         "--resolution", type=int, default=None, help="env frame size (default: the model's resolution)"
@@ -375,6 +382,8 @@ def closed_loop_rows(
     agent_kw: dict[str, Any] = {"seed": args.seed}
     if args.replan_every is not None:
         agent_kw["replan_every"] = args.replan_every
+    if getattr(args, "context_sampling", None) is not None:
+        agent_kw["context_sampling"] = args.context_sampling
     planner_kw: dict[str, Any] = {"bf16": args.bf16, "backend": args.backend}
     if args.steps is not None:
         planner_kw["num_inference_steps"] = args.steps

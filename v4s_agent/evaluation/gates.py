@@ -4,6 +4,10 @@ Why open loop on the scene video: a clip cut from a held-out scene's video has a
 the camera really saw, the goal's exact box), so what the context adds is measured directly, with the
 same clips, noise and sampler for every condition:
 
+* **G1, pathway**: on the same pose clips, the one-step error of the target frames at sigma = 1 with
+  another held-out scene's context minus with the true one, over the true one (4 noise draws per clip,
+  the same for both; paired bootstrap interval over the clips). The context frames come with their poses
+  relative to the observation, as training gives them to a ``context_pose`` model.
 * **G2, scene navigation**: pose clips (a segment of the video with its camera path; the instruction says
   only "follow the path"): PSNR of the generated trajectory frames against the rendered ones, with the
   true context (K other frames of the same video at their source times), with no context (the null
@@ -54,10 +58,23 @@ def _rate_ci(k: int, n: int) -> dict[str, float | None]:
 
 
 def gate_clips(
-    data_dir: str | Path, mcfg: Any, pose_per_scene: int = 5, max_scenes: int | None = None, seed: int = 4242
+    data_dir: str | Path,
+    mcfg: Any,
+    pose_per_scene: int = 5,
+    max_scenes: int | None = None,
+    seed: int = 4242,
+    context: str = "natural",
 ) -> list[dict[str, Any]]:
     """Every visit that ends centred (object clips) and ``pose_per_scene`` pose clips of each held-out
-    scene, each with its natural context (no near copies) and what the metrics need."""
+    scene, each with its context and what the metrics need.
+
+    ``context="natural"``: as training cuts it (K frames of the rest of the video, no near copies);
+    ``"retrieved"``: pose clips get the agent's use-time choice instead, the K frames of the rest of the
+    video that see most of the clip's path (``agent.context_retrieval``, field-of-view overlap on the
+    floor; the clip's own frames are never candidates). Object clips keep the natural context (where the
+    goal is is what they ask)."""
+    if context not in ("natural", "retrieved"):
+        raise ValueError(f"context must be 'natural' or 'retrieved'. Got {context!r}")
     data_dir = Path(data_dir)
     manifest = data_dir / "manifest.json"
     if not manifest.is_file():
@@ -70,33 +87,47 @@ def gate_clips(
         items += [("pose", 0)] * pose_per_scene
         for j, (kind, ep) in enumerate(items):
             rng = np.random.default_rng([seed, si, j])
-            clips.append(cut_clip(shard, kind, ep, rng, mcfg) | {"scene": si})
+            clips.append(cut_clip(shard, kind, ep, rng, mcfg, context) | {"scene": si})
     return clips
 
 
-def cut_clip(shard: dict[str, np.ndarray], kind: str, ep: int, rng: np.random.Generator, mcfg: Any) -> dict:
+def cut_clip(shard: dict[str, np.ndarray], kind: str, ep: int, rng: np.random.Generator, mcfg: Any,
+             context: str = "natural") -> dict:  # fmt: skip
     """One held-out clip as training cuts it (clip ending the visit; natural context, no near copy) in the
     pipeline's inputs, plus what the metrics need (kind, goal category, the env's exact SD)."""
     from v4s_agent.envs.geometry import encode_relative_pose
     from v4s_agent.envs.nav_env import POSE_INSTRUCTION
     from v4s_agent.envs.scene_video import choose_context, clip_window
+    from v4s_agent.model.pipeline_inputs import to_video_tensor
 
     K, T, nb = mcfg.num_context_frames, mcfg.num_target_frames, mcfg.num_box_frames
     video, poses = shard["video_frames"], shard["video_poses"]
     widx = clip_window(shard, kind, ep, T - nb, True, rng)
     cat = int(shard["visit_category"][ep]) if kind == "obj" else None
     cidx, cpos = choose_context(shard, widx, K, "sparse", rng, 0.0, cat)
+    if context == "retrieved" and kind == "pose":
+        from v4s_agent.agent.context_retrieval import path_points, retrieve_context
+
+        keep = np.ones(len(video), bool)
+        keep[int(widx.min()) : int(widx.max()) + 1] = False
+        cand = np.nonzero(keep)[0]
+        query = path_points(poses[widx[0]], poses[widx][:, [0, 2], 3])
+        cidx = cand[retrieve_context(K, poses[cand], query=query, recent=0)]
+        cpos = cidx.astype(np.float32)
     target = np.concatenate([video[widx], np.repeat(video[widx[-1]][None], nb, axis=0)])
     camera = np.zeros((T, 12), np.float32)
+    # the context frames' poses relative to the observation, as training gives them (context_pose models)
+    context_camera = np.stack([encode_relative_pose(poses[widx[0]], P) for P in poses[cidx]])
     if kind == "pose":
         camera[: T - nb] = np.stack([encode_relative_pose(poses[widx[0]], P) for P in poses[widx]])
     clip = {
         "kind": kind,
-        "context": _to_tensor(video[cidx], mcfg),
+        "context": to_video_tensor(video[cidx], mcfg.height, mcfg.width),
         "context_positions": torch.from_numpy(cpos),
-        "target": _to_tensor(target, mcfg),
+        "target": to_video_tensor(target, mcfg.height, mcfg.width),
         "camera": torch.from_numpy(camera),
         "camera_mask": torch.tensor(float(kind == "pose")),
+        "context_camera": torch.from_numpy(context_camera.astype(np.float32)),
         # the env's own instruction: what the agent is told at use time
         "instruction": str(shard["visit_instructions"][ep][0]) if kind == "obj" else POSE_INSTRUCTION,
     }
@@ -106,16 +137,6 @@ def cut_clip(shard: dict[str, np.ndarray], kind: str, ep: int, rng: np.random.Ge
     return clip
 
 
-def _to_tensor(frames: np.ndarray, mcfg: Any) -> torch.Tensor:
-    """uint8 (F, H, W, 3) -> float32 (3, F, H, W) in [-1, 1] at the model's resolution."""
-    x = torch.from_numpy(np.ascontiguousarray(frames.transpose(3, 0, 1, 2), np.float32) / 127.5 - 1.0)
-    if x.shape[-2:] != (mcfg.height, mcfg.width):
-        size = (mcfg.height, mcfg.width)
-        x = torch.nn.functional.interpolate(x.permute(1, 0, 2, 3), size=size, mode="area")
-        x = x.permute(1, 0, 2, 3).contiguous()
-    return x
-
-
 @torch.no_grad()
 def generate(pipe: Any, clips: list[dict[str, Any]], cond: str, steps: int | None, guidance: float | None,
              batch_size: int = 16, seed: int = 0, bf16: bool = True) -> np.ndarray:  # fmt: skip
@@ -123,13 +144,11 @@ def generate(pipe: Any, clips: list[dict[str, Any]], cond: str, steps: int | Non
     bf16 autocast on CPU, as the model was trained)."""
     from tqdm import tqdm
 
+    from v4s_agent.envs.scene_video import other_scene_index
+
     n = len(clips)
     scenes = [c["scene"] for c in clips]
-    # another scene's context (another clip's when every clip comes from one scene)
-    wrong = [
-        next((j for j in [*range(i + 1, n), *range(i)] if scenes[j] != scenes[i]), (i + 1) % n)
-        for i in range(n)
-    ]
+    wrong = other_scene_index(scenes)  # another scene's context (another clip's if all share one)
     out = []
     for a in tqdm(range(0, n, batch_size), desc=f"gates {cond}", leave=False):
         idx = list(range(a, min(n, a + batch_size)))
@@ -147,6 +166,7 @@ def generate(pipe: Any, clips: list[dict[str, Any]], cond: str, steps: int | Non
                 prompt=[str(clips[i]["instruction"]) for i in idx],
                 camera=np.stack([clips[i]["camera"].numpy() for i in idx]),
                 camera_mask=np.stack([clips[i]["camera_mask"].numpy() for i in idx]),
+                context_camera=np.stack([clips[i]["context_camera"].numpy() for i in src]),
                 num_inference_steps=steps,
                 guidance_scale=guidance,
                 drop_context=cond == "noctx",
@@ -155,6 +175,55 @@ def generate(pipe: Any, clips: list[dict[str, Any]], cond: str, steps: int | Non
             ).frames
         out.append(np.asarray(video))
     return np.concatenate(out)
+
+
+def _ratio_ci(num: np.ndarray, den: np.ndarray, seed: int = 0, n_boot: int = 4000) -> dict[str, float]:
+    """mean(num) / mean(den) with a 95 % paired bootstrap interval over the items."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(num), size=(n_boot, len(num)))
+    boot = num[idx].mean(axis=1) / den[idx].mean(axis=1)
+    lo, hi = np.quantile(boot, [0.025, 0.975])
+    return {"mean": float(num.mean() / den.mean()), "lo": float(lo), "hi": float(hi), "n": int(len(num))}
+
+
+def measure_context_gain(
+    pipe: Any, clips: list[dict[str, Any]], sigma: float = 1.0, draws: int = 4, batch_size: int = 16
+) -> dict[str, Any]:
+    """G1: the one-step error of the target frames on the pose clips with another scene's context minus
+    with the true one, over the true one's (``draws`` noise draws per clip, the same for both)."""
+    from v4s_agent.envs.scene_video import other_scene_index
+    from v4s_agent.model.one_step import one_step_errors
+
+    pose = [i for i, c in enumerate(clips) if c["kind"] == "pose"]
+    wrong = other_scene_index([clips[i]["scene"] for i in pose])
+    err: dict[str, list[float]] = {"ctx": [], "wrongctx": []}
+    for a in range(0, len(pose), batch_size):
+        part = range(a, min(len(pose), a + batch_size))
+        for cond in err:
+            src = [pose[wrong[j]] if cond == "wrongctx" else pose[j] for j in part]
+            own = [clips[pose[j]] for j in part]
+            e = one_step_errors(
+                pipe,
+                torch.stack([clips[i]["context"] for i in src]),
+                torch.stack([clips[i]["context_positions"] for i in src]),
+                torch.stack([c["target"] for c in own]),
+                [c["instruction"] for c in own],
+                torch.stack([c["camera"] for c in own]),
+                torch.stack([c["camera_mask"] for c in own]),
+                torch.stack([clips[i]["context_camera"] for i in src]),
+                [sigma],
+                seed=a,
+                draws=draws,
+            )[float(sigma)]
+            err[cond] += e.tolist()
+    true, other = np.asarray(err["ctx"]), np.asarray(err["wrongctx"])
+    return {
+        "sigma": sigma,
+        "draws": draws,
+        "x0_mse_ctx": _mean_ci(list(true)),
+        "x0_mse_wrongctx": _mean_ci(list(other)),
+        "gain_frac": _ratio_ci(other - true, true),
+    }
 
 
 def _to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -212,7 +281,12 @@ def gate_verdicts(res: dict[str, Any], probe: dict[str, float] | None = None) ->
     """Each gate's numbers and whether it holds (None: not measured)."""
     c, nc, ex = res["ctx"], res["noctx"], res["rendered_expert"]
     out: dict[str, Any] = {}
-    if probe is not None and "x0_context_gain_frac_pose@1" in probe:
+    if "context_gain" in res:  # on the gates' own pose clips, with an interval
+        g = res["context_gain"]["gain_frac"]
+        out["G1_context_gain_frac_pose@1"] = g["mean"]
+        out["G1_ci95"] = [g["lo"], g["hi"]]
+        out["G1"] = bool(g["mean"] >= 0.25)
+    elif probe is not None and "x0_context_gain_frac_pose@1" in probe:
         out["G1_context_gain_frac_pose@1"] = probe["x0_context_gain_frac_pose@1"]
         out["G1"] = bool(probe["x0_context_gain_frac_pose@1"] >= 0.25)
     out["G2"] = bool(
@@ -267,6 +341,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model config's)")
     p.add_argument("--guidance", type=float, default=None)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--context",
+        choices=["natural", "retrieved"],
+        default="natural",
+        help="pose clips' context: as training cuts it, or the agent's use-time retrieval along the path",
+    )
     a = p.parse_args(argv)
     if a.pose_per_scene < 1:
         p.error("--pose-per-scene must be >= 1")
@@ -274,9 +354,12 @@ def main(argv: list[str] | None = None) -> int:
     from .evaluator_detector import EvaluatorDetector
 
     pipe, src_name = load_pipeline(a.run, a.pipeline)
-    clips = gate_clips(a.data, pipe.v4s_config, a.pose_per_scene, a.max_scenes)
+    clips = gate_clips(a.data, pipe.v4s_config, a.pose_per_scene, a.max_scenes, context=a.context)
     det = EvaluatorDetector.from_pretrained()
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as the model was trained (and generate() runs)
+        gain = measure_context_gain(pipe, clips)
     res = measure_gates(pipe, clips, det, a.steps, a.guidance)
+    res["context_gain"] = gain
     videos = res.pop("_videos_ctx")
     probe = None
     if a.run:
@@ -285,13 +368,18 @@ def main(argv: list[str] | None = None) -> int:
         probe = {k[4:]: v for k, v in recs[-1].items() if k.startswith("val/")} if recs else None
     res["gates"] = gate_verdicts(res, probe)
     res["source"] = src_name
+    res["context"] = a.context
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     from v4s_agent.integrity import dumps_strict
 
     (out / "gates.json").write_text(dumps_strict(res, indent=1))
     _sheet(out / "gates_samples.jpg", clips, videos)
-    print(dumps_strict({k: res[k] for k in ("gates", "ctx", "noctx", "rendered_expert")}, indent=1))
+    print(
+        dumps_strict(
+            {k: res[k] for k in ("gates", "context_gain", "ctx", "noctx", "rendered_expert")}, indent=1
+        )
+    )
     return 0
 
 

@@ -7,7 +7,7 @@ different data, different scale.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,24 @@ def _fmt_ci(v: Any, ci: Sequence[float] | None, nd: int = 3) -> str:
     return f"{_fmt(v, nd)} [{ci[0]:.{nd}f}, {ci[1]:.{nd}f}]"
 
 
+def _table(
+    title: str,
+    columns: Sequence[str],
+    results: dict[str, dict[str, dict[str, Any]]],
+    cells: Callable[[str, dict[str, Any]], list[tuple[str, list[str]]]],
+) -> list[str]:
+    """One results section: ``| split | <columns> |``, the rows ``cells`` makes for each (split, row),
+    and a "not run" line for a row that failed (its ``error``)."""
+    out = [title, "| split | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for split, rows in results.items():
+        for row, r in rows.items():
+            if "error" in r:
+                out.append(f"| {split} | {row} | not run: {r['error']} |" + " |" * (len(columns) - 2))
+                continue
+            out.extend(f"| {split} | {name} | " + " | ".join(c) + " |" for name, c in cells(row, r))
+    return out
+
+
 def markdown_report(m: dict[str, Any]) -> str:
     """The results tables (ours beside the paper's, labelled)."""
     lines = [
@@ -47,65 +65,77 @@ def markdown_report(m: dict[str, Any]) -> str:
             f"|SD error| {_fmt(v.get('sd_abs_error'))}.\n"
         )
     if m.get("open_loop"):
-        lines.append("## Open loop: object grounding (evaluator detector on the last imagined frame)\n")
-        lines.append("| split | row | SD ↓ | IF ↑ | IF(SD<0.2) ↑ | IF(SD<0.1) ↑ | n |")
-        lines.append("|---|---|---|---|---|---|---|")
-        for split, rows in m["open_loop"].items():
-            for row, r in rows.items():
-                if "error" in r:
-                    lines.append(f"| {split} | {row} | not run: {r['error']} | | | | |")
-                    continue
-                for name, rr in ((row, r), ("ground truth (exact semantic render)", r.get("exact_semantic"))):
-                    if rr is None:
-                        continue
+
+        def grounding(row: str, r: dict[str, Any]) -> list[tuple[str, list[str]]]:
+            out = []
+            for name, rr in ((row, r), ("ground truth (exact semantic render)", r.get("exact_semantic"))):
+                if rr is not None:
                     ci = rr.get("ci95", {})
-                    lines.append(
-                        f"| {split} | {name} | {_fmt_ci(rr['SD'], ci.get('SD'))} | "
-                        f"{_fmt_ci(rr['IF'], ci.get('IF'))} | "
-                        f"{_fmt_ci(rr['IF(SD<0.2)'], ci.get('IF(SD<0.2)'))} | "
-                        f"{_fmt_ci(rr['IF(SD<0.1)'], ci.get('IF(SD<0.1)'))} | {rr['n']} |"
-                    )
+                    keys = ("SD", "IF", "IF(SD<0.2)", "IF(SD<0.1)")
+                    out.append((name, [_fmt_ci(rr[k], ci.get(k)) for k in keys] + [str(rr["n"])]))
+            return out
+
+        lines += _table(
+            "## Open loop: object grounding (evaluator detector on the last imagined frame)\n",
+            ["row", "SD ↓", "IF ↑", "IF(SD<0.2) ↑", "IF(SD<0.1) ↑", "n"],
+            m["open_loop"],
+            grounding,
+        )
         lines.append(
             f"| paper (real scans, 416×256, Wan2.2-5B scale) | ours | {PAPER['SD']} | – | "
             f"{PAPER['IF(SD<0.2)']} | {PAPER['IF(SD<0.1)']} | – |\n"
         )
     if m.get("navigation"):
-        lines.append("## Open loop: navigation (imagined vs rendered along the same path)\n")
-        lines.append("| split | row | PSNR ↑ | SSIM ↑ | n |\n|---|---|---|---|---|")
-        for split, rows in m["navigation"].items():
-            for row, r in rows.items():
-                if "error" in r:
-                    lines.append(f"| {split} | {row} | not run: {r['error']} | | |")
-                    continue
-                ci = r.get("ci95", {})
-                lines.append(
-                    f"| {split} | {row} | {_fmt_ci(r['PSNR'], ci.get('PSNR'), 2)} | "
-                    f"{_fmt_ci(r['SSIM'], ci.get('SSIM'))} | {r['n']} |"
-                )
+
+        def navigation(row: str, r: dict[str, Any]) -> list[tuple[str, list[str]]]:
+            ci = r.get("ci95", {})
+            psnr, ssim = _fmt_ci(r["PSNR"], ci.get("PSNR"), 2), _fmt_ci(r["SSIM"], ci.get("SSIM"))
+            return [(row, [psnr, ssim, str(r["n"])])]
+
+        lines += _table(
+            "## Open loop: navigation (imagined vs rendered along the same path)\n",
+            ["row", "PSNR ↑", "SSIM ↑", "n"],
+            m["navigation"],
+            navigation,
+        )
         lines.append(
             f"| paper (real scans) | ours | {PAPER['nav_PSNR']} | – (LPIPS {PAPER['nav_LPIPS']}) | – |\n"
         )
     if m.get("closed_loop"):
-        lines.append("## Closed loop\n")
-        lines.append(
-            "| split | agent | success ↑ | SPL ↑ | final SD ↓ | collisions/ep | plan latency ms | n | "
-            "success / stopped short / stuck / wandered |"
-        )
-        lines.append("|---|---|---|---|---|---|---|---|---|")
-        for split, rows in m["closed_loop"].items():
-            for row, r in rows.items():
-                if "error" in r:
-                    lines.append(f"| {split} | {row} | not run: {r['error']} | | | | | | |")
-                    continue
-                ci = r.get("ci95", {})
-                lines.append(
-                    f"| {split} | {row} | {_fmt_ci(r['success_rate'], ci.get('success_rate'))} | "
-                    f"{_fmt_ci(r['spl'], ci.get('spl'))} | "
-                    f"{_fmt(r['mean_final_sd'])} | {_fmt(r['collisions_per_episode'], 2)} | "
-                    f"{_fmt(r['plan_latency_ms'], 0)} | {r['episodes']} | "
-                    + (" / ".join(str(v) for v in r["outcomes"].values()) if "outcomes" in r else "–")
-                    + " |"
+
+        def closed(row: str, r: dict[str, Any]) -> list[tuple[str, list[str]]]:
+            ci = r.get("ci95", {})
+            outcomes = " / ".join(str(v) for v in r["outcomes"].values()) if "outcomes" in r else "–"
+            return [
+                (
+                    row,
+                    [
+                        _fmt_ci(r["success_rate"], ci.get("success_rate")),
+                        _fmt_ci(r["spl"], ci.get("spl")),
+                        _fmt(r["mean_final_sd"]),
+                        _fmt(r["collisions_per_episode"], 2),
+                        _fmt(r["plan_latency_ms"], 0),
+                        str(r["episodes"]),
+                        outcomes,
+                    ],
                 )
+            ]
+
+        lines += _table(
+            "## Closed loop\n",
+            [
+                "agent",
+                "success ↑",
+                "SPL ↑",
+                "final SD ↓",
+                "collisions/ep",
+                "plan latency ms",
+                "n",
+                "success / stopped short / stuck / wandered",
+            ],  # fmt: skip
+            m["closed_loop"],
+            closed,
+        )
     if m.get("not_run"):
         lines.append("\n## Rows not run\n")
         lines.extend(f"- {x}" for x in m["not_run"])

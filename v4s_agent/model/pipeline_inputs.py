@@ -43,6 +43,21 @@ def check_transformer_matches(cfg: ModelConfig, transformer: torch.nn.Module) ->
         )
 
 
+def to_video_tensor(frames: np.ndarray, height: int, width: int) -> torch.Tensor:
+    """uint8 (F,H,W,3) -> float32 (3,F,height,width) in [-1, 1] (area-resized when the frames differ).
+
+    One conversion for the training samples, the held-out probe and the gates, so they feed the model
+    the same pixels."""
+    # numpy, single-threaded: on a busy shared CPU torch's intra-op threads only add contention here
+    x = torch.from_numpy(
+        np.ascontiguousarray(np.asarray(frames, np.float32).transpose(3, 0, 1, 2)) / 127.5 - 1.0
+    )
+    if x.shape[-2:] != (height, width):
+        x = torch.nn.functional.interpolate(x.permute(1, 0, 2, 3), size=(height, width), mode="area")
+        x = x.permute(1, 0, 2, 3).contiguous()
+    return x
+
+
 def video_to_tensor(x: Any, name: str, single: bool, cfg: ModelConfig) -> torch.Tensor:
     """uint8 ``(F,H,W,3)``/``(B,F,H,W,3)`` (or ``(H,W,3)``/``(B,H,W,3)`` when ``single``) or float
     ``(B,3,F,H,W)`` / ``(B,3,H,W)`` in [-1, 1] -> float ``(B, 3, F, H, W)``, checked against
@@ -77,9 +92,7 @@ def video_to_tensor(x: Any, name: str, single: bool, cfg: ModelConfig) -> torch.
                 f"Got {tuple(t.shape)}"
             )
         if t.numel() and (t.min() < -1.001 or t.max() > 1.001):
-            raise ModelInputError(
-                f"`{name}` float input must be in [-1, 1] (uint8 frames are also accepted)"
-            )
+            raise ModelInputError(f"`{name}` float input must be in [-1, 1] (uint8 frames are also accepted)")
     if t.shape[2] == 0:
         raise ModelInputError(f"`{name}` is empty: at least one frame is needed")
     if tuple(t.shape[-2:]) != (cfg.height, cfg.width):
