@@ -67,6 +67,12 @@ def encode_relative_pose(ref: np.ndarray, T: np.ndarray) -> np.ndarray:
     return relative_pose(ref, T)[:3, :4].reshape(-1).astype(np.float32)
 
 
+def encode_relative_poses(ref: np.ndarray, poses: np.ndarray) -> np.ndarray:
+    """``encode_relative_pose`` of each of ``poses (N, 4, 4)``: ``(N, 12)`` float32 (the camera of a clip's
+    frames, or of its context frames, relative to the observation)."""
+    return np.stack([encode_relative_pose(ref, T) for T in poses]).astype(np.float32)
+
+
 def intrinsics(height: int, width: int, hfov_deg: float = HFOV_DEG) -> np.ndarray:
     """3x3 pinhole intrinsics (square pixels) for an image of ``height`` x ``width`` with the given HFOV."""
     f = 0.5 * width / math.tan(math.radians(hfov_deg) / 2.0)

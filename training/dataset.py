@@ -119,7 +119,7 @@ def build_sample(
     frames, the visit's instruction; ``kind="pose"``: any segment with its camera path (``ep`` unused).
     The context is ``choose_context``'s: other frames of the same video at their source times.
     """
-    from v4s_agent.envs.geometry import encode_relative_pose
+    from v4s_agent.envs.geometry import encode_relative_poses
     from v4s_agent.envs.nav_env import POSE_INSTRUCTION
 
     from v4s_agent.model.bbox import draw_red_box
@@ -142,7 +142,7 @@ def build_sample(
     camera = np.zeros((T, 12), np.float32)
     obs_pose = poses[widx[0]]
     # the context frames' poses relative to the observation (used by models with ``context_pose``)
-    context_camera = np.stack([encode_relative_pose(obs_pose, P) for P in poses[cidx]])
+    context_camera = encode_relative_poses(obs_pose, poses[cidx])
     if kind == "obj":
         box = shard["video_boxes"][widx[-1], cat]
         aux = draw_red_box(frames[-1], None if np.isnan(box).any() else tuple(float(v) for v in box))
@@ -151,7 +151,7 @@ def build_sample(
         instruction = str(instrs[int(rng.integers(len(instrs)))])
     else:
         aux = frames[-1]
-        camera[:t_traj] = np.stack([encode_relative_pose(obs_pose, P) for P in poses[widx]])
+        camera[:t_traj] = encode_relative_poses(obs_pose, poses[widx])
         cam_mask = 1.0
         choices = (POSE_INSTRUCTION, *POSE_TEMPLATES)
         instruction = choices[int(rng.integers(len(choices)))]

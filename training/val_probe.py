@@ -39,7 +39,7 @@ def probe_batch(data_dir: str | Path, mcfg: Any, max_scenes: int = 12, seed: int
     The ``scene`` key (shard index) lets the wrong-context condition take a different scene's context;
     ``oracle_context`` / ``oracle_positions`` hold the oracle condition's context.
     """
-    from v4s_agent.envs.geometry import encode_relative_pose
+    from v4s_agent.envs.geometry import encode_relative_poses
     from v4s_agent.envs.scene_video import other_scene_index
 
     from v4s_agent.model.pipeline_inputs import to_video_tensor
@@ -73,8 +73,7 @@ def probe_batch(data_dir: str | Path, mcfg: Any, max_scenes: int = 12, seed: int
             oracle_pos.append(torch.from_numpy(idx.astype(np.float32)))
             # the oracle frames' own poses (a context-pose model must not be told the replaced frames')
             obs_pose = shard["video_poses"][widx[0]]
-            cam = [encode_relative_pose(obs_pose, P) for P in shard["video_poses"][idx]]
-            oracle_cam.append(torch.from_numpy(np.stack(cam).astype(np.float32)))
+            oracle_cam.append(torch.from_numpy(encode_relative_poses(obs_pose, shard["video_poses"][idx])))
             samples.append(smp)
             scenes.append(si)
     if len({*scenes}) < 2:

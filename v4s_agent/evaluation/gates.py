@@ -95,7 +95,7 @@ def cut_clip(shard: dict[str, np.ndarray], kind: str, ep: int, rng: np.random.Ge
              context: str = "natural") -> dict:  # fmt: skip
     """One held-out clip as training cuts it (clip ending the visit; natural context, no near copy) in the
     pipeline's inputs, plus what the metrics need (kind, goal category, the env's exact SD)."""
-    from v4s_agent.envs.geometry import encode_relative_pose
+    from v4s_agent.envs.geometry import encode_relative_poses
     from v4s_agent.envs.nav_env import POSE_INSTRUCTION
     from v4s_agent.envs.scene_video import choose_context, clip_window
     from v4s_agent.model.pipeline_inputs import to_video_tensor
@@ -117,9 +117,9 @@ def cut_clip(shard: dict[str, np.ndarray], kind: str, ep: int, rng: np.random.Ge
     target = np.concatenate([video[widx], np.repeat(video[widx[-1]][None], nb, axis=0)])
     camera = np.zeros((T, 12), np.float32)
     # the context frames' poses relative to the observation, as training gives them (context_pose models)
-    context_camera = np.stack([encode_relative_pose(poses[widx[0]], P) for P in poses[cidx]])
+    context_camera = encode_relative_poses(poses[widx[0]], poses[cidx])
     if kind == "pose":
-        camera[: T - nb] = np.stack([encode_relative_pose(poses[widx[0]], P) for P in poses[widx]])
+        camera[: T - nb] = encode_relative_poses(poses[widx[0]], poses[widx])
     clip = {
         "kind": kind,
         "context": to_video_tensor(video[cidx], mcfg.height, mcfg.width),
