@@ -44,6 +44,10 @@ def test_forward_plans_do_not_walk_into_walls() -> None:
     obs, info = env.reset(seed=0)
     agent.reset(obs, info)
     assert agent.search is not None  # depth + odometry given: the map drives
+    assert type(agent.search).__name__ == "ObjectSearch"  # the basic stop (default)
+    verified = V4SAgent(planner, stop_rule="verified")  # type: ignore[arg-type]
+    verified.reset(obs, info)
+    assert type(verified.search).__name__ == "VerifiedSearch"  # the frontier baseline's stop
     collisions = steps = 0
     start = info["agent_pose"][[0, 2], 3]
     far = 0.0

@@ -47,7 +47,13 @@ def _view(big: np.ndarray, yaw_left_deg: float = 0.0, zoom: float = 1.0) -> np.n
 
 def test_config_validates():
     V4SAgentConfig()
-    for bad in ({"replan_every": 0}, {"context_sampling": "x"}, {"stop_sd": 2.0}, {"crosscheck": "no"}):
+    for bad in (
+        {"replan_every": 0},
+        {"context_sampling": "x"},
+        {"stop_sd": 2.0},
+        {"crosscheck": "no"},
+        {"stop_rule": "x"},
+    ):
         with pytest.raises(ValueError, match="Got"):
             V4SAgentConfig(**bad)
 

@@ -277,3 +277,15 @@ def test_compiled_run_trains_the_eager_weights(data_dir: Path, tmp_path: Path) -
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=2e-3, rtol=1e-2)
+
+
+def test_wsd_schedule_holds_then_decays_linearly() -> None:
+    """A constant-lr run can be cooled down on resume: lr stays, then falls linearly to the floor."""
+    cfg = TrainConfig(warmup_steps=10, lr_schedule="wsd", decay_start=100, decay_steps=50, lr_final_ratio=0.2)
+    f = train_mod.lr_lambda(cfg)
+    assert f(0) == pytest.approx(0.1) and f(99) == 1.0 and f(100) == 1.0
+    assert f(125) == pytest.approx(0.6) and f(150) == pytest.approx(0.2) and f(10_000) == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="decay_steps"):
+        TrainConfig(lr_schedule="wsd")
+    with pytest.raises(ValueError, match="lr_final_ratio"):
+        TrainConfig(lr_final_ratio=1.5)

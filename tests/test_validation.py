@@ -113,6 +113,8 @@ def test_rollout_out_under_a_file_is_a_clear_error(tmp_path: Path, capsys: pytes
         (["--sections", ""], "--sections"),
         (["--baselines", "nope"], "--baselines: unknown ['nope']"),
         (["--closed-episodes", "0"], "--closed-episodes"),
+        (["--agent-option", "nope=1"], "--agent-option 'nope=1': expected KEY=VALUE"),
+        (["--agent-option", "stop_rule=x"], "stop_rule must be one of"),
     ],
 )
 def test_evaluate_refuses_arguments_that_give_empty_results(tmp_path, capsys, args, msg) -> None:
@@ -121,6 +123,13 @@ def test_evaluate_refuses_arguments_that_give_empty_results(tmp_path, capsys, ar
     out = tmp_path / "ev"
     assert main([*args, "--checkpoint", str(tmp_path / "never_loaded"), "--out", str(out)]) == 2
     assert msg in capsys.readouterr().err and not out.exists()
+
+
+def test_agent_options_parse_to_config_values() -> None:
+    from v4s_agent.evaluation.evaluate import agent_options
+
+    opts = agent_options(["stop_rule=basic", "stop_views=1", "stop_parallax_m=0.25"])
+    assert opts == {"stop_rule": "basic", "stop_views": 1, "stop_parallax_m": 0.25}
 
 
 def test_evaluate_out_keeps_foreign_files(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -30,7 +30,10 @@ class TrainConfig:
         batch_size: samples per process per micro-step.
         grad_accum_steps: micro-steps per optimiser step.
         max_steps: optimiser steps of the run.
-        lr, weight_decay, betas, warmup_steps, lr_schedule: AdamW and its schedule ("cosine" | "constant").
+        lr, weight_decay, betas, warmup_steps, lr_schedule: AdamW and its schedule ("cosine" | "constant" |
+            "wsd": warm-up, constant until ``decay_start``, then linear to ``lr_final_ratio`` x lr over
+            ``decay_steps``; why: a run trained at constant lr for as long as sessions allowed can be
+            cooled down later without restarting it).
         max_grad_norm: gradient clipping (0 = off).
         ema_decay: EMA decay of the shipped weights (ramped as min(decay, (1+step)/(10+step))).
         mixed_precision: "auto" (bf16 on CUDA, fp32 on CPU), "no", "bf16", "fp16".
@@ -78,6 +81,9 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.99)
     warmup_steps: int = 100
     lr_schedule: str = "cosine"
+    decay_start: int = 0
+    decay_steps: int = 0
+    lr_final_ratio: float = 0.1
     max_grad_norm: float = 1.0
     ema_decay: float = 0.999
     mixed_precision: str = "auto"
@@ -108,8 +114,15 @@ class TrainConfig:
             raise ValueError(f"context_mode must be 'sparse' or 'contiguous'. Got {self.context_mode!r}")
         if self.cpu_attention not in ("math", "auto"):
             raise ValueError(f"cpu_attention must be 'math' or 'auto'. Got {self.cpu_attention!r}")
-        if self.lr_schedule not in ("cosine", "constant"):
-            raise ValueError(f"lr_schedule must be 'cosine' or 'constant'. Got {self.lr_schedule!r}")
+        if self.lr_schedule not in ("cosine", "constant", "wsd"):
+            raise ValueError(f"lr_schedule must be 'cosine', 'constant' or 'wsd'. Got {self.lr_schedule!r}")
+        if self.lr_schedule == "wsd" and (self.decay_steps < 1 or self.decay_start < 0):
+            raise ValueError(
+                f"lr_schedule 'wsd' needs decay_start >= 0 and decay_steps >= 1. "
+                f"Got {self.decay_start}, {self.decay_steps}"
+            )
+        if not 0.0 <= self.lr_final_ratio <= 1.0:
+            raise ValueError(f"lr_final_ratio must be in [0, 1]. Got {self.lr_final_ratio}")
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             raise ValueError(f"mixed_precision must be auto/no/bf16/fp16. Got {self.mixed_precision!r}")
         for k in ("batch_size", "grad_accum_steps", "max_steps", "checkpoint_every", "keep_checkpoints"):

@@ -100,13 +100,16 @@ def step_seed(seed: int, rank: int, step: int, micro: int = 0) -> int:
 
 
 def lr_lambda(cfg: TrainConfig):
-    """Linear warm-up, then cosine to 10% (or constant)."""
+    """Linear warm-up, then cosine to 10 %, constant, or constant then linear decay ("wsd")."""
 
     def f(step: int) -> float:
         if step < cfg.warmup_steps:
             return (step + 1) / max(1, cfg.warmup_steps)
         if cfg.lr_schedule == "constant":
             return 1.0
+        if cfg.lr_schedule == "wsd":
+            prog = min(1.0, max(0.0, (step - cfg.decay_start) / cfg.decay_steps))
+            return 1.0 - (1.0 - cfg.lr_final_ratio) * prog
         prog = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
         return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, prog)))
 

@@ -31,6 +31,7 @@ from .configuration_agent import V4SAgentConfig
 from .context_retrieval import path_points, retrieve_context
 from .object_search import ObjectSearch
 from .planner import Plan, VideoPlanner, sample_context_indices
+from .verified_search import FrameCache, VerifiedSearch
 
 logger = logging.getLogger(__name__)
 
@@ -197,6 +198,7 @@ class V4SAgent:
             **{k: v for k, v in sampling.items() if v is not None},
         )
         self.detector = detector
+        self._search_detector = None if detector is None else FrameCache(detector)
         self.search: ObjectSearch | None = None
         self.waypoint: tuple[float, float] | None = None
         self.last_plan: Plan | None = None
@@ -246,7 +248,16 @@ class V4SAgent:
 
             cats = list(getattr(self.detector, "categories", []))
             cat = category_from_instruction(self.instruction, cats) if cats else None
-            self.search = ObjectSearch(self.detector, cat, scan_turns=8)
+            if self.config.stop_rule == "verified":
+                self.search = VerifiedSearch(
+                    self._search_detector,
+                    cat,
+                    scan_turns=8,
+                    consistent_k=self.config.stop_views,
+                    parallax_m=self.config.stop_parallax_m,
+                )
+            else:
+                self.search = ObjectSearch(self._search_detector, cat, scan_turns=8)
             if self.config.context_viewpoints and self.config.context_mode != "none":
                 self.search.use_context(ctx)
             self.stats["navigation"] = self.search.stats
@@ -420,9 +431,10 @@ class V4SAgent:
         if plan is not None and 2 <= self._since_plan <= len(plan.trajectory) - 1:
             imagined = plan.trajectory[min(self._since_plan, len(plan.trajectory) - 1)]
             departed = frame_similarity(rgb, imagined, ignore_red=False) < cfg.depart_similarity
-        reached = self.waypoint is not None and math.hypot(
-            self.waypoint[0] - self.pose[0, 3], self.waypoint[1] - self.pose[2, 3]
-        ) < 0.5
+        reached = (
+            self.waypoint is not None
+            and math.hypot(self.waypoint[0] - self.pose[0, 3], self.waypoint[1] - self.pose[2, 3]) < 0.5
+        )
         # while the map stack has its own goal evidence (a goal seen often, a context viewpoint to check,
         # the final approach) a new plan would not change the action: skip its cost
         busy = self.search.candidate is not None or self.search.stats.get("mode") in (

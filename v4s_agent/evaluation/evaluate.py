@@ -142,6 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="how the V4S agent draws its plan's context from memory (default: the agent config's)",
     )
+    ap.add_argument(
+        "--agent-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a V4SAgentConfig field for every V4S row, e.g. stop_rule=verified (repeatable)",
+    )
     ap.add_argument("--max-steps", type=int, default=100, help="closed-loop episode step limit")
     ap.add_argument(
         "--resolution", type=int, default=None, help="env frame size (default: the model's resolution)"
@@ -370,7 +377,29 @@ def validate_args(args: argparse.Namespace, sections: set[str], baselines: set[s
     bad = sorted(baselines - set(BASELINES))
     if bad:
         raise ValueError(f"--baselines: unknown {bad}; a comma list of {', '.join(BASELINES)}")
+    agent_options(getattr(args, "agent_option", []))
     check_out_dir(args.out, getattr(args, "overwrite", False))
+
+
+def agent_options(items: list[str]) -> dict[str, Any]:
+    """``["stop_rule=basic", "stop_views=1"]`` -> V4SAgentConfig overrides, checked by the config itself."""
+    import ast
+    import dataclasses
+
+    from ..agent.configuration_agent import V4SAgentConfig
+
+    fields = {f.name for f in dataclasses.fields(V4SAgentConfig)}
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or key not in fields:
+            raise ValueError(f"--agent-option {item!r}: expected KEY=VALUE with KEY one of {sorted(fields)}")
+        try:
+            out[key] = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            out[key] = raw  # a bare word: a string option such as stop_rule=basic
+    V4SAgentConfig(**out)  # a bad value fails here, before any model loads
+    return out
 
 
 def closed_loop_rows(
@@ -379,7 +408,7 @@ def closed_loop_rows(
     """The closed-loop rows of one run, all on the same episodes (see :mod:`.closed_loop`)."""
     from .closed_loop import RowSpec
 
-    agent_kw: dict[str, Any] = {"seed": args.seed}
+    agent_kw: dict[str, Any] = {"seed": args.seed, **agent_options(getattr(args, "agent_option", []))}
     if args.replan_every is not None:
         agent_kw["replan_every"] = args.replan_every
     if getattr(args, "context_sampling", None) is not None:
