@@ -461,13 +461,18 @@ class V4SAgent:
         self.steps += 1
         return a
 
+    def goal_view_similarity(self, plan: Plan) -> np.ndarray | None:
+        """Similarity in [0, 1] of every context-video frame to ``plan``'s imagined goal view (grey NCC of
+        thumbnails); ``None`` when the context video has no poses (nothing to point at)."""
+        return None if self._small_ctx is None else _similarities(self._small_ctx, plan.goal_frame)
+
     def plan_waypoint(self, plan: Plan) -> tuple[float, float] | None:
         """Where the plan points (world x, z): the pose of the context frame most like the imagined goal
         view (if similar enough), else where the decoded actions lead (dead reckoning, 1 m on if they
         only turn)."""
         cfg = self.config
-        if cfg.waypoint in ("auto", "context_match") and self._small_ctx is not None:
-            sims = _similarities(self._small_ctx, plan.goal_frame)
+        sims = self.goal_view_similarity(plan) if cfg.waypoint in ("auto", "context_match") else None
+        if sims is not None:
             i = int(np.argmax(sims))
             # a match must stand out: a blurry imagined view is "similar" to hundreds of frames
             distinct = sims[i] - float(np.median(sims)) >= 0.15

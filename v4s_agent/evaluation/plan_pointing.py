@@ -34,17 +34,14 @@ CHOICES = ("detector", "plan", "plan, no context")
 
 def viewpoint_scores(agent: Any, rgb: np.ndarray, n_plans: int, seed: int) -> dict[str, np.ndarray]:
     """Similarity of each context viewpoint's frame to the imagined goal view (mean over ``n_plans``)."""
-    from ..agent.agent import _similarities
-
     vps = agent.search.viewpoints
-    small = agent._small_ctx
     out = {"plan": np.zeros(len(vps)), "plan, no context": np.zeros(len(vps))}
     idx = [v[4] for v in vps]
     for k in range(n_plans):
         plan = agent.replan(rgb)  # the agent's own plan: its context retrieval, poses and seed
-        out["plan"] += _similarities(small, plan.goal_frame)[idx]
+        out["plan"] += agent.goal_view_similarity(plan)[idx]
         blind = agent.planner.plan(None, rgb, agent.instruction, seed=seed * 1000 + k)
-        out["plan, no context"] += _similarities(small, blind.goal_frame)[idx]
+        out["plan, no context"] += agent.goal_view_similarity(blind)[idx]
     return {k: v / max(n_plans, 1) for k, v in out.items()}
 
 
@@ -79,7 +76,7 @@ def measure(
             obs, info = env.reset(seed=s)
             agent.reset(obs, info)
             vps = list(agent.search.viewpoints) if agent.search is not None else []
-            if not vps or agent._small_ctx is None:
+            if not vps:  # viewpoints need the context video's poses, as the goal-view match does
                 rows.append({"seed": s, "viewpoints": 0})
                 continue
             objs = env.unwrapped._goal_objs
