@@ -42,9 +42,10 @@ class FrameCache:
 
 class VerifiedSearch(ObjectSearch):
     """:class:`ObjectSearch` with a stricter, verified stop (issue 21; figures in
-    docs/RESULTS_CLOSED_LOOP.md). The frontier baseline and the V4S agent both use it, so the rows differ
-    in the plan only. Give it its detector wrapped in :class:`FrameCache` once per agent (one network pass
-    per frame, and the context-viewpoint cache keyed by the detector object stays valid across episodes).
+    docs/RESULTS_CLOSED_LOOP.md). The frontier baseline uses it, and the V4S agent with
+    ``stop_rule="verified"`` (then the two rows differ in the plan only). Give it its detector wrapped in
+    :class:`FrameCache` once per agent (one network pass per frame, and the context-viewpoint cache keyed
+    by the detector object stays valid across episodes).
 
     * The goal's box for centring and the SD is also read from the detector region grown over the lower
       ``grow`` threshold (connected to the core region): the core alone is often a part of the object,
