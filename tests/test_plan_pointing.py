@@ -25,7 +25,7 @@ def test_one_episode_scores_every_viewpoint() -> None:
         for c in CHOICES[1:]:
             scores = row[f"{c}: scores"]
             assert len(scores) == n and all(0.0 <= x <= 1.0 for x in scores)
-            assert row[f"{c}: index"] == max(range(n), key=scores.__getitem__)
+            assert scores[row[f"{c}: index"]] == max(scores)  # the best-matching viewpoint is chosen
 
 
 @pytest.mark.parametrize("args", [["--episodes", "0"], ["--plans", "0"], ["--radius", "-1"]])
