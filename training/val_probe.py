@@ -149,11 +149,11 @@ def run_probe(
     obs = ((tgt[:, :, 0].permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).byte().cpu().numpy()
     truth = tgt[:, :, 1:n_traj].float().cpu()
     for cond in CONDITIONS:
-        c = ctx[batch["wrong_index"].to(device)] if cond == "wrongctx" else ctx
-        cpos, ccam = batch["context_positions"], batch.get("context_camera")
+        c = ctx[wrong.to(device)] if cond == "wrongctx" else ctx
+        cpos, ccam = batch["context_positions"], ctx_cam
         if cond == "wrongctx":
-            cpos = cpos[batch["wrong_index"]]
-            ccam = None if ccam is None else ccam[batch["wrong_index"]]
+            cpos = cpos[wrong]
+            ccam = None if ccam is None else ccam[wrong]
         g = torch.Generator(device=device).manual_seed(seed + 1)
         video = pipe(
             context=c,
