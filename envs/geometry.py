@@ -73,6 +73,15 @@ def encode_relative_poses(ref: np.ndarray, poses: np.ndarray) -> np.ndarray:
     return np.stack([encode_relative_pose(ref, T) for T in poses]).astype(np.float32)
 
 
+def decode_relative_poses(ref: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Inverse of ``encode_relative_poses``: world poses ``(N, 4, 4)`` of ``codes (N, 12)`` given relative
+    to ``ref`` (a path given as the planner's ``camera``, back in the world frame of the context's poses)."""
+    codes = np.asarray(codes, dtype=np.float64).reshape(-1, 3, 4)
+    rel = np.tile(np.eye(4), (len(codes), 1, 1))
+    rel[:, :3, :4] = codes
+    return np.asarray(ref, dtype=np.float64) @ rel
+
+
 def intrinsics(height: int, width: int, hfov_deg: float = HFOV_DEG) -> np.ndarray:
     """3x3 pinhole intrinsics (square pixels) for an image of ``height`` x ``width`` with the given HFOV."""
     f = 0.5 * width / math.tan(math.radians(hfov_deg) / 2.0)

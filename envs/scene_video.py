@@ -244,14 +244,17 @@ def choose_context(
     near_prob: float = 0.0,
     goal_category: int | None = None,
     near_frames: int = 1,
+    near_margin: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``k`` context frames from the rest of the video (never the clip's own frames).
 
     With probability ``near_prob`` one of them is the video frame whose view is closest to the clip's
     final view (for an object clip that ends a visit: the same view after the look-around), and with
-    ``near_frames > 1`` also the closest views of that many clip frames in all (every other frame back from
-    the last); for an object clip the goal is in view in at least one context frame whenever the video
-    has such a frame.
+    ``near_frames > 1`` also the closest views of that many clip frames in all (the last, every other one
+    back, then the ones skipped; at most ``k - 1``). ``near_margin > 0`` looks for those views only outside
+    ``near_margin`` frames either side of the clip: another pass of the video through the same place, not
+    the clip's own continuation (as a path given at use time meets a separately recorded video). For an
+    object clip the goal is in view in at least one context frame whenever the video has such a frame.
     """
     n_video = len(shard["video_frames"])
     keep = np.ones(n_video, bool)
@@ -262,10 +265,15 @@ def choose_context(
         return cidx, cpos
     fixed: list[int] = []
     if near_prob > 0 and rng.random() < near_prob:
-        refs = widx[::-2][: max(1, min(near_frames, k - 1))]  # the last frame, then every other one back
+        back = widx[::-1]  # the last frame, every other one back, then the ones skipped
+        refs = np.concatenate([back[0::2], back[1::2]])[: max(1, min(near_frames, k - 1))]
+        pool = cand
+        if near_margin > 0:
+            outside = (cand < int(widx.min()) - near_margin) | (cand > int(widx.max()) + near_margin)
+            pool = cand[outside] if outside.any() else cand
         slots = rng.permutation(k)
         for ref in refs:
-            near = int(cand[np.argmin(view_distance(shard["video_poses"][cand], shard["video_poses"][ref]))])
+            near = int(pool[np.argmin(view_distance(shard["video_poses"][pool], shard["video_poses"][ref]))])
             if near in fixed:
                 continue
             if near not in cidx:
@@ -278,6 +286,78 @@ def choose_context(
             cidx[free[int(rng.integers(len(free)))]] = int(rng.choice(cand[vis]))
     cidx = np.sort(cidx)
     return cidx, cidx.astype(np.float32)
+
+
+# frames either side of a pose clip that ``choose_view_context`` never takes its matched views from: about
+# a look-around or a few metres of walking, so the matches come from another pass of the video
+VIEW_MARGIN = 16
+
+
+def choose_view_context(
+    shard: dict[str, np.ndarray],
+    widx: np.ndarray,
+    k: int,
+    rng: np.random.Generator,
+    margin: int = VIEW_MARGIN,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A pose clip's context when its camera path is given: for each clip frame (at most ``k - 1``) the
+    video frame whose view is closest to it from another pass of the video (outside ``margin`` frames
+    either side of the clip), the rest a natural sample. How a path given at use time meets a separately
+    recorded video of the scene (the WorldMem / Context-as-Memory retrieval by view)."""
+    return choose_context(shard, widx, k, "sparse", rng, 1.0, None, len(widx), margin)
+
+
+def clip_and_context(
+    shard: dict[str, np.ndarray],
+    kind: str,
+    ep: int,
+    n: int,
+    k: int,
+    at_end: bool,
+    rng: np.random.Generator,
+    mode: str = "sparse",
+    near_prob: float = 0.0,
+    near_frames: int = 1,
+    view_prob: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int | None]:
+    """The one clip cutter of training and the held-out gates: the clip's ``n`` video frames
+    (``clip_window``), its ``k`` context frames and their positions, and the goal category of an object
+    clip (``None`` for a pose clip). With probability ``view_prob`` (drawn only when strictly between 0
+    and 1) a pose clip's context is ``choose_view_context``'s, else ``choose_context``'s."""
+    widx = clip_window(shard, kind, ep, n, at_end, rng)
+    cat = int(shard["visit_category"][ep]) if kind == "obj" else None
+    views = kind == "pose" and mode == "sparse" and view_prob > 0
+    if views and view_prob < 1:
+        views = bool(rng.random() < view_prob)
+    if views:
+        cidx, cpos = choose_view_context(shard, widx, k, rng)
+    else:
+        cidx, cpos = choose_context(shard, widx, k, mode, rng, near_prob, cat, near_frames)
+    return widx, cidx, cpos, cat
+
+
+def closest_views(poses: np.ndarray, path: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted indices of ``k`` frames of a video with camera ``poses (N, 4, 4)`` for a plan along the
+    camera ``path (T, 4, 4)``: each path pose's closest view (``view_distance``; the last pose first, then
+    every other one back, then the ones skipped; at most ``k - 1``), the rest a random sample of the
+    other frames. The use-time twin of ``choose_view_context`` (the path is not part of the video here,
+    so nothing is held out)."""
+    poses, path = np.asarray(poses, dtype=np.float64), np.asarray(path, dtype=np.float64)
+    n = len(poses)
+    if n < 1 or k < 1 or len(path) < 1:
+        raise ValueError(f"need >= 1 video frame, k >= 1 and a path. Got {n} frames, k={k}, path {len(path)}")
+    if n <= k:
+        return np.sort(np.concatenate([np.arange(n), np.linspace(0, n - 1, k - n).round().astype(int)]))
+    back = path[::-1]
+    refs = np.concatenate([back[0::2], back[1::2]])[: k - 1]
+    chosen: list[int] = []
+    for ref in refs:
+        j = int(np.argmin(view_distance(poses, ref)))
+        if j not in chosen:
+            chosen.append(j)
+    rest = np.setdiff1d(np.arange(n), chosen)
+    fill = rng.choice(rest, size=k - len(chosen), replace=False)
+    return np.sort(np.concatenate([np.asarray(chosen, int), fill.astype(int)]))
 
 
 def other_scene_index(scenes: list[int]) -> list[int]:

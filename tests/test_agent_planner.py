@@ -169,3 +169,41 @@ def test_context_pose_planner_and_agent_pass_relative_poses(tmp_path, planner, e
     assert seen and seen[-1] is not None and seen[-1].shape == (cp.num_context_frames, 12)
     _, p2, poses = agent.context_with_poses()
     assert poses.shape == (cp.num_context_frames, 4, 4)
+
+
+def test_views_sampling_takes_each_path_pose_closest_context_view(tmp_path, env):
+    """``sampling="views"``: a plan along a given camera path gets, for each path pose, the context frame
+    seen from closest to it (as training gave path plans their context); without a path it refuses."""
+    from v4s_agent.envs.geometry import decode_relative_poses, encode_relative_poses
+    from v4s_agent.envs.scene_video import view_distance
+
+    ckpt = make_tiny_checkpoint(tmp_path, context_pose=True, num_context_frames=6)
+    cp = VideoPlanner.from_pretrained(ckpt, device="cpu")
+    obs, info = env.reset(seed=2)
+    ctx, pose = info["context"], info["agent_pose"]
+    path = ctx["poses"][[5, 9, 13, 17]]  # a path through places the tour has seen
+    camera = encode_relative_poses(pose, path)
+    np.testing.assert_allclose(decode_relative_poses(pose, camera), path, atol=1e-5)
+    seen = []
+    orig = cp.pipeline.__call__
+
+    def spy(**kw):
+        seen.append(kw)
+        return orig(**kw)
+
+    cp.pipeline = type("Spy", (), {"__call__": staticmethod(spy), "v4s_config": cp.pipeline.v4s_config})()
+    plan = cp.plan(
+        ctx, obs["rgb"], "Follow the path.", camera=camera, observation_pose=pose, sampling="views"
+    )
+    idx = plan.context_positions.astype(int)
+    assert len(idx) == cp.num_context_frames and np.all(np.diff(idx) >= 0)
+    assert {5, 9, 13, 17} <= set(idx.tolist())  # each path pose's own view is its closest
+    for p in path:
+        assert view_distance(ctx["poses"][idx], p).min() < 1e-3  # float32 camera round trip
+    np.testing.assert_allclose(
+        np.asarray(seen[-1]["context_camera"]).reshape(-1, 12),
+        encode_relative_poses(pose, ctx["poses"][idx]),
+        atol=1e-5,
+    )
+    with pytest.raises(ValueError, match="views"):
+        cp.plan(ctx, obs["rgb"], "Follow the path.", sampling="views")

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 from training_helpers import tiny_data
-from v4s_agent.envs.scene_video import other_scene_index
+from v4s_agent.envs.scene_video import VIEW_MARGIN, other_scene_index, view_distance
+from v4s_agent.training.dataset import load_shard
+from v4s_agent.training.generate_data import shard_name
 
 from v4s_agent.evaluation.evaluator_detector import EvaluatorDetector
 from v4s_agent.evaluation.gates import (
@@ -95,6 +97,11 @@ def test_context_gain_is_zero_with_the_same_context_and_reported_with_an_interva
     same = measure_context_gain(pipe, clips, draws=2)
     assert same["gain_frac"]["mean"] == 0.0
     assert same["x0_mse_ctx"]["mean"] == g["x0_mse_ctx"]["mean"]
+    # the no-context row: the same target noise, a noise context without poses
+    assert g["x0_mse_noctx"]["mean"] != g["x0_mse_ctx"]["mean"]
+    assert g["gain_frac_noctx"]["mean"] == pytest.approx(
+        (g["x0_mse_noctx"]["mean"] - g["x0_mse_ctx"]["mean"]) / g["x0_mse_ctx"]["mean"]
+    )
 
 
 def _measured(pipe, clips) -> dict:
@@ -114,3 +121,25 @@ def test_retrieved_context_replaces_only_the_pose_clips_context(data_dir: Path) 
     assert any(not torch.equal(a["context"], b["context"]) for a, b in zip(nat, ret, strict=True))
     with pytest.raises(ValueError, match="natural"):
         gate_clips(data_dir, m, context="nearest")
+
+
+def test_views_context_matches_the_path_from_another_pass(data_dir: Path) -> None:
+    """``context="views"``: pose clips' context holds their path's closest views from outside the margin
+    (the context poses of those frames say so); object clips keep the natural context."""
+    m = get_model_config("tiny", context_pose=True)
+    nat = gate_clips(data_dir, m, pose_per_scene=2, max_scenes=1)
+    vw = gate_clips(data_dir, m, pose_per_scene=2, max_scenes=1, context="views")
+    poses = load_shard(data_dir / shard_name(0))["video_poses"]
+    for a, b in zip(nat, vw, strict=True):
+        assert torch.equal(a["target"], b["target"])
+        if b["kind"] == "obj":
+            assert torch.equal(a["context"], b["context"])
+        else:
+            w, cidx = b["window"], b["context_index"]
+            rest = np.setdiff1d(np.arange(len(poses)), np.arange(w.min(), w.max() + 1))
+            far = rest[(rest < w.min() - VIEW_MARGIN) | (rest > w.max() + VIEW_MARGIN)]
+            for ref in w[::-1][: m.num_context_frames - 1]:
+                d = view_distance(poses, poses[ref])
+                assert d[cidx].min() == pytest.approx(d[far].min())
+            assert np.array_equal(b["context_positions"].numpy(), cidx.astype(np.float32))
+    assert any(not torch.equal(a["context"], b["context"]) for a, b in zip(nat, vw, strict=True))

@@ -12,7 +12,9 @@ from training_helpers import TINY_GEN, tiny_data
 from v4s_agent.training.dataset import (
     DataError,
     V4SShardDataset,
+    build_sample,
     choose_context,
+    choose_view_context,
     clip_window,
     load_idm_transitions,
     load_shard,
@@ -75,6 +77,36 @@ def test_batch_matches_the_contract(data_dir: Path) -> None:
         assert torch.all(pos[1:] >= pos[:-1])
 
 
+def test_view_context_replaces_only_pose_clips_context(data_dir: Path) -> None:
+    """``view_prob=1``: every pose clip's context is its path's closest views from another pass of the
+    video (the context poses say where they are); object clips keep theirs; 0 leaves the stream as it was."""
+    from v4s_agent.envs.scene_video import VIEW_MARGIN
+
+    m = get_model_config("tiny", context_pose=True)
+    z = load_shard(data_dir / shard_name(0))
+    ep = int(np.nonzero(z["visit_ok"])[0][0])
+    for kind in ("pose", "obj"):
+        a = build_sample(z, kind, ep, np.random.default_rng(3), m, p_drop=0.0)
+        b = build_sample(z, kind, ep, np.random.default_rng(3), m, p_drop=0.0, view_prob=1.0)
+        assert torch.equal(a["target"], b["target"])  # the same clip
+        if kind == "obj":
+            assert torch.equal(a["context"], b["context"])
+            continue
+        cidx = b["context_positions"].numpy().astype(int)
+        assert not torch.equal(a["context"], b["context"]) and len(cidx) == m.num_context_frames
+        # the clip's window, drawn as build_sample draws it (end-window draw, then the window)
+        rng = np.random.default_rng(3)
+        t = m.num_target_frames - m.num_box_frames
+        w = clip_window(z, "pose", ep, t, bool(rng.random() < 0.5), rng)
+        assert np.array_equal(b["target"][:, :t], a["target"][:, :t])
+        rest = np.setdiff1d(np.arange(len(z["video_frames"])), np.arange(w.min(), w.max() + 1))
+        far = rest[(rest < w.min() - VIEW_MARGIN) | (rest > w.max() + VIEW_MARGIN)]
+        assert not set(cidx.tolist()) & set(w.tolist())
+        for ref in w[::-1][: m.num_context_frames - 1]:
+            d = view_distance(z["video_poses"], z["video_poses"][ref])
+            assert d[cidx].min() == pytest.approx(d[far].min())
+
+
 def test_joint_cfg_dropout_drops_instruction_and_context_together(data_dir: Path) -> None:
     m = get_model_config("tiny")
     it = iter(make_dataloader(data_dir, m, batch_size=8, p_drop=0.5))
@@ -127,6 +159,28 @@ def test_clips_and_context_come_from_one_video(data_dir: Path) -> None:
     for ref in w[::-2][:4]:
         d = view_distance(z["video_poses"], z["video_poses"][ref])
         assert d[cidx].min() == pytest.approx(d[rest].min())
+    # near_frames beyond every other frame: the skipped ones follow, up to k - 1 views
+    cidx, _ = choose_context(z, w, 12, "sparse", rng, 1.0, None, near_frames=9)
+    for ref in w:
+        d = view_distance(z["video_poses"], z["video_poses"][ref])
+        assert d[cidx].min() == pytest.approx(d[rest].min())
+    # near_margin: the matched views come from outside the margin around the clip (another pass)
+    margin = 10
+    far = rest[(rest < w.min() - margin) | (rest > w.max() + margin)]
+    vidx, vpos = choose_view_context(z, w, 12, rng, margin=margin)
+    assert np.array_equal(vidx, vpos) and len(vidx) == 12 and not set(vidx.tolist()) & set(w.tolist())
+    for ref in w:
+        d = view_distance(z["video_poses"], z["video_poses"][ref])
+        assert d[vidx].min() == pytest.approx(d[far].min())
+    # use time (the path is not in the video): each path pose's closest view, the rest random, k in all
+    from v4s_agent.envs.scene_video import closest_views
+
+    idx = closest_views(z["video_poses"], z["video_poses"][w], 12, np.random.default_rng(0))
+    assert len(idx) == 12 and np.all(np.diff(idx) > 0) and set(w[::-1][:11].tolist()) <= set(idx.tolist())
+    short = closest_views(z["video_poses"][:3], z["video_poses"][w], 6, np.random.default_rng(0))
+    assert len(short) == 6 and set(short.tolist()) == {0, 1, 2}
+    with pytest.raises(ValueError, match="path"):
+        closest_views(z["video_poses"], np.zeros((0, 4, 4)), 6, np.random.default_rng(0))
     # the look-around after a visit returns to the visit's end view: an exact copy exists in the video
     e = int(ok[0])
     assert view_distance(z["video_poses"][z["visit_end"][e] + 24 : z["visit_end"][e] + 25],

@@ -259,6 +259,12 @@ def test_init_from_starts_a_new_run_with_context_pose(data_dir: Path, tmp_path: 
     recs = [json.loads(x) for x in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
     probe = [r for r in recs if "val/x0_context_gain" in r]
     assert probe and all(0.0 <= probe[-1][f"val/x0_mse_wrongctx@{s:g}"] < 10.0 for s in (0.05, 1.0))
+    # the path's-views condition (the planner's context for a given path) on the pose clips
+    v = probe[-1]
+    assert 0.0 < v["val/x0_mse_views_pose@1"] < 10.0 and 0.0 < v["val/x0_mse_views_wrongctx_pose@1"] < 10.0
+    assert v["val/x0_context_gain_frac_views_pose@1"] == pytest.approx(
+        (v["val/x0_mse_views_wrongctx_pose@1"] - v["val/x0_mse_views_pose@1"]) / v["val/x0_mse_views_pose@1"]
+    )
     saved = json.loads((tmp_path / "ft" / "final" / "pipeline" / "model_index.json").read_text())
     assert saved["model_config"]["context_pose"] is True
     with pytest.raises(CheckpointError, match="init_from"):
@@ -289,3 +295,18 @@ def test_wsd_schedule_holds_then_decays_linearly() -> None:
         TrainConfig(lr_schedule="wsd")
     with pytest.raises(ValueError, match="lr_final_ratio"):
         TrainConfig(lr_final_ratio=1.5)
+
+
+def test_points_schedule_rewarms_and_decays_again() -> None:
+    """A resumed run's new data mix gets a re-warm and a second decay; the earlier schedule stays as the
+    first points, so the steps already trained keep their lr."""
+    pts = [[0, 1.0], [100, 1.0], [150, 0.2], [160, 0.2], [170, 0.5], [200, 0.5], [300, 0.1]]
+    cfg = TrainConfig(warmup_steps=10, lr_schedule="points", lr_points=pts)
+    wsd = TrainConfig(warmup_steps=10, lr_schedule="wsd", decay_start=100, decay_steps=50, lr_final_ratio=0.2)
+    f, g = train_mod.lr_lambda(cfg), train_mod.lr_lambda(wsd)
+    assert all(f(s) == pytest.approx(g(s)) for s in range(0, 161))
+    assert f(165) == pytest.approx(0.35) and f(200) == pytest.approx(0.5) and f(250) == pytest.approx(0.3)
+    assert f(10_000) == pytest.approx(0.1)
+    for bad in ([], [[10, 1.0], [5, 1.0]], [[0, -1.0]]):
+        with pytest.raises(ValueError, match="lr_points"):
+            TrainConfig(lr_schedule="points", lr_points=bad)

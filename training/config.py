@@ -33,7 +33,9 @@ class TrainConfig:
         lr, weight_decay, betas, warmup_steps, lr_schedule: AdamW and its schedule ("cosine" | "constant" |
             "wsd": warm-up, constant until ``decay_start``, then linear to ``lr_final_ratio`` x lr over
             ``decay_steps``; why: a run trained at constant lr for as long as sessions allowed can be
-            cooled down later without restarting it).
+            cooled down later without restarting it; "points": the lr multiplier linear between the
+            ``lr_points`` ``[step, multiplier]`` pairs, constant beyond them: a re-warm and a second
+            decay when the data mix changes on ``--resume``).
         max_grad_norm: gradient clipping (0 = off).
         ema_decay: EMA decay of the shipped weights (ramped as min(decay, (1+step)/(10+step))).
         mixed_precision: "auto" (bf16 on CUDA, fp32 on CPU), "no", "bf16", "fp16".
@@ -56,6 +58,9 @@ class TrainConfig:
             goes linearly from ``start`` to ``end`` (the video's natural sampling at 0) over ``steps``
             optimiser steps; ``near_context_frames`` clip frames (the last, then every other one back)
             get their closest view into the context when the draw hits.
+        view_context_prob: probability that a pose clip's context is its path's closest views from
+            another pass of the scene video (``envs.scene_video.choose_view_context``; the planner's
+            context when a path is given, and the gates' ``--context views``) instead of the above.
         cpu_attention: attention kernel on CPUs: ``"math"`` (matmul + softmax: for our ~400-token
             sequences its bf16 backward is the faster one, ``benchmarks/bench_train.py``) or ``"auto"``
             (torch's own choice, the flash kernel); GPUs always use torch's choice.
@@ -84,6 +89,7 @@ class TrainConfig:
     decay_start: int = 0
     decay_steps: int = 0
     lr_final_ratio: float = 0.1
+    lr_points: list[list[float]] = field(default_factory=list)
     max_grad_norm: float = 1.0
     ema_decay: float = 0.999
     mixed_precision: str = "auto"
@@ -104,6 +110,7 @@ class TrainConfig:
     near_context_end: float = 0.0
     near_context_steps: int = 4000
     near_context_frames: int = 1
+    view_context_prob: float = 0.0
     cpu_attention: str = "math"
     compile: bool = False
     init_from: str | None = None
@@ -114,8 +121,18 @@ class TrainConfig:
             raise ValueError(f"context_mode must be 'sparse' or 'contiguous'. Got {self.context_mode!r}")
         if self.cpu_attention not in ("math", "auto"):
             raise ValueError(f"cpu_attention must be 'math' or 'auto'. Got {self.cpu_attention!r}")
-        if self.lr_schedule not in ("cosine", "constant", "wsd"):
-            raise ValueError(f"lr_schedule must be 'cosine', 'constant' or 'wsd'. Got {self.lr_schedule!r}")
+        if self.lr_schedule not in ("cosine", "constant", "wsd", "points"):
+            raise ValueError(
+                f"lr_schedule must be 'cosine', 'constant', 'wsd' or 'points'. Got {self.lr_schedule!r}"
+            )
+        self.lr_points = [[float(a), float(b)] for a, b in self.lr_points]
+        if self.lr_schedule == "points":
+            steps = [p[0] for p in self.lr_points]
+            if not steps or steps != sorted(steps) or any(p[1] < 0 for p in self.lr_points):
+                raise ValueError(
+                    "lr_schedule 'points' needs lr_points: [step, multiplier] pairs, steps ascending, "
+                    f"multipliers >= 0. Got {self.lr_points}"
+                )
         if self.lr_schedule == "wsd" and (self.decay_steps < 1 or self.decay_start < 0):
             raise ValueError(
                 f"lr_schedule 'wsd' needs decay_start >= 0 and decay_steps >= 1. "
@@ -132,7 +149,14 @@ class TrainConfig:
             raise ValueError(f"near_context_frames must be >= 1. Got {self.near_context_frames}")
         if self.near_context_steps < 0:
             raise ValueError(f"near_context_steps must be >= 0. Got {self.near_context_steps}")
-        probs = ("p_drop_cond", "pose_task_prob", "end_window_prob", "near_context_start", "near_context_end")
+        probs = (
+            "p_drop_cond",
+            "pose_task_prob",
+            "end_window_prob",
+            "near_context_start",
+            "near_context_end",
+            "view_context_prob",
+        )
         for k in probs:
             if getattr(self, k) is not None and not 0.0 <= getattr(self, k) <= 1.0:
                 raise ValueError(f"{k} must be in [0, 1]. Got {getattr(self, k)}")

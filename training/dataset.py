@@ -22,15 +22,23 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
-from v4s_agent.envs.scene_video import choose_context, clip_window, sample_context, view_distance
+from v4s_agent.envs.scene_video import (
+    choose_context,
+    choose_view_context,
+    clip_and_context,
+    clip_window,
+    sample_context,
+    view_distance,
+)
 
 from v4s_agent.model.pipeline_inputs import to_video_tensor
 
 from .generate_data import MANIFEST
 
 __all__ = [  # the clip cutters live with the scene video (the held-out gates use them too)
-    "choose_context", "clip_window", "sample_context", "view_distance", "build_sample", "make_dataloader",
-    "V4SShardDataset", "DataError", "load_shard", "load_manifest", "load_idm_transitions", "near_schedule",
+    "choose_context", "choose_view_context", "clip_and_context", "clip_window", "sample_context",
+    "view_distance", "build_sample", "make_dataloader", "V4SShardDataset", "DataError", "load_shard",
+    "load_manifest", "load_idm_transitions", "near_schedule",
 ]  # fmt: skip
 
 REQUIRED_KEYS = (
@@ -112,12 +120,15 @@ def build_sample(
     end_window_prob: float = 0.5,
     near_prob: float = 0.0,
     near_frames: int = 1,
+    view_prob: float = 0.0,
 ) -> dict[str, Any]:
     """One training sample (unbatched) cut from a shard's scene video.
 
     ``kind="obj"``: a clip ending in visit ``ep`` (goal centred at the visit's end), red-box auxiliary
     frames, the visit's instruction; ``kind="pose"``: any segment with its camera path (``ep`` unused).
-    The context is ``choose_context``'s: other frames of the same video at their source times.
+    The context is ``choose_context``'s: other frames of the same video at their source times; with
+    probability ``view_prob`` a pose clip's is ``choose_view_context``'s instead (its path's views from
+    another pass of the video, as a planner given a path retrieves them).
     """
     from v4s_agent.envs.geometry import encode_relative_poses
     from v4s_agent.envs.nav_env import POSE_INSTRUCTION
@@ -135,9 +146,10 @@ def build_sample(
     )
     t_traj = T - nb
     video, poses = shard["video_frames"], shard["video_poses"]
-    widx = clip_window(shard, kind, ep, t_traj, bool(rng.random() < end_window_prob), rng)
-    cat = int(shard["visit_category"][ep]) if kind == "obj" else None
-    cidx, cpos = choose_context(shard, widx, K, context_mode, rng, near_prob, cat, near_frames)
+    at_end = bool(rng.random() < end_window_prob)
+    widx, cidx, cpos, cat = clip_and_context(
+        shard, kind, ep, t_traj, K, at_end, rng, context_mode, near_prob, near_frames, view_prob
+    )
     frames = video[widx]
     camera = np.zeros((T, 12), np.float32)
     obs_pose = poses[widx[0]]
@@ -197,6 +209,8 @@ class V4SShardDataset(IterableDataset):
         near_context: ``(start, end, batches)`` of the near-context curriculum (``near_schedule``):
             the probability that a context frame is the video's closest view to the clip's last frame.
         near_frames: how many clip frames get their closest view into the context when it does.
+        view_prob: probability that a pose clip's context is its path's views from another pass of the
+            video (``build_sample``'s ``view_prob``; the planner's context when it is given a path).
         shard_cache: shards kept in memory per worker.
     """
 
@@ -216,6 +230,7 @@ class V4SShardDataset(IterableDataset):
         near_context: tuple[float, float, int] = (0.0, 0.0, 0),
         shard_cache: int = 2,
         near_frames: int = 1,
+        view_prob: float = 0.0,
     ) -> None:
         super().__init__()
         self.data_dir = Path(data_dir)
@@ -240,6 +255,7 @@ class V4SShardDataset(IterableDataset):
         self.pose_task_prob, self.end_window_prob = float(pose_task_prob), float(end_window_prob)
         self.near_context = (float(near_context[0]), float(near_context[1]), int(near_context[2]))
         self.near_frames = int(near_frames)
+        self.view_prob = float(view_prob)
         self.shard_cache = max(1, int(shard_cache))
         for s in self.shards:
             if not (self.data_dir / s["file"]).is_file():
@@ -313,6 +329,7 @@ class V4SShardDataset(IterableDataset):
                 self.end_window_prob,
                 near,
                 self.near_frames,
+                self.view_prob,
             )
 
 
@@ -340,6 +357,7 @@ def make_dataloader(
     end_window_prob: float = 0.5,
     near_context: tuple[float, float, int] = (0.0, 0.0, 0),
     near_frames: int = 1,
+    view_prob: float = 0.0,
 ) -> DataLoader:
     """The training DataLoader of one rank (its own shards; resumes at ``start_batch``)."""
     ds = V4SShardDataset(
@@ -356,6 +374,7 @@ def make_dataloader(
         end_window_prob=end_window_prob,
         near_context=near_context,
         near_frames=near_frames,
+        view_prob=view_prob,
     )
     kw: dict[str, Any] = {}
     if num_workers > 0:

@@ -100,13 +100,18 @@ def step_seed(seed: int, rank: int, step: int, micro: int = 0) -> int:
 
 
 def lr_lambda(cfg: TrainConfig):
-    """Linear warm-up, then cosine to 10 %, constant, or constant then linear decay ("wsd")."""
+    """Linear warm-up, then cosine to 10 %, constant, constant then linear decay ("wsd"), or the
+    multiplier interpolated linearly between ``lr_points`` ("points": a re-warm and a second decay on
+    ``--resume`` keep the run's earlier schedule as their first points)."""
 
     def f(step: int) -> float:
         if step < cfg.warmup_steps:
             return (step + 1) / max(1, cfg.warmup_steps)
         if cfg.lr_schedule == "constant":
             return 1.0
+        if cfg.lr_schedule == "points":
+            steps, mults = zip(*cfg.lr_points, strict=True)
+            return float(np.interp(step, steps, mults))
         if cfg.lr_schedule == "wsd":
             prog = min(1.0, max(0.0, (step - cfg.decay_start) / cfg.decay_steps))
             return 1.0 - (1.0 - cfg.lr_final_ratio) * prog
@@ -327,6 +332,7 @@ def train(
             cfg.near_context_steps * cfg.grad_accum_steps,
         ),
         near_frames=cfg.near_context_frames,
+        view_prob=cfg.view_context_prob,
     )
     data = iter(loader)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..envs.geometry import encode_relative_pose
+from ..envs.geometry import decode_relative_poses, encode_relative_pose
 from ..envs.goal_metrics import sd_from_box
 from ..model.sampling import check_sampling
 from .action_decoding import CVMotion, decode_actions, estimate_motion, idm_probs
@@ -342,8 +342,13 @@ class VideoPlanner:
         context_positions: np.ndarray | None,
         rng: np.random.Generator | None,
         sampling: str,
+        path: np.ndarray | None = None,
+        context_poses: np.ndarray | None = None,
     ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
-        """``prepare_context`` plus the indices of the chosen frames in ``context`` (for their poses)."""
+        """``prepare_context`` plus the indices of the chosen frames in ``context`` (for their poses).
+
+        ``sampling="views"`` needs the wanted camera ``path`` ``(T, 4, 4)`` in the context's world frame and
+        the context's poses: each path pose's closest view, the rest random (``closest_views``)."""
         if context is None:
             return None, None, None
         if isinstance(context, dict) and "frames" not in context:
@@ -359,7 +364,23 @@ class VideoPlanner:
         if len(positions) != n:
             raise ValueError(f"context_positions has {len(positions)} entries for {n} frames")
         idx = np.arange(n)
-        if n != self.num_context_frames:
+        if sampling == "views":
+            from ..envs.scene_video import closest_views
+
+            poses = context_poses if context_poses is not None else (
+                context.get("poses") if isinstance(context, dict) else None
+            )  # fmt: skip
+            if path is None or poses is None:
+                raise ValueError(
+                    "sampling='views' needs a camera path (camera=..., with observation_pose=...) and the "
+                    "context's poses (info['context']['poses'] or context_poses=...)"
+                )
+            if len(poses) != n:
+                raise ValueError(f"context has {n} frames but {len(poses)} poses")
+            rng = rng if rng is not None else np.random.default_rng(0)
+            idx = closest_views(np.asarray(poses), path, self.num_context_frames, rng)
+            frames, positions = frames[idx], positions[idx]
+        elif n != self.num_context_frames:
             idx = sample_context_indices(n, self.num_context_frames, sampling, rng)
             frames, positions = frames[idx], positions[idx]
         return resize_frames(frames, self.height, self.width), positions.astype(np.float32), idx
@@ -408,7 +429,10 @@ class VideoPlanner:
             camera: pose task: float ``(T, 12)`` relative camera poses of the wanted path.
             context_positions: source indices of ``context`` frames in the tour (default ``0..N-1``).
             seed: noise seed (default: the planner seed plus a call counter, reproducible per instance).
-            sampling: how a longer context is sub-sampled (``"stratified"``, ``"uniform"``, ``"contiguous"``).
+            sampling: how a longer context is sub-sampled (``"stratified"``, ``"uniform"``, ``"contiguous"``;
+                ``"views"`` for a camera path: each path pose's closest context view, the rest random,
+                as the model was trained for path plans; needs ``observation_pose`` and the context's
+                poses).
             observation_pose: the agent's pose (odometry, ``info["agent_pose"]``); with the context's poses
                 (the tour dict's ``"poses"`` or ``context_poses``, one per context frame) it gives models
                 trained with ``context_pose`` where each context frame was taken.
@@ -423,12 +447,15 @@ class VideoPlanner:
         seed = self.seed + self._calls if seed is None else seed
         self._calls += 1
         rng = np.random.default_rng(seed)
-        ctx, pos, idx = self._select_context(context, context_positions, rng, sampling)
-        obs = resize_frames(observation, self.height, self.width)
         if camera is not None:
             camera = np.asarray(camera, dtype=np.float32)
             if camera.ndim != 2 or camera.shape[1] != 12:
                 raise ValueError(f"camera must be float (T, 12). Got shape {camera.shape}")
+        path = None
+        if camera is not None and observation_pose is not None:
+            path = decode_relative_poses(observation_pose, camera)
+        ctx, pos, idx = self._select_context(context, context_positions, rng, sampling, path, context_poses)
+        obs = resize_frames(observation, self.height, self.width)
         ctx_cam = self.context_camera(context, idx, observation_pose, context_poses)
         frames, box_pipe = self._generate(ctx, pos, obs, instruction, camera, seed, ctx_cam)
         t_gen = time.perf_counter()

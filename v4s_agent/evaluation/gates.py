@@ -57,6 +57,9 @@ def _rate_ci(k: int, n: int) -> dict[str, float | None]:
     return {"mean": k / n, "lo": float(lo), "hi": float(hi), "n": int(n)}
 
 
+CONTEXTS = ("natural", "retrieved", "views")
+
+
 def gate_clips(
     data_dir: str | Path,
     mcfg: Any,
@@ -71,10 +74,13 @@ def gate_clips(
     ``context="natural"``: as training cuts it (K frames of the rest of the video, no near copies);
     ``"retrieved"``: pose clips get the agent's use-time choice instead, the K frames of the rest of the
     video that see most of the clip's path (``agent.context_retrieval``, field-of-view overlap on the
-    floor; the clip's own frames are never candidates). Object clips keep the natural context (where the
-    goal is is what they ask)."""
-    if context not in ("natural", "retrieved"):
-        raise ValueError(f"context must be 'natural' or 'retrieved'. Got {context!r}")
+    floor; the clip's own frames are never candidates); ``"views"``: pose clips get, for each of their
+    frames, the video frame whose view is closest to it from another pass of the video
+    (``envs.scene_video.choose_view_context``), the rest natural: a given camera path matched against
+    a separately recorded video. Object clips keep the natural context (where the goal is is what they
+    ask)."""
+    if context not in CONTEXTS:
+        raise ValueError(f"context must be one of {CONTEXTS}. Got {context!r}")
     data_dir = Path(data_dir)
     manifest = data_dir / "manifest.json"
     if not manifest.is_file():
@@ -93,18 +99,18 @@ def gate_clips(
 
 def cut_clip(shard: dict[str, np.ndarray], kind: str, ep: int, rng: np.random.Generator, mcfg: Any,
              context: str = "natural") -> dict:  # fmt: skip
-    """One held-out clip as training cuts it (clip ending the visit; natural context, no near copy) in the
-    pipeline's inputs, plus what the metrics need (kind, goal category, the env's exact SD)."""
+    """One held-out clip as training cuts it (``clip_and_context``: the clip ending the visit, natural
+    context without near copies, or the path's views) in the pipeline's inputs, plus what the metrics
+    need (kind, goal category, the env's exact SD)."""
     from v4s_agent.envs.geometry import encode_relative_poses
     from v4s_agent.envs.nav_env import POSE_INSTRUCTION
-    from v4s_agent.envs.scene_video import choose_context, clip_window
+    from v4s_agent.envs.scene_video import clip_and_context
     from v4s_agent.model.pipeline_inputs import to_video_tensor
 
     K, T, nb = mcfg.num_context_frames, mcfg.num_target_frames, mcfg.num_box_frames
     video, poses = shard["video_frames"], shard["video_poses"]
-    widx = clip_window(shard, kind, ep, T - nb, True, rng)
-    cat = int(shard["visit_category"][ep]) if kind == "obj" else None
-    cidx, cpos = choose_context(shard, widx, K, "sparse", rng, 0.0, cat)
+    view_prob = 1.0 if context == "views" else 0.0  # pose clips only, as training cuts them
+    widx, cidx, cpos, cat = clip_and_context(shard, kind, ep, T - nb, K, True, rng, view_prob=view_prob)
     if context == "retrieved" and kind == "pose":
         from v4s_agent.agent.context_retrieval import path_points, retrieve_context
 
@@ -122,6 +128,8 @@ def cut_clip(shard: dict[str, np.ndarray], kind: str, ep: int, rng: np.random.Ge
         camera[: T - nb] = encode_relative_poses(poses[widx[0]], poses[widx])
     clip = {
         "kind": kind,
+        "window": widx,  # the clip's and the context's frames in the scene video
+        "context_index": cidx,
         "context": to_video_tensor(video[cidx], mcfg.height, mcfg.width),
         "context_positions": torch.from_numpy(cpos),
         "target": to_video_tensor(target, mcfg.height, mcfg.width),
@@ -196,7 +204,7 @@ def measure_context_gain(
 
     pose = [i for i, c in enumerate(clips) if c["kind"] == "pose"]
     wrong = other_scene_index([clips[i]["scene"] for i in pose])
-    err: dict[str, list[float]] = {"ctx": [], "wrongctx": []}
+    err: dict[str, list[float]] = {"ctx": [], "wrongctx": [], "noctx": []}
     for a in range(0, len(pose), batch_size):
         part = range(a, min(len(pose), a + batch_size))
         for cond in err:
@@ -214,15 +222,18 @@ def measure_context_gain(
                 [sigma],
                 seed=a,
                 draws=draws,
+                drop_context=cond == "noctx",
             )[float(sigma)]
             err[cond] += e.tolist()
-    true, other = np.asarray(err["ctx"]), np.asarray(err["wrongctx"])
+    true, other, none = (np.asarray(err[c]) for c in ("ctx", "wrongctx", "noctx"))
     return {
         "sigma": sigma,
         "draws": draws,
         "x0_mse_ctx": _mean_ci(list(true)),
         "x0_mse_wrongctx": _mean_ci(list(other)),
+        "x0_mse_noctx": _mean_ci(list(none)),
         "gain_frac": _ratio_ci(other - true, true),
+        "gain_frac_noctx": _ratio_ci(none - true, true),
     }
 
 
@@ -343,9 +354,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument(
         "--context",
-        choices=["natural", "retrieved"],
+        choices=list(CONTEXTS),
         default="natural",
-        help="pose clips' context: as training cuts it, or the agent's use-time retrieval along the path",
+        help="pose clips' context: as training cuts it (natural), the agent's floor retrieval along the "
+        "path (retrieved), or the path's closest views from another pass of the video (views)",
     )
     a = p.parse_args(argv)
     if a.pose_per_scene < 1:

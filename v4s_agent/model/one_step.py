@@ -26,13 +26,16 @@ def one_step_errors(
     sigmas: Sequence[float],
     seed: int = 0,
     draws: int = 1,
+    drop_context: bool = False,
 ) -> dict[float, torch.Tensor]:
     """Per-sample MSE ``(B,)`` of the one-step clean estimate of the target frames after the observation,
     for each noise level in ``sigmas`` (the observation frame stays clean, as in training).
 
     ``context`` ``(B, 3, K, H, W)`` and ``target`` ``(B, 3, T, H, W)`` in [-1, 1]; the noise is drawn from
     ``seed`` (``draws`` draws, averaged; each draw shared by all sigmas), so two calls with the same seed
-    and shapes (e.g. the true context and another scene's) see the same noise.
+    and shapes (e.g. the true context and another scene's) see the same noise. ``drop_context``: the
+    no-context condition as training drops it (pure-noise context latents without poses, drawn from a
+    generator of their own so the target noise stays the same as the other conditions').
     """
     cfg = pipe.v4s_config
     device, dtype = pipe.transformer.device, pipe.transformer.dtype
@@ -42,7 +45,11 @@ def one_step_errors(
     x0 = pipe.encode_video(target.to(device), per_frame=False).to(dtype)
     text, _ = pipe.encode_prompt([str(p) for p in prompts], device)
     pos = pipe.frame_positions(context_positions.to(device).float(), tl)
-    cam, cam_mask = pipe.camera_inputs(camera, camera_mask, b, k, device, context_camera)
+    ctx_on = torch.zeros(b) if drop_context else None  # a noise context has no poses
+    cam, cam_mask = pipe.camera_inputs(camera, camera_mask, b, k, device, context_camera, ctx_on)
+    if drop_context:
+        g_ctx = torch.Generator(device=device).manual_seed(seed + 7919)
+        ctx_lat = torch.randn(ctx_lat.shape, generator=g_ctx, device=device, dtype=dtype)
     g = torch.Generator(device=device).manual_seed(seed)
     out = {float(s): torch.zeros(b) for s in sigmas}
     for _ in range(draws):
