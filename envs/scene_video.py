@@ -307,6 +307,60 @@ def choose_view_context(
     return choose_context(shard, widx, k, "sparse", rng, 1.0, None, len(widx), margin)
 
 
+# goal views a plan's context gets (``choose_goal_context``): enough to show the goal from where the agent
+# is and from one more place, few enough to leave the rest of the context a sample of the scene
+GOAL_VIEWS = 2
+
+
+def exact_goal_frames(shard: dict[str, np.ndarray], category: int, max_sd: float = 0.2) -> np.ndarray:
+    """Sorted indices of the video frames whose exact (semantic) box of ``category`` is centred: the
+    training-time stand-in for the detector's ``agent.context_views.goal_centred_frames``."""
+    cache = shard.setdefault("_goal_frames", {})  # type: ignore[arg-type]  (training reuses a shard)
+    if (category, max_sd) not in cache:
+        h, w = shard["video_frames"].shape[1:3]
+        sd = video_sd(shard["video_boxes"][:, category : category + 1], h, w)[:, 0]
+        cache[(category, max_sd)] = np.nonzero(sd <= max_sd)[0]
+    return cache[(category, max_sd)]
+
+
+def choose_goal_context(
+    shard: dict[str, np.ndarray],
+    widx: np.ndarray,
+    k: int,
+    rng: np.random.Generator,
+    goal_frames: np.ndarray,
+    category: int | None,
+    n_goal: int = GOAL_VIEWS,
+    margin: int = VIEW_MARGIN,
+) -> tuple[np.ndarray, np.ndarray]:
+    """An object clip's context when the video's views of the goal are known (``goal_frames``: frames
+    that show it centred): the natural sample (``choose_context``) with up to ``n_goal`` of its frames
+    replaced by goal views from another pass of the video (outside ``margin`` frames either side of the
+    clip), the one taken nearest the observation first, then the nearest from another viewpoint.
+    Why: an agent asked for an object knows where its detector saw it in the scene video, and the plan
+    can only head for a view it is shown."""
+    cidx, _ = choose_context(shard, widx, k, "sparse", rng, 0.0, category)
+    g = np.asarray(goal_frames, np.int64)
+    g = g[(g < int(widx.min()) - margin) | (g > int(widx.max()) + margin)]
+    if len(g) == 0:
+        return cidx, cidx.astype(np.float32)
+    poses = shard["video_poses"]
+    obs = poses[widx[0]]
+    order = g[np.argsort(np.linalg.norm(poses[g][:, [0, 2], 3] - obs[[0, 2], 3], axis=1), kind="stable")]
+    picked: list[int] = []
+    for j in order:
+        if len(picked) >= min(n_goal, k - 1):
+            break
+        if all(view_distance(poses[[int(j)]], poses[q])[0] > 1.0 for q in picked):
+            picked.append(int(j))
+    slots = [i for i in rng.permutation(k) if int(cidx[i]) not in picked]
+    for j in picked:
+        if j not in cidx:
+            cidx[slots.pop(0)] = j
+    cidx = np.sort(cidx)
+    return cidx, cidx.astype(np.float32)
+
+
 def clip_and_context(
     shard: dict[str, np.ndarray],
     kind: str,
@@ -319,18 +373,26 @@ def clip_and_context(
     near_prob: float = 0.0,
     near_frames: int = 1,
     view_prob: float = 0.0,
+    goal_prob: float = 0.0,
+    goal_frames: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int | None]:
     """The one clip cutter of training and the held-out gates: the clip's ``n`` video frames
     (``clip_window``), its ``k`` context frames and their positions, and the goal category of an object
-    clip (``None`` for a pose clip). With probability ``view_prob`` (drawn only when strictly between 0
-    and 1) a pose clip's context is ``choose_view_context``'s, else ``choose_context``'s."""
+    clip (``None`` for a pose clip). With probability ``view_prob`` a pose clip's context is
+    ``choose_view_context``'s, with probability ``goal_prob`` an object clip's is ``choose_goal_context``'s
+    (``goal_frames``: the frames that show its goal centred, by default the exact boxes'), else
+    ``choose_context``'s (a probability is drawn only when strictly between 0 and 1)."""
     widx = clip_window(shard, kind, ep, n, at_end, rng)
     cat = int(shard["visit_category"][ep]) if kind == "obj" else None
-    views = kind == "pose" and mode == "sparse" and view_prob > 0
-    if views and view_prob < 1:
-        views = bool(rng.random() < view_prob)
-    if views:
+    prob = view_prob if kind == "pose" else goal_prob
+    special = mode == "sparse" and prob > 0
+    if special and prob < 1:
+        special = bool(rng.random() < prob)
+    if special and kind == "pose":
         cidx, cpos = choose_view_context(shard, widx, k, rng)
+    elif special:
+        g = exact_goal_frames(shard, int(cat)) if goal_frames is None else goal_frames
+        cidx, cpos = choose_goal_context(shard, widx, k, rng, g, cat)
     else:
         cidx, cpos = choose_context(shard, widx, k, mode, rng, near_prob, cat, near_frames)
     return widx, cidx, cpos, cat

@@ -104,6 +104,12 @@ def test_context_gain_is_zero_with_the_same_context_and_reported_with_an_interva
     )
 
 
+class _NoGoal:
+    """A detector that never sees anything: object clips keep the natural context."""
+
+    categories: list[str] = []
+
+
 def _measured(pipe, clips) -> dict:
     return measure_gates(pipe, clips, EvaluatorDetector.from_pretrained(), steps=1)
 
@@ -123,12 +129,45 @@ def test_retrieved_context_replaces_only_the_pose_clips_context(data_dir: Path) 
         gate_clips(data_dir, m, context="nearest")
 
 
+class _CentredEverywhere:
+    """A stand-in detector that sees every category centred in every frame: every frame is a goal view,
+    so the choice is down to the margin and the distance to the observation."""
+
+    def __init__(self, categories: list[str]) -> None:
+        self.categories = categories
+
+    def probs(self, frames: np.ndarray) -> np.ndarray:
+        p = np.zeros((len(frames), len(self.categories) + 1, 8, 8), np.float32)
+        p[:, 1:, 2:6, 2:6] = 1.0
+        return p
+
+
+def test_views_context_needs_the_detector_and_gives_object_clips_its_goal_views(data_dir: Path) -> None:
+    """Object clips under ``context="views"`` get the frames where the detector sees their goal centred
+    (outside the margin), the nearest to the observation first; without a detector the call refuses."""
+    m = get_model_config("tiny", context_pose=True)
+    with pytest.raises(ValueError, match="detector"):
+        gate_clips(data_dir, m, pose_per_scene=1, max_scenes=1, context="views")
+    z = load_shard(data_dir / shard_name(0))
+    det = _CentredEverywhere([str(c) for c in z["categories"]])
+    clips = gate_clips(data_dir, m, pose_per_scene=1, max_scenes=1, context="views", detector=det)
+    objs = [c for c in clips if c["kind"] == "obj"]
+    assert objs
+    n = len(z["video_frames"])
+    for c in objs:
+        w, obs = c["window"], z["video_poses"][c["window"][0]][[0, 2], 3]
+        far = np.array([i for i in range(n) if i < w.min() - VIEW_MARGIN or i > w.max() + VIEW_MARGIN])
+        d = np.linalg.norm(z["video_poses"][far][:, [0, 2], 3] - obs, axis=1)
+        assert int(far[np.argmin(d)]) in c["context_index"].tolist()  # the nearest goal view
+        assert not set(c["context_index"].tolist()) & set(range(int(w.min()), int(w.max()) + 1))
+
+
 def test_views_context_matches_the_path_from_another_pass(data_dir: Path) -> None:
     """``context="views"``: pose clips' context holds their path's closest views from outside the margin
     (the context poses of those frames say so); object clips keep the natural context."""
     m = get_model_config("tiny", context_pose=True)
     nat = gate_clips(data_dir, m, pose_per_scene=2, max_scenes=1)
-    vw = gate_clips(data_dir, m, pose_per_scene=2, max_scenes=1, context="views")
+    vw = gate_clips(data_dir, m, pose_per_scene=2, max_scenes=1, context="views", detector=_NoGoal())
     poses = load_shard(data_dir / shard_name(0))["video_poses"]
     for a, b in zip(nat, vw, strict=True):
         assert torch.equal(a["target"], b["target"])

@@ -107,6 +107,44 @@ def test_view_context_replaces_only_pose_clips_context(data_dir: Path) -> None:
             assert d[cidx].min() == pytest.approx(d[far].min())
 
 
+def test_goal_context_holds_the_goal_views_nearest_the_observation(data_dir: Path) -> None:
+    """``choose_goal_context``: up to two frames that show the goal centred, from outside the margin,
+    the nearest to the observation first; an object clip with ``goal_prob=1`` gets them; pose clips and
+    ``goal_prob=0`` keep the stream as it was."""
+    from v4s_agent.envs.scene_video import GOAL_VIEWS, VIEW_MARGIN, choose_goal_context, exact_goal_frames
+
+    z = load_shard(data_dir / shard_name(0))
+    ep = int(np.nonzero(z["visit_ok"])[0][0])
+    cat = int(z["visit_category"][ep])
+    g = exact_goal_frames(z, cat)
+    assert len(g) and int(z["visit_end"][ep]) in g.tolist()  # a visit ends with its goal centred
+    w = clip_window(z, "obj", ep, 5, True, np.random.default_rng(0))
+    cidx, pos = choose_goal_context(z, w, 6, np.random.default_rng(1), g, cat)
+    assert np.array_equal(cidx, pos) and len(cidx) == 6 and not set(cidx.tolist()) & set(w.tolist())
+    far = g[(g < w.min() - VIEW_MARGIN) | (g > w.max() + VIEW_MARGIN)]
+    obs = z["video_poses"][w[0]][[0, 2], 3]
+    dist = np.linalg.norm(z["video_poses"][far][:, [0, 2], 3] - obs, axis=1)
+    nearest = far[np.argmin(dist)]
+    assert int(nearest) in cidx.tolist()
+    assert 1 <= len(set(cidx.tolist()) & set(far.tolist())) <= 6 and GOAL_VIEWS == 2
+    # no goal view outside the margin: the natural context
+    nat, _ = choose_context(z, w, 6, "sparse", np.random.default_rng(1), 0.0, cat)
+    none, _ = choose_goal_context(z, w, 6, np.random.default_rng(1), np.zeros(0, np.int64), cat)
+    assert np.array_equal(nat, none)
+    m = get_model_config("tiny", context_pose=True)
+    a = build_sample(z, "obj", ep, np.random.default_rng(5), m, p_drop=0.0, end_window_prob=1.0)
+    b = build_sample(
+        z, "obj", ep, np.random.default_rng(5), m, p_drop=0.0, end_window_prob=1.0, goal_prob=1.0
+    )
+    assert torch.equal(a["target"], b["target"])
+    w5 = clip_window(z, "obj", ep, m.num_target_frames - m.num_box_frames, True, np.random.default_rng(0))
+    far5 = g[(g < w5.min() - VIEW_MARGIN) | (g > w5.max() + VIEW_MARGIN)]
+    assert len(far5) and set(b["context_positions"].numpy().astype(int).tolist()) & set(far5.tolist())
+    c = build_sample(z, "pose", ep, np.random.default_rng(5), m, p_drop=0.0)
+    d = build_sample(z, "pose", ep, np.random.default_rng(5), m, p_drop=0.0, goal_prob=1.0)
+    assert torch.equal(c["context"], d["context"])  # pose clips: goal views do not apply
+
+
 def test_joint_cfg_dropout_drops_instruction_and_context_together(data_dir: Path) -> None:
     m = get_model_config("tiny")
     it = iter(make_dataloader(data_dir, m, batch_size=8, p_drop=0.5))

@@ -261,10 +261,10 @@ def test_init_from_starts_a_new_run_with_context_pose(data_dir: Path, tmp_path: 
     assert probe and all(0.0 <= probe[-1][f"val/x0_mse_wrongctx@{s:g}"] < 10.0 for s in (0.05, 1.0))
     # the path's-views condition (the planner's context for a given path) on the pose clips
     v = probe[-1]
-    assert 0.0 < v["val/x0_mse_views_pose@1"] < 10.0 and 0.0 < v["val/x0_mse_views_wrongctx_pose@1"] < 10.0
-    assert v["val/x0_context_gain_frac_views_pose@1"] == pytest.approx(
-        (v["val/x0_mse_views_wrongctx_pose@1"] - v["val/x0_mse_views_pose@1"]) / v["val/x0_mse_views_pose@1"]
-    )
+    for kind in ("pose", "obj"):  # object clips: views of their goal
+        t, o = v[f"val/x0_mse_views_{kind}@1"], v[f"val/x0_mse_views_wrongctx_{kind}@1"]
+        assert 0.0 < t < 10.0 and 0.0 < o < 10.0
+        assert v[f"val/x0_context_gain_frac_views_{kind}@1"] == pytest.approx((o - t) / t)
     saved = json.loads((tmp_path / "ft" / "final" / "pipeline" / "model_index.json").read_text())
     assert saved["model_config"]["context_pose"] is True
     with pytest.raises(CheckpointError, match="init_from"):

@@ -61,6 +61,10 @@ class TrainConfig:
         view_context_prob: probability that a pose clip's context is its path's closest views from
             another pass of the scene video (``envs.scene_video.choose_view_context``; the planner's
             context when a path is given, and the gates' ``--context views``) instead of the above.
+        goal_context_prob: probability that an object clip's context holds up to two views of its goal
+            centred, from another pass of the video, nearest the observation first
+            (``envs.scene_video.choose_goal_context``; at use time the detector finds them, and so in the
+            gates' ``--context views``).
         cpu_attention: attention kernel on CPUs: ``"math"`` (matmul + softmax: for our ~400-token
             sequences its bf16 backward is the faster one, ``benchmarks/bench_train.py``) or ``"auto"``
             (torch's own choice, the flash kernel); GPUs always use torch's choice.
@@ -111,6 +115,7 @@ class TrainConfig:
     near_context_steps: int = 4000
     near_context_frames: int = 1
     view_context_prob: float = 0.0
+    goal_context_prob: float = 0.0
     cpu_attention: str = "math"
     compile: bool = False
     init_from: str | None = None
@@ -156,6 +161,7 @@ class TrainConfig:
             "near_context_start",
             "near_context_end",
             "view_context_prob",
+            "goal_context_prob",
         )
         for k in probs:
             if getattr(self, k) is not None and not 0.0 <= getattr(self, k) <= 1.0:

@@ -121,6 +121,7 @@ def build_sample(
     near_prob: float = 0.0,
     near_frames: int = 1,
     view_prob: float = 0.0,
+    goal_prob: float = 0.0,
 ) -> dict[str, Any]:
     """One training sample (unbatched) cut from a shard's scene video.
 
@@ -128,7 +129,8 @@ def build_sample(
     frames, the visit's instruction; ``kind="pose"``: any segment with its camera path (``ep`` unused).
     The context is ``choose_context``'s: other frames of the same video at their source times; with
     probability ``view_prob`` a pose clip's is ``choose_view_context``'s instead (its path's views from
-    another pass of the video, as a planner given a path retrieves them).
+    another pass of the video, as a planner given a path retrieves them), with probability ``goal_prob``
+    an object clip's is ``choose_goal_context``'s (views of its goal, as an agent's detector finds them).
     """
     from v4s_agent.envs.geometry import encode_relative_poses
     from v4s_agent.envs.nav_env import POSE_INSTRUCTION
@@ -148,7 +150,7 @@ def build_sample(
     video, poses = shard["video_frames"], shard["video_poses"]
     at_end = bool(rng.random() < end_window_prob)
     widx, cidx, cpos, cat = clip_and_context(
-        shard, kind, ep, t_traj, K, at_end, rng, context_mode, near_prob, near_frames, view_prob
+        shard, kind, ep, t_traj, K, at_end, rng, context_mode, near_prob, near_frames, view_prob, goal_prob
     )
     frames = video[widx]
     camera = np.zeros((T, 12), np.float32)
@@ -211,6 +213,8 @@ class V4SShardDataset(IterableDataset):
         near_frames: how many clip frames get their closest view into the context when it does.
         view_prob: probability that a pose clip's context is its path's views from another pass of the
             video (``build_sample``'s ``view_prob``; the planner's context when it is given a path).
+        goal_prob: probability that an object clip's context holds views of its goal from another pass
+            (``build_sample``'s ``goal_prob``; the planner's context when a detector found the goal).
         shard_cache: shards kept in memory per worker.
     """
 
@@ -231,6 +235,7 @@ class V4SShardDataset(IterableDataset):
         shard_cache: int = 2,
         near_frames: int = 1,
         view_prob: float = 0.0,
+        goal_prob: float = 0.0,
     ) -> None:
         super().__init__()
         self.data_dir = Path(data_dir)
@@ -256,6 +261,7 @@ class V4SShardDataset(IterableDataset):
         self.near_context = (float(near_context[0]), float(near_context[1]), int(near_context[2]))
         self.near_frames = int(near_frames)
         self.view_prob = float(view_prob)
+        self.goal_prob = float(goal_prob)
         self.shard_cache = max(1, int(shard_cache))
         for s in self.shards:
             if not (self.data_dir / s["file"]).is_file():
@@ -330,6 +336,7 @@ class V4SShardDataset(IterableDataset):
                 near,
                 self.near_frames,
                 self.view_prob,
+                self.goal_prob,
             )
 
 
@@ -358,6 +365,7 @@ def make_dataloader(
     near_context: tuple[float, float, int] = (0.0, 0.0, 0),
     near_frames: int = 1,
     view_prob: float = 0.0,
+    goal_prob: float = 0.0,
 ) -> DataLoader:
     """The training DataLoader of one rank (its own shards; resumes at ``start_batch``)."""
     ds = V4SShardDataset(
@@ -375,6 +383,7 @@ def make_dataloader(
         near_context=near_context,
         near_frames=near_frames,
         view_prob=view_prob,
+        goal_prob=goal_prob,
     )
     kw: dict[str, Any] = {}
     if num_workers > 0:

@@ -333,6 +333,7 @@ def train(
         ),
         near_frames=cfg.near_context_frames,
         view_prob=cfg.view_context_prob,
+        goal_prob=cfg.goal_context_prob,
     )
     data = iter(loader)
 

@@ -15,9 +15,10 @@ video's natural context: no near-copy curriculum):
 * ``val/x0_mse_oracle@s``: the context's first frames replaced by exact copies of the clip's own
   trajectory frames at their source times (the answer in front of the model: the gain a model that
   copies would show);
-* ``val/x0_mse_views_pose@1`` (and ``_wrongctx``, ``val/x0_context_gain_frac_views_pose@1``): the pose
-  clips with their path's closest views from another pass of the video as context (the planner's
-  context when it is given a path, the gates' ``--context views``), at s = 1;
+* ``val/x0_mse_views_{pose,obj}@1`` (and ``_wrongctx``, ``val/x0_context_gain_frac_views_*@1``): the
+  use-time context at s = 1 (the gates' ``--context views``): pose clips with their path's closest views
+  from another pass of the video, object clips with views of their goal from another pass (exact boxes
+  here; the detector's in the gates);
 * ``val/sample_mse_{ctx,noctx,wrongctx}``, ``val/sample_psnr_*``: full sampled videos (the config's sampler
   steps and guidance) with the true context, with no context (pure noise, the null branch's) and with
   another held-out scene's context; trajectory frames only.
@@ -44,7 +45,12 @@ def probe_batch(data_dir: str | Path, mcfg: Any, max_scenes: int = 12, seed: int
     views condition's (pose clips: ``choose_view_context``; object clips keep their own).
     """
     from v4s_agent.envs.geometry import encode_relative_poses
-    from v4s_agent.envs.scene_video import choose_view_context, other_scene_index
+    from v4s_agent.envs.scene_video import (
+        choose_goal_context,
+        choose_view_context,
+        exact_goal_frames,
+        other_scene_index,
+    )
 
     from v4s_agent.model.pipeline_inputs import to_video_tensor
 
@@ -79,19 +85,18 @@ def probe_batch(data_dir: str | Path, mcfg: Any, max_scenes: int = 12, seed: int
             # the oracle frames' own poses (a context-pose model must not be told the replaced frames')
             obs_pose = shard["video_poses"][widx[0]]
             oracle_cam.append(torch.from_numpy(encode_relative_poses(obs_pose, shard["video_poses"][idx])))
-            if kind == "pose":  # its own generator: the natural and oracle conditions stay as they were
-                vidx, _ = choose_view_context(
-                    shard, widx, mcfg.num_context_frames, np.random.default_rng([seed, si, 3])
-                )
-                views.append(to_video_tensor(shard["video_frames"][vidx], mcfg.height, mcfg.width))
-                views_pos.append(torch.from_numpy(vidx.astype(np.float32)))
-                views_cam.append(
-                    torch.from_numpy(encode_relative_poses(obs_pose, shard["video_poses"][vidx]))
-                )
+            # the use-time context (its own generator: the other conditions stay as they were): a pose
+            # clip's path views, an object clip's goal views (exact boxes here, the detector's in the gates)
+            vrng = np.random.default_rng([seed, si, 3])
+            if kind == "pose":
+                vidx, _ = choose_view_context(shard, widx, mcfg.num_context_frames, vrng)
             else:
-                views.append(smp["context"])
-                views_pos.append(smp["context_positions"])
-                views_cam.append(smp["context_camera"])
+                cat = int(shard["visit_category"][ep])
+                goal = exact_goal_frames(shard, cat)
+                vidx, _ = choose_goal_context(shard, widx, mcfg.num_context_frames, vrng, goal, cat)
+            views.append(to_video_tensor(shard["video_frames"][vidx], mcfg.height, mcfg.width))
+            views_pos.append(torch.from_numpy(vidx.astype(np.float32)))
+            views_cam.append(torch.from_numpy(encode_relative_poses(obs_pose, shard["video_poses"][vidx])))
             samples.append(smp)
             scenes.append(si)
     if len({*scenes}) < 2:
@@ -162,17 +167,19 @@ def run_probe(
                 gain = out[f"x0_mse_wrongctx_{kind}@{s:g}"] - out[f"x0_mse_{kind}@{s:g}"]
                 out[f"x0_context_gain_{kind}@{s:g}"] = gain
                 out[f"x0_context_gain_frac_{kind}@{s:g}"] = gain / max(out[f"x0_mse_{kind}@{s:g}"], 1e-12)
-    if "views_context" in batch and bool(is_pose.any()):  # the path's views from another pass, at s = 1
-        sel = is_pose.numpy()
+    if "views_context" in batch:  # the use-time context (path views / goal views), at s = 1
+        views = {}
         for name, src in (("x0_mse_views", torch.arange(len(wrong))), ("x0_mse_views_wrongctx", wrong)):
-            err = one_step_errors(
+            views[name] = one_step_errors(
                 pipe, batch["views_context"][src], batch["views_positions"][src], batch["target"],
                 batch["instruction"], batch["camera"], batch["camera_mask"],
                 batch["views_camera"][src] if ctx_cam is not None else None, [1.0], seed=seed,
             )[1.0]  # fmt: skip
-            out[f"{name}_pose@1"] = float(err[sel].mean())
-        gain = out["x0_mse_views_wrongctx_pose@1"] - out["x0_mse_views_pose@1"]
-        out["x0_context_gain_frac_views_pose@1"] = gain / max(out["x0_mse_views_pose@1"], 1e-12)
+        for kind, sel in kinds.items():
+            if bool(sel.any()):
+                true, other = (float(views[n][sel].mean()) for n in ("x0_mse_views", "x0_mse_views_wrongctx"))
+                out[f"x0_mse_views_{kind}@1"], out[f"x0_mse_views_wrongctx_{kind}@1"] = true, other
+                out[f"x0_context_gain_frac_views_{kind}@1"] = (other - true) / max(true, 1e-12)
     # one held-out loss comparable across prediction types and training sigma distributions
     out["x0_mse_mean"] = float(np.mean([out[f"x0_mse@{s:g}"] for s in PROBE_SIGMAS]))
     out["x0_context_gain"] = float(np.mean([out[f"x0_context_gain@{s:g}"] for s in PROBE_SIGMAS]))
@@ -219,6 +226,7 @@ TABLE_KEYS = (
     ("x0_context_gain_frac_obj@1", "gain/err object"),
     ("x0_mse_views_pose@1", "pose err σ=1, path's views"),
     ("x0_context_gain_frac_views_pose@1", "gain/err pose, views"),
+    ("x0_context_gain_frac_views_obj@1", "gain/err object, goal views"),
     ("sample_psnr_pose_ctx", "sampled PSNR pose, true ctx"),
     ("sample_psnr_pose_noctx", "no ctx"),
 )

@@ -16,6 +16,38 @@ from .goal_detection import box_of, centre_offset, goal_component
 _CONTEXT_CACHE: dict[tuple[bytes, str, int], list[tuple[float, float, float, float, int]]] = {}
 
 
+def centred_goal(
+    prob: np.ndarray, h: int, w: int, threshold: float = 0.2, max_sd: float = 0.25
+) -> tuple[float, float] | None:
+    """``(SD, score)`` of the goal region of one frame's class probabilities ``prob (S, S)`` when the
+    detector sees it centred (SD <= ``max_sd``) in an ``h`` x ``w`` frame, else ``None``."""
+    comp = goal_component(prob, threshold, min_fraction=0.003)
+    if comp is None:
+        return None
+    sd = centre_offset(box_of(comp, h, w), h, w)
+    if sd > max_sd:
+        return None
+    return sd, float(prob[comp].sum()) / prob.size * (1.0 - sd)
+
+
+def goal_centred_frames(
+    detector: Any, frames: np.ndarray, category: str, max_sd: float = 0.25, threshold: float = 0.2
+) -> np.ndarray:
+    """Sorted indices of the ``frames`` in which the detector sees ``category`` centred: the views of the
+    goal a plan's context can be given at use time (RGB only; ``envs.scene_video.choose_goal_context``)."""
+    frames = np.asarray(frames)
+    if category not in detector.categories or not len(frames):
+        return np.zeros(0, np.int64)
+    cls = detector.categories.index(category) + 1
+    h, w = frames.shape[1:3]
+    out = []
+    for i0 in range(0, len(frames), 64):
+        for i, p in enumerate(detector.probs(frames[i0 : i0 + 64])[:, cls], start=i0):
+            if centred_goal(p, h, w, threshold, max_sd) is not None:
+                out.append(i)
+    return np.asarray(out, np.int64)
+
+
 def context_viewpoints(
     detector: Any,
     frames: np.ndarray,
@@ -47,15 +79,12 @@ def context_viewpoints(
         for i0 in range(0, len(idx), 64):
             sel = idx[i0 : i0 + 64]
             for i, p in zip(sel, detector.probs(frames[sel])[:, cls], strict=True):
-                comp = goal_component(p, threshold, min_fraction=0.003)
-                if comp is None:
-                    continue
-                sd = centre_offset(box_of(comp, h, w), h, w)
-                if sd > max_sd:
+                hit = centred_goal(p, h, w, threshold, max_sd)
+                if hit is None:
                     continue
                 T = poses[i]
                 x, z, yaw = float(T[0, 3]), float(T[2, 3]), yaw_of(T)
-                score = float(p[comp].sum()) / p.size * (1.0 - sd)
+                score = hit[1]
                 for o in out:
                     if math.hypot(o[0] - x, o[1] - z) < 0.5:
                         if score > o[4]:

@@ -67,6 +67,7 @@ def gate_clips(
     max_scenes: int | None = None,
     seed: int = 4242,
     context: str = "natural",
+    detector: Any = None,
 ) -> list[dict[str, Any]]:
     """Every visit that ends centred (object clips) and ``pose_per_scene`` pose clips of each held-out
     scene, each with its context and what the metrics need.
@@ -77,10 +78,14 @@ def gate_clips(
     floor; the clip's own frames are never candidates); ``"views"``: pose clips get, for each of their
     frames, the video frame whose view is closest to it from another pass of the video
     (``envs.scene_video.choose_view_context``), the rest natural: a given camera path matched against
-    a separately recorded video. Object clips keep the natural context (where the goal is is what they
-    ask)."""
+    a separately recorded video; and object clips get up to two views of their goal from another pass,
+    those where ``detector`` (the agent's, the evaluator detector) sees the goal category centred,
+    nearest the observation first (``envs.scene_video.choose_goal_context``): what an agent that was
+    told the category can give its plan. Otherwise object clips keep the natural context."""
     if context not in CONTEXTS:
         raise ValueError(f"context must be one of {CONTEXTS}. Got {context!r}")
+    if context == "views" and detector is None:
+        raise ValueError("context='views' needs the detector that finds the goal's views (detector=...)")
     data_dir = Path(data_dir)
     manifest = data_dir / "manifest.json"
     if not manifest.is_file():
@@ -91,14 +96,24 @@ def gate_clips(
             shard = {k: z[k] for k in z.files if not k.startswith("idm_")}
         items = [("obj", int(v)) for v in np.nonzero(shard["visit_ok"])[0]]
         items += [("pose", 0)] * pose_per_scene
+        goal: dict[int, np.ndarray] = {}  # category -> frames where the detector sees it centred
         for j, (kind, ep) in enumerate(items):
             rng = np.random.default_rng([seed, si, j])
-            clips.append(cut_clip(shard, kind, ep, rng, mcfg, context) | {"scene": si})
+            frames = None
+            if context == "views" and kind == "obj":
+                from v4s_agent.agent.context_views import goal_centred_frames
+
+                cat = int(shard["visit_category"][ep])
+                if cat not in goal:
+                    name = str(shard["categories"][cat])
+                    goal[cat] = goal_centred_frames(detector, shard["video_frames"], name)
+                frames = goal[cat]
+            clips.append(cut_clip(shard, kind, ep, rng, mcfg, context, frames) | {"scene": si})
     return clips
 
 
 def cut_clip(shard: dict[str, np.ndarray], kind: str, ep: int, rng: np.random.Generator, mcfg: Any,
-             context: str = "natural") -> dict:  # fmt: skip
+             context: str = "natural", goal_frames: np.ndarray | None = None) -> dict:  # fmt: skip
     """One held-out clip as training cuts it (``clip_and_context``: the clip ending the visit, natural
     context without near copies, or the path's views) in the pipeline's inputs, plus what the metrics
     need (kind, goal category, the env's exact SD)."""
@@ -109,8 +124,10 @@ def cut_clip(shard: dict[str, np.ndarray], kind: str, ep: int, rng: np.random.Ge
 
     K, T, nb = mcfg.num_context_frames, mcfg.num_target_frames, mcfg.num_box_frames
     video, poses = shard["video_frames"], shard["video_poses"]
-    view_prob = 1.0 if context == "views" else 0.0  # pose clips only, as training cuts them
-    widx, cidx, cpos, cat = clip_and_context(shard, kind, ep, T - nb, K, True, rng, view_prob=view_prob)
+    views = 1.0 if context == "views" else 0.0  # as training cuts them: path views, goal views
+    widx, cidx, cpos, cat = clip_and_context(
+        shard, kind, ep, T - nb, K, True, rng, view_prob=views, goal_prob=views, goal_frames=goal_frames
+    )
     if context == "retrieved" and kind == "pose":
         from v4s_agent.agent.context_retrieval import path_points, retrieve_context
 
@@ -356,8 +373,9 @@ def main(argv: list[str] | None = None) -> int:
         "--context",
         choices=list(CONTEXTS),
         default="natural",
-        help="pose clips' context: as training cuts it (natural), the agent's floor retrieval along the "
-        "path (retrieved), or the path's closest views from another pass of the video (views)",
+        help="the context: as training cuts it (natural), the agent's floor retrieval along a pose clip's "
+        "path (retrieved), or the use-time choice (views): a pose clip's path's closest views and an object "
+        "clip's goal views found by the detector, from another pass of the video",
     )
     a = p.parse_args(argv)
     if a.pose_per_scene < 1:
@@ -366,8 +384,10 @@ def main(argv: list[str] | None = None) -> int:
     from .evaluator_detector import EvaluatorDetector
 
     pipe, src_name = load_pipeline(a.run, a.pipeline)
-    clips = gate_clips(a.data, pipe.v4s_config, a.pose_per_scene, a.max_scenes, context=a.context)
     det = EvaluatorDetector.from_pretrained()
+    clips = gate_clips(
+        a.data, pipe.v4s_config, a.pose_per_scene, a.max_scenes, context=a.context, detector=det
+    )
     with torch.autocast("cpu", dtype=torch.bfloat16):  # as the model was trained (and generate() runs)
         gain = measure_context_gain(pipe, clips)
     res = measure_gates(pipe, clips, det, a.steps, a.guidance)
