@@ -64,3 +64,35 @@ def test_agent_uses_retrieval_for_its_context() -> None:
     assert pos is not None and poses is not None and len(pos) == 4
     fwd = -poses[:, [0, 2], 2]
     assert (fwd[:, 1] > 0.7).any()  # at least one chosen frame looks along +z, where the agent goes
+
+
+def test_agent_views_sampling_puts_the_goal_views_nearest_it_in_the_context() -> None:
+    """``context_sampling="views"`` on the object task: the detector's goal viewpoints of the scene video
+    (here set by hand) go into the coverage choice, the one nearest the agent first; on the pose task the
+    context is the path's closest views."""
+    from v4s_agent.agent.agent import V4SAgent
+
+    class _Stub:
+        num_context_frames, num_target_frames, num_box_frames = 4, 5, 0
+
+        def with_settings(self, **_: object) -> _Stub:
+            return self
+
+    # a straight walk along -z, one frame every 0.25 m, all facing -z
+    poses = np.stack([make_pose(0.0, -0.25 * i, 0.0) for i in range(40)])
+    frames = np.zeros((40, 16, 16, 3), np.uint8)
+    agent = V4SAgent(_Stub(), context_sampling="views", recent_context=0)  # type: ignore[arg-type]
+    agent.reset(frames[0], {"context": {"frames": frames, "poses": poses}, "agent_pose": poses[30]})
+    base = agent.context_with_poses()[1].astype(int)
+
+    class _Search:  # the detector's goal viewpoints (x, z, yaw, score, frame), as ObjectSearch keeps them
+        viewpoints = [(0.0, -0.5, 0.0, 0.5, 2), (0.0, -7.0, 0.0, 0.4, 28), (0.0, -7.25, 0.0, 0.3, 29)]
+
+    agent.search = _Search()
+    pos = agent.context_with_poses()[1].astype(int)
+    assert 29 in pos.tolist() and 2 in pos.tolist() and len(pos) == 4  # nearest the agent first, then
+    assert 28 not in pos.tolist() or 28 in base.tolist()  # the nearest other view (28: the same view)
+    # pose task: the path's closest views (the walk passes through the path's poses)
+    agent.goal_pose = poses[35]
+    pos = agent.context_with_poses()[1].astype(int)
+    assert len({31, 32, 33, 34, 35} & set(pos.tolist())) >= 3, pos

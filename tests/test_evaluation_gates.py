@@ -153,6 +153,12 @@ def test_views_context_needs_the_detector_and_gives_object_clips_its_goal_views(
     clips = gate_clips(data_dir, m, pose_per_scene=1, max_scenes=1, context="views", detector=det)
     objs = [c for c in clips if c["kind"] == "obj"]
     assert objs
+    from v4s_agent.agent.context_views import goal_centred_frames
+
+    one = goal_centred_frames(det, z["video_frames"][:70], objs[0]["category"])
+    both = goal_centred_frames(det, z["video_frames"][:70], [objs[0]["category"], "no-such-category"])
+    assert np.array_equal(one, np.arange(70)) and np.array_equal(both[objs[0]["category"]], one)
+    assert len(both["no-such-category"]) == 0
     n = len(z["video_frames"])
     for c in objs:
         w, obs = c["window"], z["video_poses"][c["window"][0]][[0, 2], 3]

@@ -289,6 +289,8 @@ class V4SAgent:
         n = self._tour_len + len(self._seen)
         if self.config.context_sampling == "coverage":
             idx = self._retrieve(k, n)
+        elif self.config.context_sampling == "views":
+            idx = self._use_time_views(k, n)
         else:
             idx = sample_context_indices(
                 n, k, self.config.context_sampling, self._rng, self.config.recent_context
@@ -327,6 +329,39 @@ class V4SAgent:
         return retrieve_context(
             k, poses, query=query, recent=self.config.recent_context, candidates_every=every
         )
+
+    def _use_time_views(self, k: int, n: int) -> np.ndarray:
+        """``context_sampling="views"``: the pose task's path views, or the object task's goal views put
+        into the coverage choice (both as training cut them; the goal views are the detector's)."""
+        from ..envs.scene_video import GOAL_VIEWS, closest_views, view_distance
+
+        seen_poses = [x.pose for x in self._seen]
+        known = self._tour_poses is not None and self.pose is not None
+        if not known or any(p is None for p in seen_poses):
+            return self._retrieve(k, n)
+        poses = np.concatenate([self._tour_poses, np.asarray(seen_poses).reshape(-1, 4, 4)])
+        if self.goal_pose is not None:  # pose task: the path's closest views
+            n_traj = self.planner.num_target_frames - self.planner.num_box_frames
+            path, _ = discrete_path(np.asarray(self.pose), np.asarray(self.goal_pose), n_traj)
+            return closest_views(poses, path, k, self._rng)
+        idx = self._retrieve(k, n)
+        goal = [int(v[4]) for v in getattr(self.search, "viewpoints", None) or []]
+        if not goal:
+            return idx
+        here = np.asarray(self.pose)[[0, 2], 3]
+        goal.sort(key=lambda i: float(np.linalg.norm(poses[i][[0, 2], 3] - here)))
+        picked: list[int] = []
+        for i in goal:
+            if len(picked) < min(GOAL_VIEWS, k - 1) and all(
+                view_distance(poses[[i]], poses[q])[0] > 1.0 for q in picked
+            ):
+                picked.append(i)
+        keep = set(range(n - self.config.recent_context, n))  # the latest views stay
+        slots = [j for j in range(k) if int(idx[j]) not in keep and int(idx[j]) not in picked]
+        for i in picked:
+            if i not in idx and slots:
+                idx[slots.pop()] = i
+        return np.sort(idx)
 
     # ------------------------------------------------------------------ acting
     def camera_path(self) -> np.ndarray | None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..model.sampling import check_sampling
 
-CONTEXT_SAMPLING = ("coverage", "stratified", "uniform", "contiguous")
+CONTEXT_SAMPLING = ("coverage", "stratified", "uniform", "contiguous", "views")
 NAVIGATION_MODES = ("map", "plan")
 WAYPOINT_MODES = ("auto", "context_match", "odometry")
 STOP_RULES = ("basic", "verified")
@@ -31,7 +31,11 @@ class V4SAgentConfig:
             field-of-view overlap with the path ahead and scene coverage, ``context_retrieval.py``;
             needs poses, else even in time), ``"stratified"`` (sparse, sorted,
             one random frame per equal-length segment, the paper's non-contiguous sampling),
-            ``"uniform"`` (evenly spaced, deterministic) or ``"contiguous"`` (the last K frames).
+            ``"uniform"`` (evenly spaced, deterministic), ``"contiguous"`` (the last K frames) or
+            ``"views"`` (the context the planner was trained with for its use: on the pose task the
+            path's closest views, ``envs.scene_video.closest_views``; on the object task the coverage
+            choice with up to two of the detector's goal views of the scene video in it, the nearest to
+            the agent first, ``choose_goal_context``'s rule).
         context_mode: ``"memory"`` (tour + seen frames) or ``"none"`` (no context: the planner is given
             pure-noise context, the "planner without context" baseline).
         recent_context: how many of the most recently seen frames are always in the context (the current

@@ -31,21 +31,30 @@ def centred_goal(
 
 
 def goal_centred_frames(
-    detector: Any, frames: np.ndarray, category: str, max_sd: float = 0.25, threshold: float = 0.2
-) -> np.ndarray:
-    """Sorted indices of the ``frames`` in which the detector sees ``category`` centred: the views of the
-    goal a plan's context can be given at use time (RGB only; ``envs.scene_video.choose_goal_context``)."""
+    detector: Any,
+    frames: np.ndarray,
+    categories: str | list[str],
+    max_sd: float = 0.25,
+    threshold: float = 0.2,
+) -> np.ndarray | dict[str, np.ndarray]:
+    """Sorted indices of the ``frames`` in which the detector sees a category centred: the views of the
+    goal a plan's context can be given at use time (RGB only; ``envs.scene_video.choose_goal_context``).
+    One category: its indices; a list: ``{category: indices}`` from one pass of the detector."""
+    names = [categories] if isinstance(categories, str) else list(categories)
     frames = np.asarray(frames)
-    if category not in detector.categories or not len(frames):
-        return np.zeros(0, np.int64)
-    cls = detector.categories.index(category) + 1
-    h, w = frames.shape[1:3]
-    out = []
-    for i0 in range(0, len(frames), 64):
-        for i, p in enumerate(detector.probs(frames[i0 : i0 + 64])[:, cls], start=i0):
-            if centred_goal(p, h, w, threshold, max_sd) is not None:
-                out.append(i)
-    return np.asarray(out, np.int64)
+    out: dict[str, list[int]] = {c: [] for c in names}
+    known = [c for c in names if c in detector.categories]
+    if known and len(frames):
+        h, w = frames.shape[1:3]
+        cls = [detector.categories.index(c) + 1 for c in known]
+        for i0 in range(0, len(frames), 64):
+            probs = detector.probs(frames[i0 : i0 + 64])
+            for c, j in zip(known, cls, strict=True):
+                out[c] += [
+                    i0 + i for i, p in enumerate(probs[:, j]) if centred_goal(p, h, w, threshold, max_sd)
+                ]
+    res = {c: np.asarray(v, np.int64) for c, v in out.items()}
+    return res[categories] if isinstance(categories, str) else res
 
 
 def context_viewpoints(

@@ -96,20 +96,22 @@ def gate_clips(
             shard = {k: z[k] for k in z.files if not k.startswith("idm_")}
         items = [("obj", int(v)) for v in np.nonzero(shard["visit_ok"])[0]]
         items += [("pose", 0)] * pose_per_scene
-        goal: dict[int, np.ndarray] = {}  # category -> frames where the detector sees it centred
+        goal: dict[str, np.ndarray] = {}  # category -> frames where the detector sees it centred
+        if context == "views":  # one pass of the detector over the video for every goal category
+            from v4s_agent.agent.context_views import goal_centred_frames
+
+            names = sorted({_goal_name(shard, ep) for k, ep in items if k == "obj"})
+            goal = goal_centred_frames(detector, shard["video_frames"], names) if names else {}
         for j, (kind, ep) in enumerate(items):
             rng = np.random.default_rng([seed, si, j])
-            frames = None
-            if context == "views" and kind == "obj":
-                from v4s_agent.agent.context_views import goal_centred_frames
-
-                cat = int(shard["visit_category"][ep])
-                if cat not in goal:
-                    name = str(shard["categories"][cat])
-                    goal[cat] = goal_centred_frames(detector, shard["video_frames"], name)
-                frames = goal[cat]
+            frames = goal[_goal_name(shard, ep)] if goal and kind == "obj" else None
             clips.append(cut_clip(shard, kind, ep, rng, mcfg, context, frames) | {"scene": si})
     return clips
+
+
+def _goal_name(shard: dict[str, np.ndarray], ep: int) -> str:
+    """The goal category of visit ``ep``."""
+    return str(shard["categories"][int(shard["visit_category"][ep])])
 
 
 def cut_clip(shard: dict[str, np.ndarray], kind: str, ep: int, rng: np.random.Generator, mcfg: Any,
