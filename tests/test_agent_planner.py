@@ -177,13 +177,14 @@ def test_views_sampling_takes_each_path_pose_closest_context_view(tmp_path, env)
     from v4s_agent.envs.geometry import decode_relative_poses, encode_relative_poses
     from v4s_agent.envs.scene_video import view_distance
 
-    ckpt = make_tiny_checkpoint(tmp_path, context_pose=True, num_context_frames=6)
+    ckpt = make_tiny_checkpoint(tmp_path, context_pose=True, num_context_frames=3)  # K - 1 = 2 path views
     cp = VideoPlanner.from_pretrained(ckpt, device="cpu")
     obs, info = env.reset(seed=2)
     ctx, pose = info["context"], info["agent_pose"]
-    path = ctx["poses"][[5, 9, 13, 17]]  # a path through places the tour has seen
+    path = ctx["poses"][[5, 9]]  # a path through places the tour has seen
     camera = encode_relative_poses(pose, path)
     np.testing.assert_allclose(decode_relative_poses(pose, camera), path, atol=1e-5)
+    camera = np.concatenate([camera, np.zeros((2, 12), np.float32)])  # rows without a pose: not the path
     seen = []
     orig = cp.pipeline.__call__
 
@@ -197,7 +198,7 @@ def test_views_sampling_takes_each_path_pose_closest_context_view(tmp_path, env)
     )
     idx = plan.context_positions.astype(int)
     assert len(idx) == cp.num_context_frames and np.all(np.diff(idx) >= 0)
-    assert {5, 9, 13, 17} <= set(idx.tolist())  # each path pose's own view is its closest
+    assert {5, 9} <= set(idx.tolist())  # each path pose's own view is its closest
     for p in path:
         assert view_distance(ctx["poses"][idx], p).min() < 1e-3  # float32 camera round trip
     np.testing.assert_allclose(

@@ -42,7 +42,7 @@ def probe_batch(data_dir: str | Path, mcfg: Any, max_scenes: int = 12, seed: int
 
     The ``scene`` key (shard index) lets the wrong-context condition take a different scene's context;
     ``oracle_context`` / ``oracle_positions`` hold the oracle condition's context, ``views_*`` the
-    views condition's (pose clips: ``choose_view_context``; object clips keep their own).
+    use-time context's (pose clips: ``choose_view_context``; object clips: ``choose_goal_context``).
     """
     from v4s_agent.envs.geometry import encode_relative_poses
     from v4s_agent.envs.scene_video import (

@@ -453,7 +453,8 @@ class VideoPlanner:
                 raise ValueError(f"camera must be float (T, 12). Got shape {camera.shape}")
         path = None
         if camera is not None and observation_pose is not None:
-            path = decode_relative_poses(observation_pose, camera)
+            rows = camera[np.abs(camera).sum(axis=1) > 0]  # all-zero rows: the red-box frames, no pose
+            path = decode_relative_poses(observation_pose, rows) if len(rows) else None
         ctx, pos, idx = self._select_context(context, context_positions, rng, sampling, path, context_poses)
         obs = resize_frames(observation, self.height, self.width)
         ctx_cam = self.context_camera(context, idx, observation_pose, context_poses)
