@@ -127,6 +127,8 @@ def cut_clip(shard: dict[str, np.ndarray], kind: str, ep: int, rng: np.random.Ge
     K, T, nb = mcfg.num_context_frames, mcfg.num_target_frames, mcfg.num_box_frames
     video, poses = shard["video_frames"], shard["video_poses"]
     views = 1.0 if context == "views" else 0.0  # as training cuts them: path views, goal views
+    if views and kind == "obj" and goal_frames is None:  # never the exact boxes: the agent has no such thing
+        raise ValueError("context='views' needs the detector's goal_frames for an object clip")
     widx, cidx, cpos, cat = clip_and_context(
         shard, kind, ep, T - nb, K, True, rng, view_prob=views, goal_prob=views, goal_frames=goal_frames
     )
