@@ -105,11 +105,13 @@ def plot_probe_curves(metrics_file: str | Path, out_png: str | Path) -> dict[str
     if gain:  # one step, no sampler drift: how much worse another scene's context makes the estimate
         gs = [r["step"] for r in gain]
         fracs = [k for k in ("val/x0_context_gain_frac_pose@1", "val/x0_context_gain_frac_obj@1",
-                             "val/x0_context_gain_frac_pose@0.9", "val/x0_context_gain_frac_pose@0.8")
+                             "val/x0_context_gain_frac_pose@0.9", "val/x0_context_gain_frac_pose@0.8",
+                             "val/x0_context_gain_frac_views_pose@1", "val/x0_context_gain_frac_views_obj@1")
                  if k in gain[-1]]  # fmt: skip
-        for k in fracs:
+        for k in fracs:  # the use-time (views) rows start where the probe began to log them
             label = k[4:].replace("x0_context_gain_", "")
-            axes[2].plot(gs, [r.get(k) for r in gain], marker=".", label=label)
+            has = [r for r in gain if k in r]
+            axes[2].plot([r["step"] for r in has], [r[k] for r in has], marker=".", label=label)
         if fracs:
             axes[2].axhline(0.25, c="r", lw=0.8, ls="--", label="G1 gate (pose, σ = 1)")
             axes[2].set_ylabel("(wrong − true) / true, one-step error")
