@@ -323,6 +323,21 @@ def exact_goal_frames(shard: dict[str, np.ndarray], category: int, max_sd: float
     return cache[(category, max_sd)]
 
 
+def nearest_distinct_views(poses: np.ndarray, candidates: np.ndarray, here: np.ndarray, n: int) -> list[int]:
+    """Up to ``n`` of the ``candidates`` (indices into ``poses (N, 4, 4)``), the one taken nearest the floor
+    point ``here`` (x, z) first, each from another viewpoint than those already taken
+    (``view_distance`` > 1): the goal views a plan's context gets, in training and at use time."""
+    c = np.asarray(candidates, np.int64)
+    order = c[np.argsort(np.linalg.norm(poses[c][:, [0, 2], 3] - here, axis=1), kind="stable")]
+    picked: list[int] = []
+    for j in order:
+        if len(picked) >= n:
+            break
+        if all(view_distance(poses[[int(j)]], poses[q])[0] > 1.0 for q in picked):
+            picked.append(int(j))
+    return picked
+
+
 def choose_goal_context(
     shard: dict[str, np.ndarray],
     widx: np.ndarray,
@@ -345,14 +360,7 @@ def choose_goal_context(
     if len(g) == 0:
         return cidx, cidx.astype(np.float32)
     poses = shard["video_poses"]
-    obs = poses[widx[0]]
-    order = g[np.argsort(np.linalg.norm(poses[g][:, [0, 2], 3] - obs[[0, 2], 3], axis=1), kind="stable")]
-    picked: list[int] = []
-    for j in order:
-        if len(picked) >= min(n_goal, k - 1):
-            break
-        if all(view_distance(poses[[int(j)]], poses[q])[0] > 1.0 for q in picked):
-            picked.append(int(j))
+    picked = nearest_distinct_views(poses, g, poses[widx[0]][[0, 2], 3], min(n_goal, k - 1))
     slots = [i for i in rng.permutation(k) if int(cidx[i]) not in picked]
     for j in picked:
         if j not in cidx:

@@ -333,7 +333,7 @@ class V4SAgent:
     def _use_time_views(self, k: int, n: int) -> np.ndarray:
         """``context_sampling="views"``: the pose task's path views, or the object task's goal views put
         into the coverage choice (both as training cut them; the goal views are the detector's)."""
-        from ..envs.scene_video import GOAL_VIEWS, closest_views, view_distance
+        from ..envs.scene_video import GOAL_VIEWS, closest_views, nearest_distinct_views
 
         seen_poses = [x.pose for x in self._seen]
         known = self._tour_poses is not None and self.pose is not None
@@ -349,13 +349,7 @@ class V4SAgent:
         if not goal:
             return idx
         here = np.asarray(self.pose)[[0, 2], 3]
-        goal.sort(key=lambda i: float(np.linalg.norm(poses[i][[0, 2], 3] - here)))
-        picked: list[int] = []
-        for i in goal:
-            if len(picked) < min(GOAL_VIEWS, k - 1) and all(
-                view_distance(poses[[i]], poses[q])[0] > 1.0 for q in picked
-            ):
-                picked.append(i)
+        picked = nearest_distinct_views(poses, np.asarray(goal), here, min(GOAL_VIEWS, k - 1))
         keep = set(range(n - self.config.recent_context, n))  # the latest views stay
         slots = [j for j in range(k) if int(idx[j]) not in keep and int(idx[j]) not in picked]
         for i in picked:

@@ -367,9 +367,7 @@ class VideoPlanner:
         if sampling == "views":
             from ..envs.scene_video import closest_views
 
-            poses = context_poses if context_poses is not None else (
-                context.get("poses") if isinstance(context, dict) else None
-            )  # fmt: skip
+            poses = _context_poses(context, context_poses)
             if path is None or poses is None:
                 raise ValueError(
                     "sampling='views' needs a camera path (camera=..., with observation_pose=...) and the "
@@ -397,9 +395,7 @@ class VideoPlanner:
         ``None`` when the model does not use them or a pose is unknown."""
         if not self.model_config.get("context_pose", False) or idx is None or observation_pose is None:
             return None
-        poses = context_poses if context_poses is not None else (
-            context.get("poses") if isinstance(context, dict) else None
-        )  # fmt: skip
+        poses = _context_poses(context, context_poses)
         if poses is None:
             return None
         poses = np.asarray(poses, dtype=np.float64)
@@ -598,6 +594,13 @@ class VideoPlanner:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _context_poses(context: Any, context_poses: np.ndarray | None) -> np.ndarray | None:
+    """The context frames' poses: ``context_poses`` if given, else the tour dict's ``"poses"``."""
+    if context_poses is not None:
+        return context_poses
+    return context.get("poses") if isinstance(context, dict) else None
 
 
 def _to_uint8(frames: np.ndarray) -> np.ndarray:
