@@ -61,8 +61,8 @@ class TrainConfig:
         view_context_prob: probability that a pose clip's context is its path's closest views from
             another pass of the scene video (``envs.scene_video.choose_view_context``; the planner's
             context when a path is given, and the gates' ``--context views``) instead of the above.
-        goal_context_prob: probability that an object clip's context holds up to two views of its goal
-            centred, from another pass of the video, nearest the observation first
+        goal_context_prob: probability that an object clip's context holds up to ``GOAL_VIEWS`` (six)
+            views of its goal centred, from another pass of the video, nearest the observation first
             (``envs.scene_video.choose_goal_context``; at use time the detector finds them, and so in the
             gates' ``--context views``).
         cpu_attention: attention kernel on CPUs: ``"math"`` (matmul + softmax: for our ~400-token

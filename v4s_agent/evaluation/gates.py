@@ -78,10 +78,10 @@ def gate_clips(
     floor; the clip's own frames are never candidates); ``"views"``: pose clips get, for each of their
     frames, the video frame whose view is closest to it from another pass of the video
     (``envs.scene_video.choose_view_context``), the rest natural: a given camera path matched against
-    a separately recorded video; and object clips get up to two views of their goal from another pass,
-    those where ``detector`` (the agent's, the evaluator detector) sees the goal category centred,
-    nearest the observation first (``envs.scene_video.choose_goal_context``): what an agent that was
-    told the category can give its plan. Otherwise object clips keep the natural context."""
+    a separately recorded video; and object clips get up to ``GOAL_VIEWS`` views of their goal from
+    another pass, those where ``detector`` (the agent's, the evaluator detector) sees the goal category
+    centred, nearest the observation first (``envs.scene_video.choose_goal_context``): what an agent
+    that was told the category can give its plan. Otherwise object clips keep the natural context."""
     if context not in CONTEXTS:
         raise ValueError(f"context must be one of {CONTEXTS}. Got {context!r}")
     if context == "views" and detector is None:
