@@ -132,10 +132,8 @@ def test_goal_context_holds_the_goal_views_nearest_the_observation(data_dir: Pat
     dist = np.linalg.norm(z["video_poses"][far][:, [0, 2], 3] - obs, axis=1)
     nearest = far[np.argmin(dist)]
     assert int(nearest) in cidx.tolist()
-    n_far = len(set(cidx.tolist()) & set(far.tolist()))
-    assert 1 <= n_far <= len(far)
     picked = nearest_distinct_views(z["video_poses"], far, obs, min(GOAL_VIEWS, 5))
-    assert set(picked) <= set(cidx.tolist())  # every picked goal view is in the context
+    assert picked and set(picked) <= set(cidx.tolist())  # every picked goal view is in the context
     # no goal view outside the margin: the natural context
     nat, _ = choose_context(z, w, 6, "sparse", np.random.default_rng(1), 0.0, cat)
     none, _ = choose_goal_context(z, w, 6, np.random.default_rng(1), np.zeros(0, np.int64), cat)
