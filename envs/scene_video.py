@@ -384,13 +384,14 @@ def clip_and_context(
     view_prob: float = 0.0,
     goal_prob: float = 0.0,
     goal_frames: np.ndarray | None = None,
+    n_goal: int = GOAL_VIEWS,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int | None]:
     """The one clip cutter of training and the held-out gates: the clip's ``n`` video frames
     (``clip_window``), its ``k`` context frames and their positions, and the goal category of an object
     clip (``None`` for a pose clip). With probability ``view_prob`` a pose clip's context is
     ``choose_view_context``'s, with probability ``goal_prob`` an object clip's is ``choose_goal_context``'s
-    (``goal_frames``: the frames that show its goal centred, by default the exact boxes'), else
-    ``choose_context``'s (a probability is drawn only when strictly between 0 and 1)."""
+    (``goal_frames``: the frames that show its goal centred, by default the exact boxes'; at most ``n_goal``
+    of them), else ``choose_context``'s (a probability is drawn only when strictly between 0 and 1)."""
     widx = clip_window(shard, kind, ep, n, at_end, rng)
     cat = int(shard["visit_category"][ep]) if kind == "obj" else None
     prob = view_prob if kind == "pose" else goal_prob
@@ -401,7 +402,7 @@ def clip_and_context(
         cidx, cpos = choose_view_context(shard, widx, k, rng)
     elif special:
         g = exact_goal_frames(shard, int(cat)) if goal_frames is None else goal_frames
-        cidx, cpos = choose_goal_context(shard, widx, k, rng, g, cat)
+        cidx, cpos = choose_goal_context(shard, widx, k, rng, g, cat, n_goal)
     else:
         cidx, cpos = choose_context(shard, widx, k, mode, rng, near_prob, cat, near_frames)
     return widx, cidx, cpos, cat

@@ -133,6 +133,34 @@ def test_object_search_stops_only_when_the_goal_is_verified_close() -> None:
     assert STOP not in [blind.act(rgb, _wall_depth(1.0), T) for _ in range(4)]  # no detector: no stop
 
 
+class _BoxRuleDetector(_BlobDetector):
+    """The centred blob, with a fitted box rule (``detect``) that sees the whole object at ``box``."""
+
+    def __init__(self, box: tuple[float, float, float, float] | None) -> None:
+        self.box, self.calls = box, 0
+
+    def detect(self, frames: np.ndarray, category: str) -> list:
+        self.calls += 1
+        return [(self.box, 0.1)]
+
+
+def test_fitted_stop_needs_the_detectors_own_box_rule_to_agree() -> None:
+    """``fitted_stop``: the centred core region is not enough when the detector's fitted box rule puts
+    the object off centre (a part of it, or two instances merged); it stops when that box is centred."""
+    T = make_pose(0.0, 0.0, 0.0, pitch=math.radians(-30))
+    rgb = np.zeros((32, 32, 3), np.uint8)
+
+    def run(det: _BoxRuleDetector, fitted: bool) -> list[int]:
+        search = ObjectSearch(det, "chair", scan_turns=0, min_votes=2, fitted_stop=fitted)
+        return [search.act(rgb, _wall_depth(1.0), T) for _ in range(4)]
+
+    off = _BoxRuleDetector((0.0, 8.0, 12.0, 24.0))  # centre (6, 16) of a 32 px frame: SD 0.44
+    assert STOP in run(off, fitted=False) and off.calls == 0  # the basic stop never asks
+    assert STOP not in run(off, fitted=True) and off.calls > 0
+    assert STOP not in run(_BoxRuleDetector(None), fitted=True)  # the box rule sees nothing: no stop
+    assert STOP in run(_BoxRuleDetector((10.0, 10.0, 22.0, 22.0)), fitted=True)  # centred: SD 0
+
+
 def test_dwell_runs_and_the_stand_out_look_around() -> None:
     """A video that walks, looks around twice; the look-around whose frames show the goal is chosen."""
     poses = [make_pose(0.1 * i, 0.0, 0.0) for i in range(5)]  # walking

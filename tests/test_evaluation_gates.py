@@ -188,3 +188,50 @@ def test_views_context_matches_the_path_from_another_pass(data_dir: Path) -> Non
                 assert d[cidx].min() == pytest.approx(d[far].min())
             assert np.array_equal(b["context_positions"].numpy(), cidx.astype(np.float32))
     assert any(not torch.equal(a["context"], b["context"]) for a, b in zip(nat, vw, strict=True))
+
+
+def test_goal_views_caps_the_goal_views_an_object_clip_gets(data_dir: Path) -> None:
+    """``goal_views=n``: the ``n`` goal views ``nearest_distinct_views`` picks are all in the context, and
+    a smaller cap leaves some of them out; zero is refused."""
+    from v4s_agent.envs.scene_video import nearest_distinct_views
+
+    m = get_model_config("tiny", context_pose=True, num_context_frames=6)
+    z = load_shard(data_dir / shard_name(0))
+    det = _CentredEverywhere([str(c) for c in z["categories"]])
+    kw = {"pose_per_scene": 1, "max_scenes": 1, "context": "views", "detector": det}
+    with pytest.raises(ValueError, match="goal_views"):
+        gate_clips(data_dir, m, goal_views=0, **kw)
+    n = 3
+    many, one = gate_clips(data_dir, m, goal_views=n, **kw), gate_clips(data_dir, m, goal_views=1, **kw)
+    poses, left_out = z["video_poses"], 0
+    for a, b in zip(many, one, strict=True):
+        if a["kind"] != "obj":
+            continue
+        w = a["window"]
+        idx = np.arange(len(poses))
+        far = idx[(idx < w.min() - VIEW_MARGIN) | (idx > w.max() + VIEW_MARGIN)]
+        picked = nearest_distinct_views(poses, far, poses[w[0]][[0, 2], 3], n)
+        assert len(picked) == n and set(picked) <= set(a["context_index"].tolist())
+        assert picked[0] in b["context_index"].tolist()  # the nearest view is kept under any cap
+        left_out += int(not set(picked) <= set(b["context_index"].tolist()))
+    assert left_out > 0
+
+
+def test_set_sampler_switches_the_step_rule_and_shift(data_dir: Path) -> None:
+    """The gates' ``--sampler`` / ``--shift``: the scheduler is swapped, the plan samples differently, and
+    the report says what was used; a non-positive shift is refused."""
+    from v4s_agent.evaluation.gates import set_sampler
+
+    m = get_model_config("tiny")
+    pipe = build_pipeline(m, seed=0)
+    clips = gate_clips(data_dir, m, pose_per_scene=1, max_scenes=1)[:1]
+    base = set_sampler(pipe)  # nothing given: the saved settings, unchanged
+    assert base["stochastic"] == m.stochastic_sampling and base["shift"] == m.flow_shift
+    before = generate(pipe, clips, "ctx", 2, None, seed=0, bf16=False)
+    got = set_sampler(pipe, stochastic=not m.stochastic_sampling, shift=5.0)
+    assert got["stochastic"] is (not m.stochastic_sampling) and got["shift"] == 5.0
+    assert pipe.sampling_config().shift == 5.0
+    after = generate(pipe, clips, "ctx", 2, None, seed=0, bf16=False)
+    assert not np.array_equal(before, after)
+    with pytest.raises(ValueError, match="shift"):
+        set_sampler(pipe, shift=0.0)

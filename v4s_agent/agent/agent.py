@@ -257,7 +257,8 @@ class V4SAgent:
                     parallax_m=self.config.stop_parallax_m,
                 )
             else:
-                self.search = ObjectSearch(self._search_detector, cat, scan_turns=8)
+                fitted = self.config.stop_rule == "fitted"
+                self.search = ObjectSearch(self._search_detector, cat, scan_turns=8, fitted_stop=fitted)
             if self.config.context_viewpoints and self.config.context_mode != "none":
                 self.search.use_context(ctx)
             self.stats["navigation"] = self.search.stats

@@ -14,7 +14,7 @@ from ..model.sampling import check_sampling
 CONTEXT_SAMPLING = ("coverage", "stratified", "uniform", "contiguous", "views")
 NAVIGATION_MODES = ("map", "plan")
 WAYPOINT_MODES = ("auto", "context_match", "odometry")
-STOP_RULES = ("basic", "verified")
+STOP_RULES = ("basic", "verified", "fitted")
 CROSSCHECK_MODES = ("off", "log", "override")
 CONTEXT_MODES = ("memory", "none")
 POSITION_MODES = ("tour_range", "source")
@@ -76,7 +76,9 @@ class V4SAgentConfig:
             (:class:`~.verified_search.VerifiedSearch`, the frontier baseline's: the whole box centred,
             seen from two standpoints). Basic by default: on 30 held-out episodes (500 steps) both reach
             18/30, verified stops short once instead of 6 times but wanders 11 times instead of 6, and
-            the quick start gives 1/3 with it instead of 2/3 (docs/RESULTS_CLOSED_LOOP.md).
+            the quick start gives 1/3 with it instead of 2/3 (docs/RESULTS_CLOSED_LOOP.md). ``"fitted"``:
+            the basic stop that also needs the detector's own fitted box rule to see the goal centred
+            (``ObjectSearch(fitted_stop=True)``).
         stop_views, stop_parallax_m: the verified stop's evidence: the goal at the same place in the last
             ``stop_views`` frames and seen from a standpoint at least ``stop_parallax_m`` away.
     """

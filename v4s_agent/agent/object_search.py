@@ -14,6 +14,7 @@ import numpy as np
 
 from ..envs.actions import MOVE_FORWARD, STOP, TURN_ANGLE_DEG, TURN_LEFT, TURN_RIGHT
 from ..envs.geometry import wrap_angle, yaw_of
+from ..envs.goal_viewpoints import SUCCESS_SD
 from .context_views import context_viewpoints
 from .goal_detection import backproject, box_of, centre_offset, goal_component
 from .map_driving import drive_to, steer
@@ -36,6 +37,10 @@ class ObjectSearch:
         min_votes: frames that must have seen the goal at a place before it is approached.
         scan_turns: turns in place at the start (24 x 15 deg = a full look around).
         arrive_patience: steps near a goal candidate without a verified stop before it is rejected.
+        fitted_stop: a STOP also needs the detector's own box rule (its ``detect``: the threshold, minimum
+            area and largest-region rule fitted against the exact semantics, ``config.json``) to put the
+            goal's box within ``SUCCESS_SD`` of the centre. Why: the core region the map reads is often a
+            part of the object, or two instances merged, centred while the object is not.
     """
 
     centre_tol = 0.09  # the final approach turns until the goal's box centre is this close (x frame width)
@@ -51,10 +56,12 @@ class ObjectSearch:
         scan_turns: int = 24,
         arrive_patience: int = 30,
         threshold: float = 0.3,
+        fitted_stop: bool = False,
     ) -> None:
         self.detector, self.category = detector, category
         self.stop_sd, self.stop_distance, self.min_votes = stop_sd, stop_distance, min_votes
         self.scan_turns, self.arrive_patience, self.threshold = scan_turns, arrive_patience, threshold
+        self.fitted_stop = fitted_stop
         self.map = OccupancyMap()
         self.votes = np.zeros((self.map.n, self.map.n), np.float32)  # goal sightings, cleared on rejection
         self.sightings = np.zeros((self.map.n, self.map.n), np.float32)  # never cleared (the stop check)
@@ -208,7 +215,20 @@ class ObjectSearch:
     def _stop_verified(self, xz: tuple[float, float], T: np.ndarray, centred: bool) -> bool:
         """Evidence a stop needs beyond the SD, the distance and earlier sightings (a hook: the frontier
         baseline also wants the box centred and the goal seen from two standpoints)."""
-        return True
+        return self._fitted_box_centred()
+
+    def _fitted_box_centred(self) -> bool:
+        """``fitted_stop``: the detector's own box rule sees the goal within ``SUCCESS_SD`` of the centre
+        in this frame (True without ``fitted_stop``, or for a detector without ``detect``)."""
+        det = getattr(self.detector, "detector", self.detector)  # under a FrameCache
+        if not self.fitted_stop or self._rgb is None or self.category is None or not hasattr(det, "detect"):
+            return True
+        ((box, _),) = det.detect(self._rgb, self.category)
+        h, w = self._rgb.shape[:2]
+        ok = box is not None and centre_offset(box, h, w) < SUCCESS_SD
+        if not ok:
+            self.stats["fitted_refusals"] = self.stats.get("fitted_refusals", 0) + 1
+        return ok
 
     def _final_approach(self, det: dict[str, Any], T: np.ndarray) -> int | None:
         """The goal is seen close by: centre it, step closer while it is far, back off when it sits at the
@@ -265,7 +285,7 @@ class ObjectSearch:
         err = wrap_angle(yaw - yaw_of(T))
         if self._vp_steps <= 14 and abs(math.degrees(err)) > 7.5:
             return TURN_LEFT if err > 0 else TURN_RIGHT
-        if score < 0 and self._reproduces(idx, T, (x, z)):
+        if score < 0 and self._reproduces(idx, T, (x, z)) and self._fitted_box_centred():
             self.stats["stop_reason"] = "context viewpoint reproduced: the view matches the video frame"
             return STOP
         if self._vp_steps <= 14:

@@ -68,6 +68,7 @@ def gate_clips(
     seed: int = 4242,
     context: str = "natural",
     detector: Any = None,
+    goal_views: int | None = None,
 ) -> list[dict[str, Any]]:
     """Every visit that ends centred (object clips) and ``pose_per_scene`` pose clips of each held-out
     scene, each with its context and what the metrics need.
@@ -81,9 +82,15 @@ def gate_clips(
     a separately recorded video; and object clips get up to ``GOAL_VIEWS`` views of their goal from
     another pass, those where ``detector`` (the agent's, the evaluator detector) sees the goal category
     centred, nearest the observation first (``envs.scene_video.choose_goal_context``): what an agent
-    that was told the category can give its plan. Otherwise object clips keep the natural context."""
+    that was told the category can give its plan (``goal_views``: how many at most; default the one
+    constant training and the agent use). Otherwise object clips keep the natural context."""
+    from v4s_agent.envs.scene_video import GOAL_VIEWS
+
     if context not in CONTEXTS:
         raise ValueError(f"context must be one of {CONTEXTS}. Got {context!r}")
+    n_goal = GOAL_VIEWS if goal_views is None else int(goal_views)
+    if n_goal < 1:
+        raise ValueError(f"goal_views must be >= 1. Got {goal_views}")
     if context == "views" and detector is None:
         raise ValueError("context='views' needs the detector that finds the goal's views (detector=...)")
     data_dir = Path(data_dir)
@@ -105,7 +112,7 @@ def gate_clips(
         for j, (kind, ep) in enumerate(items):
             rng = np.random.default_rng([seed, si, j])
             frames = goal[_goal_name(shard, ep)] if goal and kind == "obj" else None
-            clips.append(cut_clip(shard, kind, ep, rng, mcfg, context, frames) | {"scene": si})
+            clips.append(cut_clip(shard, kind, ep, rng, mcfg, context, frames, n_goal) | {"scene": si})
     return clips
 
 
@@ -115,13 +122,14 @@ def _goal_name(shard: dict[str, np.ndarray], ep: int) -> str:
 
 
 def cut_clip(shard: dict[str, np.ndarray], kind: str, ep: int, rng: np.random.Generator, mcfg: Any,
-             context: str = "natural", goal_frames: np.ndarray | None = None) -> dict:  # fmt: skip
+             context: str = "natural", goal_frames: np.ndarray | None = None,
+             n_goal: int | None = None) -> dict:  # fmt: skip
     """One held-out clip as training cuts it (``clip_and_context``: the clip ending the visit, natural
     context without near copies, or the path's views) in the pipeline's inputs, plus what the metrics
     need (kind, goal category, the env's exact SD)."""
     from v4s_agent.envs.geometry import encode_relative_poses
     from v4s_agent.envs.nav_env import POSE_INSTRUCTION
-    from v4s_agent.envs.scene_video import clip_and_context
+    from v4s_agent.envs.scene_video import GOAL_VIEWS, clip_and_context
     from v4s_agent.model.pipeline_inputs import to_video_tensor
 
     K, T, nb = mcfg.num_context_frames, mcfg.num_target_frames, mcfg.num_box_frames
@@ -129,8 +137,9 @@ def cut_clip(shard: dict[str, np.ndarray], kind: str, ep: int, rng: np.random.Ge
     views = 1.0 if context == "views" else 0.0  # as training cuts them: path views, goal views
     if views and kind == "obj" and goal_frames is None:  # never the exact boxes: the agent has no such thing
         raise ValueError("context='views' needs the detector's goal_frames for an object clip")
+    goals = {"goal_frames": goal_frames, "n_goal": GOAL_VIEWS if n_goal is None else n_goal}
     widx, cidx, cpos, cat = clip_and_context(
-        shard, kind, ep, T - nb, K, True, rng, view_prob=views, goal_prob=views, goal_frames=goal_frames
+        shard, kind, ep, T - nb, K, True, rng, view_prob=views, goal_prob=views, **goals
     )
     if context == "retrieved" and kind == "pose":
         from v4s_agent.agent.context_retrieval import path_points, retrieve_context
@@ -335,6 +344,23 @@ def gate_verdicts(res: dict[str, Any], probe: dict[str, float] | None = None) ->
     return out
 
 
+def set_sampler(pipe: Any, stochastic: bool | None = None, shift: float | None = None) -> dict[str, Any]:
+    """Swap the pipeline's scheduler for one with another step rule (``stochastic``: re-noise every step,
+    else Euler) or noise-level ``shift`` (``None`` keeps the saved one); returns the settings a plan now
+    samples with, for the report. Why: the sampler's defaults were chosen early in training, and the
+    gates are where a later choice is measured."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    if shift is not None and not shift > 0:
+        raise ValueError(f"shift must be > 0. Got {shift}")
+    new = {k: v for k, v in (("stochastic_sampling", stochastic), ("shift", shift)) if v is not None}
+    if new:
+        pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(dict(pipe.scheduler.config), **new)
+    s = pipe.sampling_config()
+    return {"steps": s.num_inference_steps, "guidance_scale": s.guidance_scale, "stochastic": s.stochastic,
+            "shift": s.shift}  # fmt: skip
+
+
 def load_pipeline(run: str | None, pipeline: str | None) -> tuple[Any, str]:
     """The EMA weights of a run's newest valid checkpoint, or a saved pipeline folder."""
     from v4s_agent.model.configuration_model import ModelConfig
@@ -372,6 +398,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-scenes", type=int, default=None)
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model config's)")
     p.add_argument("--guidance", type=float, default=None)
+    p.add_argument(
+        "--sampler",
+        choices=["stochastic", "euler"],
+        default=None,
+        help="the step rule (default: the saved scheduler's): re-noise every step, or deterministic Euler",
+    )
+    p.add_argument("--shift", type=float, default=None, help="flow-matching shift (default: the saved one)")
+    p.add_argument(
+        "--goal-views",
+        type=int,
+        default=None,
+        help="--context views: at most this many goal views per object clip "
+        "(default: envs.scene_video.GOAL_VIEWS)",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument(
         "--context",
@@ -384,14 +424,20 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.pose_per_scene < 1:
         p.error("--pose-per-scene must be >= 1")
+    if a.goal_views is not None and a.goal_views < 1:
+        p.error("--goal-views must be >= 1")
+    if a.shift is not None and not a.shift > 0:
+        p.error("--shift must be > 0")
     torch.set_num_threads(a.threads)
     from .evaluator_detector import EvaluatorDetector
 
     pipe, src_name = load_pipeline(a.run, a.pipeline)
+    stochastic = None if a.sampler is None else a.sampler == "stochastic"
+    sampling = set_sampler(pipe, stochastic, a.shift)
+    sampling.update({k: v for k, v in (("steps", a.steps), ("guidance_scale", a.guidance)) if v is not None})
     det = EvaluatorDetector.from_pretrained()
-    clips = gate_clips(
-        a.data, pipe.v4s_config, a.pose_per_scene, a.max_scenes, context=a.context, detector=det
-    )
+    clips = gate_clips(a.data, pipe.v4s_config, a.pose_per_scene, a.max_scenes,
+                       context=a.context, detector=det, goal_views=a.goal_views)  # fmt: skip
     with torch.autocast("cpu", dtype=torch.bfloat16):  # as the model was trained (and generate() runs)
         gain = measure_context_gain(pipe, clips)
     res = measure_gates(pipe, clips, det, a.steps, a.guidance)
@@ -405,6 +451,11 @@ def main(argv: list[str] | None = None) -> int:
     res["gates"] = gate_verdicts(res, probe)
     res["source"] = src_name
     res["context"] = a.context
+    res["sampling"] = sampling
+    if a.context == "views":
+        from v4s_agent.envs.scene_video import GOAL_VIEWS
+
+        res["goal_views"] = GOAL_VIEWS if a.goal_views is None else a.goal_views
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     from v4s_agent.integrity import dumps_strict
