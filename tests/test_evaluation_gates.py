@@ -235,3 +235,25 @@ def test_set_sampler_switches_the_step_rule_and_shift(data_dir: Path) -> None:
     assert not np.array_equal(before, after)
     with pytest.raises(ValueError, match="shift"):
         set_sampler(pipe, shift=0.0)
+
+
+class _SlightlyOffCentre(_CentredEverywhere):
+    """Every category seen in every frame at SD ~0.22: a goal view under the agent's 0.25, not under 0.2."""
+
+    def probs(self, frames: np.ndarray) -> np.ndarray:
+        p = np.zeros((len(frames), len(self.categories) + 1, 16, 16), np.float32)
+        p[:, 1:, 4:7, 7:9] = 1.0
+        return p
+
+
+def test_goal_max_sd_decides_which_frames_are_goal_views(data_dir: Path) -> None:
+    m = get_model_config("tiny", context_pose=True, num_context_frames=6)
+    z = load_shard(data_dir / shard_name(0))
+    det = _SlightlyOffCentre([str(c) for c in z["categories"]])
+    kw = {"pose_per_scene": 1, "max_scenes": 1}
+    nat = gate_clips(data_dir, m, **kw)
+    loose = gate_clips(data_dir, m, context="views", detector=det, goal_max_sd=0.25, **kw)
+    strict = gate_clips(data_dir, m, context="views", detector=det, goal_max_sd=0.2, **kw)
+    objs = [i for i, c in enumerate(nat) if c["kind"] == "obj"]
+    assert objs and all(torch.equal(nat[i]["context"], strict[i]["context"]) for i in objs)  # no goal views
+    assert any(not torch.equal(nat[i]["context"], loose[i]["context"]) for i in objs)

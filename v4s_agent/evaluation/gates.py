@@ -69,6 +69,7 @@ def gate_clips(
     context: str = "natural",
     detector: Any = None,
     goal_views: int | None = None,
+    goal_max_sd: float = 0.25,
 ) -> list[dict[str, Any]]:
     """Every visit that ends centred (object clips) and ``pose_per_scene`` pose clips of each held-out
     scene, each with its context and what the metrics need.
@@ -82,8 +83,9 @@ def gate_clips(
     a separately recorded video; and object clips get up to ``GOAL_VIEWS`` views of their goal from
     another pass, those where ``detector`` (the agent's, the evaluator detector) sees the goal category
     centred, nearest the observation first (``envs.scene_video.choose_goal_context``): what an agent
-    that was told the category can give its plan (``goal_views``: how many at most; default the one
-    constant training and the agent use). Otherwise object clips keep the natural context."""
+    that was told the category can give its plan (``goal_views``: how many at most, default the one
+    constant training and the agent use; ``goal_max_sd``: how centred the detector must see the goal,
+    the agent's default). Otherwise object clips keep the natural context."""
     from v4s_agent.envs.scene_video import GOAL_VIEWS
 
     if context not in CONTEXTS:
@@ -108,7 +110,8 @@ def gate_clips(
             from v4s_agent.agent.context_views import goal_centred_frames
 
             names = sorted({_goal_name(shard, ep) for k, ep in items if k == "obj"})
-            goal = goal_centred_frames(detector, shard["video_frames"], names) if names else {}
+            video = shard["video_frames"]
+            goal = goal_centred_frames(detector, video, names, max_sd=goal_max_sd) if names else {}
         for j, (kind, ep) in enumerate(items):
             rng = np.random.default_rng([seed, si, j])
             frames = goal[_goal_name(shard, ep)] if goal and kind == "obj" else None
@@ -412,6 +415,12 @@ def main(argv: list[str] | None = None) -> int:
         help="--context views: at most this many goal views per object clip "
         "(default: envs.scene_video.GOAL_VIEWS)",
     )
+    p.add_argument(
+        "--goal-max-sd",
+        type=float,
+        default=0.25,
+        help="--context views: a goal view is a frame where the detector sees the goal at most this SD",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument(
         "--context",
@@ -426,6 +435,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--pose-per-scene must be >= 1")
     if a.goal_views is not None and a.goal_views < 1:
         p.error("--goal-views must be >= 1")
+    if not 0 < a.goal_max_sd <= 1:
+        p.error("--goal-max-sd must be in (0, 1]")
     if a.shift is not None and not a.shift > 0:
         p.error("--shift must be > 0")
     torch.set_num_threads(a.threads)
@@ -436,8 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     sampling = set_sampler(pipe, stochastic, a.shift)
     sampling.update({k: v for k, v in (("steps", a.steps), ("guidance_scale", a.guidance)) if v is not None})
     det = EvaluatorDetector.from_pretrained()
-    clips = gate_clips(a.data, pipe.v4s_config, a.pose_per_scene, a.max_scenes,
-                       context=a.context, detector=det, goal_views=a.goal_views)  # fmt: skip
+    clips = gate_clips(a.data, pipe.v4s_config, a.pose_per_scene, a.max_scenes, context=a.context,
+                       detector=det, goal_views=a.goal_views, goal_max_sd=a.goal_max_sd)  # fmt: skip
     with torch.autocast("cpu", dtype=torch.bfloat16):  # as the model was trained (and generate() runs)
         gain = measure_context_gain(pipe, clips)
     res = measure_gates(pipe, clips, det, a.steps, a.guidance)
@@ -456,6 +467,7 @@ def main(argv: list[str] | None = None) -> int:
         from v4s_agent.envs.scene_video import GOAL_VIEWS
 
         res["goal_views"] = GOAL_VIEWS if a.goal_views is None else a.goal_views
+        res["goal_max_sd"] = a.goal_max_sd
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     from v4s_agent.integrity import dumps_strict
