@@ -16,8 +16,13 @@ from .goal_detection import box_of, centre_offset, goal_component
 _CONTEXT_CACHE: dict[tuple[bytes, str, int], list[tuple[float, float, float, float, int]]] = {}
 
 
+# how centred (SD) the detector must see the goal for a frame to count as a view of it: the agent's
+# context viewpoints and goal views, and the gates' default
+GOAL_MAX_SD = 0.25
+
+
 def centred_goal(
-    prob: np.ndarray, h: int, w: int, threshold: float = 0.2, max_sd: float = 0.25
+    prob: np.ndarray, h: int, w: int, threshold: float = 0.2, max_sd: float = GOAL_MAX_SD
 ) -> tuple[float, float] | None:
     """``(SD, score)`` of the goal region of one frame's class probabilities ``prob (S, S)`` when the
     detector sees it centred (SD <= ``max_sd``) in an ``h`` x ``w`` frame, else ``None``."""
@@ -34,7 +39,7 @@ def goal_centred_frames(
     detector: Any,
     frames: np.ndarray,
     categories: str | list[str],
-    max_sd: float = 0.25,
+    max_sd: float = GOAL_MAX_SD,
     threshold: float = 0.2,
 ) -> np.ndarray | dict[str, np.ndarray]:
     """Sorted indices of the ``frames`` in which the detector sees a category centred: the views of the
@@ -63,7 +68,7 @@ def context_viewpoints(
     poses: np.ndarray,
     category: str,
     every: int = 2,
-    max_sd: float = 0.25,
+    max_sd: float = GOAL_MAX_SD,
     threshold: float = 0.2,
 ) -> list[tuple[float, float, float, float, int]]:
     """Places in the context video from which the detector saw ``category`` centred: ``[(x, z, yaw,

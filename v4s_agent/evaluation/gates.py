@@ -69,7 +69,7 @@ def gate_clips(
     context: str = "natural",
     detector: Any = None,
     goal_views: int | None = None,
-    goal_max_sd: float = 0.25,
+    goal_max_sd: float | None = None,
 ) -> list[dict[str, Any]]:
     """Every visit that ends centred (object clips) and ``pose_per_scene`` pose clips of each held-out
     scene, each with its context and what the metrics need.
@@ -107,11 +107,12 @@ def gate_clips(
         items += [("pose", 0)] * pose_per_scene
         goal: dict[str, np.ndarray] = {}  # category -> frames where the detector sees it centred
         if context == "views":  # one pass of the detector over the video for every goal category
-            from v4s_agent.agent.context_views import goal_centred_frames
+            from v4s_agent.agent.context_views import GOAL_MAX_SD, goal_centred_frames
 
+            max_sd = GOAL_MAX_SD if goal_max_sd is None else goal_max_sd
             names = sorted({_goal_name(shard, ep) for k, ep in items if k == "obj"})
             video = shard["video_frames"]
-            goal = goal_centred_frames(detector, video, names, max_sd=goal_max_sd) if names else {}
+            goal = goal_centred_frames(detector, video, names, max_sd=max_sd) if names else {}
         for j, (kind, ep) in enumerate(items):
             rng = np.random.default_rng([seed, si, j])
             frames = goal[_goal_name(shard, ep)] if goal and kind == "obj" else None
@@ -418,8 +419,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--goal-max-sd",
         type=float,
-        default=0.25,
-        help="--context views: a goal view is a frame where the detector sees the goal at most this SD",
+        default=None,
+        help="--context views: a goal view is a frame where the detector sees the goal at most this SD "
+        "(default: agent.context_views.GOAL_MAX_SD, the agent's)",
     )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument(
@@ -435,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--pose-per-scene must be >= 1")
     if a.goal_views is not None and a.goal_views < 1:
         p.error("--goal-views must be >= 1")
-    if not 0 < a.goal_max_sd <= 1:
+    if a.goal_max_sd is not None and not 0 < a.goal_max_sd <= 1:
         p.error("--goal-max-sd must be in (0, 1]")
     if a.shift is not None and not a.shift > 0:
         p.error("--shift must be > 0")
@@ -447,8 +449,13 @@ def main(argv: list[str] | None = None) -> int:
     sampling = set_sampler(pipe, stochastic, a.shift)
     sampling.update({k: v for k, v in (("steps", a.steps), ("guidance_scale", a.guidance)) if v is not None})
     det = EvaluatorDetector.from_pretrained()
+    from v4s_agent.agent.context_views import GOAL_MAX_SD
+    from v4s_agent.envs.scene_video import GOAL_VIEWS
+
+    n_goal = GOAL_VIEWS if a.goal_views is None else a.goal_views
+    max_sd = GOAL_MAX_SD if a.goal_max_sd is None else a.goal_max_sd
     clips = gate_clips(a.data, pipe.v4s_config, a.pose_per_scene, a.max_scenes, context=a.context,
-                       detector=det, goal_views=a.goal_views, goal_max_sd=a.goal_max_sd)  # fmt: skip
+                       detector=det, goal_views=n_goal, goal_max_sd=max_sd)  # fmt: skip
     with torch.autocast("cpu", dtype=torch.bfloat16):  # as the model was trained (and generate() runs)
         gain = measure_context_gain(pipe, clips)
     res = measure_gates(pipe, clips, det, a.steps, a.guidance)
@@ -464,10 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     res["context"] = a.context
     res["sampling"] = sampling
     if a.context == "views":
-        from v4s_agent.envs.scene_video import GOAL_VIEWS
-
-        res["goal_views"] = GOAL_VIEWS if a.goal_views is None else a.goal_views
-        res["goal_max_sd"] = a.goal_max_sd
+        res["goal_views"], res["goal_max_sd"] = n_goal, max_sd
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     from v4s_agent.integrity import dumps_strict
