@@ -126,3 +126,53 @@ def test_context_sampling_reaches_every_v4s_row_only() -> None:
     assert all("context_sampling" not in s.agent_kwargs for s in default)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--context-sampling", "nearest"])
+
+
+def test_agent_detector_option_reaches_the_closed_rows_and_is_checked(tmp_path) -> None:
+    """``--agent-detector`` replaces ``--detector`` for the closed-loop agents only; a missing folder
+    is refused before anything runs."""
+    from v4s_agent.evaluation.evaluate import build_parser, closed_loop_rows
+
+    baselines = {"frontier", "random"}
+    args = build_parser().parse_args(["--detector", "/x/det", "--agent-detector", "oracle"])
+    specs = closed_loop_rows(args, {}, baselines, "object")
+    assert {s.detector for s in specs if s.kind in ("v4s", "frontier")} == {"oracle"}
+    assert main(["--quick", "--agent-detector", str(tmp_path / "nope"), "--out", str(tmp_path / "e")]) == 2
+    assert not (tmp_path / "e").exists()
+
+
+def test_oracle_detector_is_exact_on_the_live_frame_only() -> None:
+    """The oracle answers the env's current view from its semantic render (one-hot, the goal's pixels
+    where the goal is) and any other frame with the learned detector's own output."""
+    import torch
+    from v4s_agent.envs import V4SNavEnv
+
+    from v4s_agent.evaluation.detector_data import _id_to_class_of, category_mask
+    from v4s_agent.evaluation.evaluator_detector import EvaluatorDetector
+    from v4s_agent.evaluation.oracle_detector import OracleGoalDetector
+
+    torch.manual_seed(0)
+    from v4s_agent.envs.scenes import CATEGORIES
+
+    env = V4SNavEnv(task="object", resolution=(64, 64), obs_keys=("rgb",))
+    try:
+        learned = EvaluatorDetector(CATEGORIES, input_size=32, width=8).eval()
+        oracle = OracleGoalDetector(learned, env)  # built before the first reset, as the rows build it
+        obs, info = env.reset(seed=3)
+        p = oracle.probs(obs["rgb"][None])
+        assert p.shape == learned.probs(obs["rgb"][None]).shape and oracle.live_frames == 1
+        assert np.allclose(p.sum(1), 1.0) and set(np.unique(p)) <= {0.0, 1.0}
+        sem = env.unwrapped._last_semantic
+        cm = category_mask(sem, _id_to_class_of(env.unwrapped.scene, oracle.categories))
+        assert np.array_equal(p[0].argmax(0), cm[::2, ::2])  # nearest resize 64 -> 32
+        assert cm.max() > 0  # the scene's objects are in view: the check above is not all background
+        other = np.ascontiguousarray(obs["rgb"][::-1])  # not the live frame
+        assert np.allclose(oracle.probs(other[None]), learned.probs(other[None]), atol=1e-6)
+        assert oracle.live_frames == 1
+        cat = oracle.categories[int(cm.max()) - 1]
+        box, frac = oracle.detect(obs["rgb"], cat, min_fraction=0.0, threshold=0.5, box_mode="all")[0]
+        assert box is not None and frac == pytest.approx((cm[::2, ::2] == cm.max()).mean())
+    finally:
+        env.close()
+    with pytest.raises(ValueError, match="V4SNav-v0"):
+        OracleGoalDetector(learned, object())

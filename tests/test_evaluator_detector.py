@@ -149,3 +149,39 @@ def test_collect_video_frames_rerenders_exact_masks(tmp_path) -> None:
     assert np.array_equal(imgs, np.stack(frames)[keep])
     for m, i in zip(masks, keep, strict=True):
         assert np.array_equal(m, ed.category_mask(sems[i], lut))
+    # at a finer size: the same frames kept (the stored ones are still the check), rendered at 64 x 64
+    fine, fmasks, _ = ed.collect_video_frames(root, tail=2, n_random=5, resolution=(64, 64))
+    assert fine.shape == (3, 64, 64, 3) and fmasks.shape == (3, 64, 64)
+    for f, m, i in zip(fine, fmasks, keep, strict=True):
+        small = f.reshape(32, 2, 32, 2, 3).mean(axis=(1, 3))
+        assert np.abs(small - np.stack(frames)[i].astype(float)).mean() < 12  # the same view, finer
+        coarse = ed.category_mask(sems[i], lut) > 0
+        assert ((m[::2, ::2] > 0) != coarse).mean() < 0.05  # the same objects, finer
+
+
+def test_goal_regions_score_a_perfect_and_a_blind_detector() -> None:
+    """``validate_goal_regions``: exact masks as probabilities score 1 everywhere; a detector that sees
+    nothing finds nothing (recall 0) and is never wrong about presence."""
+    masks = np.zeros((2, 32, 32), np.uint8)
+    masks[0, 12:20, 12:20] = 1  # a chair, centred
+    masks[1, 0:8, 0:10] = 2  # a table in the corner
+    images = np.zeros((2, 32, 32, 3), np.uint8)
+
+    class Exact:
+        categories = CATS
+
+        def probs(self, frames: np.ndarray) -> np.ndarray:
+            return np.eye(len(CATS) + 1, dtype=np.float32)[masks].transpose(0, 3, 1, 2)
+
+    class Blind(Exact):
+        def probs(self, frames: np.ndarray) -> np.ndarray:
+            p = np.zeros((len(frames), len(CATS) + 1, 16, 16), np.float32)
+            p[:, 0] = 1.0
+            return p
+
+    r = ed.validate_goal_regions(Exact(), images, masks)
+    assert r["recall"] == 1.0 and r["precision"] == 1.0 and r["region_mostly_other"] == 0.0
+    assert r["sd_abs_error"] < 0.05 and r["centred_regions"] == 1 and r["centred_precision"] == 1.0
+    assert r["pairs"] == 2 + 2 * 2  # each frame: its category and the 2 others absent
+    b = ed.validate_goal_regions(Blind(), images, masks)
+    assert b["recall"] == 0.0 and b["centred_regions"] == 0 and b["pairs"] == r["pairs"]

@@ -255,10 +255,17 @@ class V4SAgent:
                     scan_turns=8,
                     consistent_k=self.config.stop_views,
                     parallax_m=self.config.stop_parallax_m,
+                    standpoint=self.config.standpoint,
                 )
             else:
                 fitted = self.config.stop_rule == "fitted"
-                self.search = ObjectSearch(self._search_detector, cat, scan_turns=8, fitted_stop=fitted)
+                self.search = ObjectSearch(
+                    self._search_detector,
+                    cat,
+                    scan_turns=8,
+                    fitted_stop=fitted,
+                    standpoint=self.config.standpoint,
+                )
             if self.config.context_viewpoints and self.config.context_mode != "none":
                 self.search.use_context(ctx)
             self.stats["navigation"] = self.search.stats

@@ -79,6 +79,9 @@ class V4SAgentConfig:
             the quick start gives 1/3 with it instead of 2/3 (docs/RESULTS_CLOSED_LOOP.md). ``"fitted"``:
             the basic stop that also needs the detector's own fitted box rule to see the goal centred
             (``ObjectSearch(fitted_stop=True)``).
+        standpoint: a goal within the stop distance but too low in the pitched view to stop at is viewed
+            again from a cell where its seen points are predicted centred (:mod:`.standpoints`); ``False``:
+            the older final approach (turn in front of it until the patience runs out).
         stop_views, stop_parallax_m: the verified stop's evidence: the goal at the same place in the last
             ``stop_views`` frames and seen from a standpoint at least ``stop_parallax_m`` away.
     """
@@ -111,6 +114,7 @@ class V4SAgentConfig:
     stop_rule: str = "basic"
     stop_views: int = 2
     stop_parallax_m: float = 0.5
+    standpoint: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -37,6 +37,9 @@ class ObjectSearch:
         min_votes: frames that must have seen the goal at a place before it is approached.
         scan_turns: turns in place at the start (24 x 15 deg = a full look around).
         arrive_patience: steps near a goal candidate without a verified stop before it is rejected.
+        standpoint: a goal seen within the stop distance but not centred enough to stop (low in the pitched
+            view) is viewed again from a cell from which its seen points are predicted centred
+            (:mod:`.standpoints`), instead of turning in front of it until the patience runs out.
         fitted_stop: a STOP also needs the detector's own box rule (its ``detect``: the threshold, minimum
             area and largest-region rule fitted against the exact semantics, ``config.json``) to put the
             goal's box within ``SUCCESS_SD`` of the centre. Why: the core region the map reads is often a
@@ -45,6 +48,8 @@ class ObjectSearch:
 
     centre_tol = 0.09  # the final approach turns until the goal's box centre is this close (x frame width)
     backoff_m = 0.75  # ... and backs off when the goal sits low in the view from nearer than this
+    standpoint_tries = 4  # standpoint drives per episode (each ends facing the goal from a new place)
+    standpoint_steps = 40  # steps one standpoint drive may take
 
     def __init__(
         self,
@@ -57,11 +62,13 @@ class ObjectSearch:
         arrive_patience: int = 30,
         threshold: float = 0.3,
         fitted_stop: bool = False,
+        standpoint: bool = True,
     ) -> None:
         self.detector, self.category = detector, category
         self.stop_sd, self.stop_distance, self.min_votes = stop_sd, stop_distance, min_votes
         self.scan_turns, self.arrive_patience, self.threshold = scan_turns, arrive_patience, threshold
-        self.fitted_stop = fitted_stop
+        self.fitted_stop, self.standpoint = fitted_stop, standpoint
+        self._stand: dict[str, Any] | None = None  # the standpoint being driven to (goal, cells, steps)
         self.map = OccupancyMap()
         self.votes = np.zeros((self.map.n, self.map.n), np.float32)  # goal sightings, cleared on rejection
         self.sightings = np.zeros((self.map.n, self.map.n), np.float32)  # never cleared (the stop check)
@@ -176,6 +183,11 @@ class ObjectSearch:
             self.blocked_streak = 0
             self._recovery = [TURN_LEFT] * 4
             return self._decide(T, waypoint)
+        if self._stand is not None:
+            a = self._drive_to_standpoint(T)
+            if a is not None:
+                self.stats["mode"] = "standpoint"
+                return a
         det = self.detection
         if det is not None and det["distance"] <= self.stop_distance + 0.8:
             a = self._final_approach(det, T)
@@ -262,11 +274,57 @@ class ObjectSearch:
             return None
         if not centred:
             return want
+        if self.standpoint and dist <= self.stop_distance and sd > self.stop_sd:
+            # within reach but off centre (low in the pitched view): walking on only makes it worse
+            a = self._plan_standpoint(det["points"], T)
+            if a is not None:
+                self.stats["mode"] = "standpoint"
+                return a
         if dist < self.backoff_m and cy > 0.6 * h:  # too close: it sits low in the view; turn away, step back
             self._recovery = [MOVE_FORWARD, MOVE_FORWARD] + [TURN_LEFT] * 12
             return self._recovery.pop()
         if (dist > self.stop_distance or cy < 0.4 * h) and self.map.forward_clear(T):
             return MOVE_FORWARD
+        return None
+
+    def _plan_standpoint(self, points: np.ndarray, T: np.ndarray) -> int | None:
+        """Commit to driving to the nearest standpoint cell of the goal's ``points`` (first action), or
+        ``None`` when the robot stands on one already, none is free, or the tries are used up."""
+        from .standpoints import standpoint_cells
+
+        tries = self.stats.get("standpoints", 0)
+        if tries >= self.standpoint_tries:
+            return None
+        cells = standpoint_cells(self.map, points, T, self._shape)
+        r, c = self.map.to_cell(T[0, 3], T[2, 3])
+        if not cells.any() or (self.map._inside(r, c) and cells[int(r), int(c)]):
+            return None
+        gx, gz = float(np.median(points[:, 0])), float(np.median(points[:, 2]))
+        self._stand = {"goal": (gx, gz), "cells": cells, "steps": 0}
+        self.stats["standpoints"] = tries + 1
+        return self._drive_to_standpoint(T)
+
+    def _drive_to_standpoint(self, T: np.ndarray) -> int | None:
+        """One step of the committed drive: to the standpoint cells, then turn to face the goal; ``None``
+        (and the commitment dropped) once facing it, unreachable, or after ``standpoint_steps``."""
+        st = self._stand
+        assert st is not None
+        st["steps"] += 1
+        if st["steps"] > self.standpoint_steps:
+            self._stand = None
+            return None
+        a, _, path = drive_to(self.map, T, st["cells"], lookahead=4)
+        if a is None:
+            self._stand = None
+            return None
+        if a != STOP:
+            self.path = path
+            return a
+        gx, gz = st["goal"]
+        err = wrap_angle(math.atan2(-(gx - T[0, 3]), -(gz - T[2, 3])) - yaw_of(T))
+        if abs(err) > math.radians(TURN_ANGLE_DEG) / 2:
+            return TURN_LEFT if err > 0 else TURN_RIGHT
+        self._stand = None
         return None
 
     def _to_viewpoint(self, T: np.ndarray) -> int | None:

@@ -51,9 +51,14 @@ def _planner(spec: RowSpec) -> Any:
     return _PLANNERS[key]
 
 
-def _detector(path: str | None) -> Any:
+def _detector(path: str | None, env: Any = None) -> Any:
+    """The learned detector at ``path`` (cached), or with ``path="oracle"`` the diagnostic
+    :class:`~.oracle_detector.OracleGoalDetector` on ``env`` over the shipped one."""
     from .evaluator_detector import load_or_train
+    from .oracle_detector import ORACLE, OracleGoalDetector
 
+    if path == ORACLE:
+        return OracleGoalDetector(_detector(None), env)
     if path not in _DETECTORS:
         _DETECTORS[path] = load_or_train(path)[0]
     return _DETECTORS[path]
@@ -103,14 +108,14 @@ def build_policy(spec: RowSpec, env: Any, env_kwargs: dict[str, Any]) -> Any:
     if spec.kind == "frontier":
         from .baselines import FrontierAgent
 
-        return FrontierAgent(_detector(spec.detector), **spec.agent_kwargs)
+        return FrontierAgent(_detector(spec.detector, env), **spec.agent_kwargs)
     from ..agent.agent import V4SAgent
 
     kw = dict(spec.agent_kwargs)
     if spec.kind == "v4s_no_context":
         kw["context_mode"] = "none"
     # the same detector as the frontier row: goal map and a verified stop under the plan's waypoints
-    agent = V4SAgent(_planner(spec), detector=_detector(spec.detector), **kw)
+    agent = V4SAgent(_planner(spec), detector=_detector(spec.detector, env), **kw)
     if spec.kind == "v4s_wrong_context":
         return WrongContextAgent(agent, env_kwargs)
     return agent

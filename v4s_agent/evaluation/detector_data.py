@@ -143,6 +143,7 @@ def collect_video_frames(
     n_random: int = 30,
     seed: int = 0,
     categories: Sequence[str] | None = None,
+    resolution: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Frames of generated scene videos (``generate_data`` shards) with category masks re-rendered at the
     shards' poses: the last ``tail`` frames of every visit (what the gates score: a clip ends centred on
@@ -150,6 +151,8 @@ def collect_video_frames(
 
     Each scene is rebuilt from the shard folder's split and the re-rendered RGB must equal the stored
     frame (a frame that does not, e.g. data from another renderer version, is left out with a warning).
+    With ``resolution`` (other than the shards'), the frames and masks are rendered at the videos' poses
+    at that size (a detector for the agent's finer frames); the stored frame is still the check.
     """
     from ..envs.renderer_gl import GLRenderer
     from ..envs.scenes import CATEGORIES, split_scene
@@ -168,17 +171,24 @@ def collect_video_frames(
         keep |= {int(i) for i in rng.choice(rest, min(n_random, len(rest)), replace=False)}
         scene = split_scene(split, scene_index)
         lut = _id_to_class_of(scene, categories)
-        r = GLRenderer(scene, tuple(frames.shape[1:3]))
+        stored = tuple(frames.shape[1:3])
+        size = stored if resolution is None else tuple(resolution)
+        r = GLRenderer(scene, stored)
+        fine = GLRenderer(scene, size) if size != stored else None
         try:
             for i in sorted(keep):
-                o = r.render(poses[i], keys=("rgb", "semantic"))
+                o = r.render(poses[i], keys=("rgb",) if fine is not None else ("rgb", "semantic"))
                 if not np.array_equal(o["rgb"], frames[i]):
                     skipped += 1
                     continue
-                imgs.append(frames[i])
+                if fine is not None:
+                    o = fine.render(poses[i], keys=("rgb", "semantic"))
+                imgs.append(o["rgb"] if fine is not None else frames[i])
                 masks.append(category_mask(o["semantic"], lut).astype(np.uint8))
         finally:
             r.close()
+            if fine is not None:
+                fine.close()
     if skipped:
         logger.warning(
             "%d frames of %s left out: their re-render differs from the stored frame", skipped, data_dir

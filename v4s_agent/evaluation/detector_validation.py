@@ -57,6 +57,62 @@ def validate_detector(
     }
 
 
+def validate_goal_regions(
+    det: Any,
+    images: np.ndarray,
+    masks: np.ndarray,
+    threshold: float = 0.3,
+    stop_sd: float = 0.18,
+    min_fraction: float = 0.006,
+    absent_per_frame: int = 3,
+) -> dict[str, float]:
+    """The detector as the agent reads it (``agent.goal_detection.goal_component``: the largest region over
+    ``threshold``), per (frame, category) pair: each frame's present categories and its first
+    ``absent_per_frame`` absent ones, against the exact masks (visible = at least ``min_fraction``).
+
+    Why beside :func:`validate_detector`: the agent's stop reads that region, not the fitted box rule;
+    ``centred_precision`` is the share of regions it calls centred (SD <= ``stop_sd``) that are centred in
+    the exact render (SD < 0.2), the stop's own precision."""
+    from ..agent.goal_detection import box_of, centre_offset, goal_component
+
+    h, w = images.shape[1:3]
+    tp = fp = fn = tn = other = centred = centred_ok = 0
+    sd_err: list[float] = []
+    probs = det.probs(images)
+    for p, m in zip(probs, masks, strict=True):
+        present = [int(c) for c in np.unique(m) if c > 0]
+        absent = [c for c in range(1, len(det.categories) + 1) if c not in present][:absent_per_frame]
+        for c in present + absent:
+            gt = m == c
+            visible = gt.mean() >= min_fraction
+            comp = goal_component(p[c], threshold)
+            if comp is None:
+                fn += int(visible)
+                tn += int(not visible)
+                continue
+            if not visible:
+                fp += 1
+                continue
+            tp += 1
+            ry = (np.arange(comp.shape[0]) * h) // comp.shape[0]
+            rx = (np.arange(comp.shape[1]) * w) // comp.shape[1]
+            other += int((gt[ry[:, None], rx[None, :]] & comp).sum() < 0.5 * comp.sum())
+            pred, true = centre_offset(box_of(comp, h, w), h, w), sd_from_box(box_from_mask(gt), h, w)
+            sd_err.append(abs(pred - true))
+            if pred <= stop_sd:
+                centred += 1
+                centred_ok += int(true < SD_HIT)
+    return {
+        "recall": tp / max(tp + fn, 1),
+        "precision": tp / max(tp + fp, 1),
+        "region_mostly_other": other / max(tp, 1),
+        "sd_abs_error": float(np.mean(sd_err)) if sd_err else float("nan"),
+        "centred_precision": centred_ok / max(centred, 1),
+        "centred_regions": centred,
+        "pairs": tp + fp + fn + tn,
+    }
+
+
 # ---------------------------------------------------------------------- scored on scene videos
 
 Pair = tuple[int, str, Box | None, bool]  # (frame index, category, exact box or None, is a visit's end)

@@ -129,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--detector", default=None, help="evaluator detector folder (default: shipped, else train)"
     )
+    ap.add_argument(
+        "--agent-detector",
+        default=None,
+        help="the closed-loop agents' goal detector folder (default: --detector); 'oracle': exact semantics "
+        "of the live frame (a diagnostic: what the learned detector costs)",
+    )
     ap.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default="torch")
     ap.add_argument("--device", default=None)
     ap.add_argument("--steps", type=int, default=None, help="diffusion sampler steps per plan")
@@ -378,6 +384,9 @@ def validate_args(args: argparse.Namespace, sections: set[str], baselines: set[s
     if bad:
         raise ValueError(f"--baselines: unknown {bad}; a comma list of {', '.join(BASELINES)}")
     agent_options(getattr(args, "agent_option", []))
+    det = getattr(args, "agent_detector", None)
+    if det not in (None, "oracle") and not (Path(det) / "model.safetensors").is_file():
+        raise FileNotFoundError(f"--agent-detector: no detector at {det} (a folder or 'oracle')")
     check_out_dir(args.out, getattr(args, "overwrite", False))
 
 
@@ -419,9 +428,11 @@ def closed_loop_rows(
     if args.device is not None:
         planner_kw["device"] = args.device
 
+    agent_detector = getattr(args, "agent_detector", None) or args.detector
+
     def v4s(row: str, kind: str, ckpt: str | None = args.checkpoint) -> RowSpec:
         # the same detector as the frontier row (goal map, verified stop): the rows differ in the plan only
-        return RowSpec(row, kind, ckpt, dict(agent_kw), dict(planner_kw), detector=args.detector)
+        return RowSpec(row, kind, ckpt, dict(agent_kw), dict(planner_kw), detector=agent_detector)
 
     specs = [v4s("ours", "v4s")]
     if "no_context" in baselines:
@@ -431,7 +442,7 @@ def closed_loop_rows(
     specs += [v4s(f"ablation: {name}", "v4s", path) for name, path in ablations.items()]
     if "frontier" in baselines and task == "object":
         specs.append(
-            RowSpec("frontier exploration + detector (non-generative)", "frontier", detector=args.detector)
+            RowSpec("frontier exploration + detector (non-generative)", "frontier", detector=agent_detector)
         )
     if "random" in baselines:
         specs.append(RowSpec("random", "random", agent_kwargs={"seed": args.seed}))

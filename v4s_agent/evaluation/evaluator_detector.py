@@ -61,6 +61,7 @@ from .detector_validation import (
     fit_detection,
     scene_video_pairs,
     validate_detector,
+    validate_goal_regions,
     validate_on_scene_videos,
 )
 
@@ -88,6 +89,7 @@ __all__ = [
     "train_and_save",
     "train_detector",
     "validate_detector",
+    "validate_goal_regions",
     "validate_on_scene_videos",
 ]
 
@@ -135,17 +137,25 @@ def train_and_save(
     val_data: str | Path | None = None,
     global_context: bool = True,
     bottleneck: int = 4,
+    input_size: int = 64,
 ) -> tuple[EvaluatorDetector, dict[str, Any]]:
     """Collect renders (expert episodes in detector scenes, and with ``video_data`` frames of train-split
     scene videos), train, fit the box rule on ``tune_shards`` of ``video_data`` (scenes not trained on),
-    validate on held-out val scenes, save with validation.json."""
+    validate on held-out val scenes, save with validation.json.
+
+    ``input_size`` other than 64 (the evaluator's, the planner's frame size) renders every training and
+    validation frame at that size: a goal detector for the agent's own 128 px frames."""
     t0 = time.time()
+    res = (int(input_size), int(input_size))
+    fine = None if input_size == 64 else res
     parts = []
     if episodes > 0:
-        parts.append(collect_frames(episodes, scene=None, seed=seed)[:2])
+        parts.append(collect_frames(episodes, scene=None, seed=seed, resolution=res)[:2])
     n_episode_frames = len(parts[0][0]) if parts else 0
     if video_data is not None:
-        parts.append(collect_video_frames(video_data, video_shards, tail, random_frames, seed)[:2])
+        parts.append(
+            collect_video_frames(video_data, video_shards, tail, random_frames, seed, resolution=fine)[:2]
+        )
     if not parts:
         raise ValueError("nothing to train on: episodes=0 and no video_data")
     imgs = np.concatenate([p[0] for p in parts])
@@ -155,6 +165,8 @@ def train_and_save(
     cats = list(CATEGORIES)
     t_data = time.time() - t0
     start = _warm_start(init, global_context, bottleneck) if init else None
+    if start is not None:
+        start.input_size = int(input_size)  # fully convolutional: the weights run at any size
     det = train_detector(
         imgs,
         masks,
@@ -166,6 +178,7 @@ def train_and_save(
         lr=lr,
         global_context=global_context,
         bottleneck=bottleneck,
+        input_size=input_size,
     )
     t_train = time.time() - t0 - t_data
     fit = (
@@ -185,13 +198,14 @@ def train_and_save(
             "width": width,
             "global_context": global_context,
             "bottleneck": bottleneck,
+            "input_size": input_size,
             "warm_start": str(init) if init else None,
         },
         "detect": {"threshold": det.threshold, "min_fraction": det.min_fraction, "box_mode": det.box_mode},
         "fit": fit,
         "train_seconds": round(t_train, 1),
         "data_seconds": round(t_data, 1),
-        **held_out_validation(det, val_episodes or max(2, episodes // 6), val_data, seed),
+        **held_out_validation(det, val_episodes or max(2, episodes // 6), val_data, seed, res),
     }
     out = Path(out_dir)
     det.save_pretrained(out)
@@ -200,15 +214,20 @@ def train_and_save(
 
 
 def held_out_validation(
-    det: EvaluatorDetector, val_episodes: int, val_data: str | Path | None = None, seed: int = 0
+    det: EvaluatorDetector,
+    val_episodes: int,
+    val_data: str | Path | None = None,
+    seed: int = 0,
+    resolution: tuple[int, int] = (64, 64),
 ) -> dict[str, Any]:
     """``validation``: :func:`validate_detector` on ``val_episodes`` expert episodes in ``val_scenes``
     (episode seeds from ``seed + 1``); ``validation_scene_videos``: :func:`validate_on_scene_videos` on
     ``val_data`` when that folder exists."""
-    vi, vm, _ = collect_frames(val_episodes, scene="val_scenes", seed=seed + 1)
+    vi, vm, _ = collect_frames(val_episodes, scene="val_scenes", seed=seed + 1, resolution=resolution)
     res: dict[str, Any] = {
         "validation": {
             "scene": "val_scenes",
+            "resolution": list(resolution),
             "episodes": val_episodes,
             "frames": len(vi),
             **validate_detector(det, vi, vm),
@@ -237,6 +256,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--width", type=int, default=16, help="channels of the first stage")
     ap.add_argument("--no-global-context", action="store_true", help="the network without pooled context")
     ap.add_argument("--bottleneck", type=int, default=4, help="coarsest stage's channels / width")
+    ap.add_argument(
+        "--input-size",
+        type=int,
+        default=64,
+        help="frame size it sees, is trained and validated at (64: the evaluator; 128: the agent's frames)",
+    )
     ap.add_argument("--num-threads", type=int, default=1, help="torch threads (1: fastest on a busy CPU)")
     ap.add_argument("--init", default=None, help="warm-start from this detector folder")
     ap.add_argument("--lr", type=float, default=3e-3)
@@ -261,13 +286,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             json.loads((out / "validation.json").read_text()) if (out / "validation.json").is_file() else {}
         )
         val_episodes = args.val_episodes or meta.get("validation", {}).get("episodes") or 25
-        meta.update(held_out_validation(det, val_episodes, args.val_data or None, args.seed))
+        res = (det.input_size, det.input_size)
+        meta.update(held_out_validation(det, val_episodes, args.val_data or None, args.seed, res))
         _write_validation(out, meta)
         print(json.dumps(meta, indent=2, default=str))
         return 0
     video = args.video_data or None
     if video is not None and not Path(video).is_dir():
         ap.error(f"--video-data {video}: no such folder (generate it, or pass --video-data '')")
+    if args.input_size < 16 or args.input_size % 8:
+        ap.error(f"--input-size must be a multiple of 8, at least 16. Got {args.input_size}")
     _, meta = train_and_save(
         args.out,
         args.episodes,
@@ -285,6 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         val_data=args.val_data or None,
         global_context=not args.no_global_context,
         bottleneck=args.bottleneck,
+        input_size=args.input_size,
     )
     print(json.dumps(meta, indent=2, default=str))
     return 0

@@ -393,7 +393,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--fps", type=int, default=6)
     ap.add_argument(
-        "--detector", default=None, help="goal detector folder for the verified stop (default: shipped)"
+        "--detector",
+        default=None,
+        help="goal detector folder for the verified stop (default: shipped); 'oracle': exact semantics of "
+        "the live frame (a diagnostic)",
     )
     ap.add_argument(
         "--no-detector", action="store_true", help="no detector: stop on the plan's imagined goal box only"
@@ -442,8 +445,13 @@ def build_policy(args: argparse.Namespace, env: Any, planner: Any = None) -> Any
     detector = None
     if args.task == "object" and not getattr(args, "no_detector", False):
         from .evaluator_detector import load_or_train
+        from .oracle_detector import ORACLE, OracleGoalDetector
 
-        detector = load_or_train(getattr(args, "detector", None))[0]
+        path = getattr(args, "detector", None)
+        if path == ORACLE:
+            detector = OracleGoalDetector(load_or_train(None)[0], env)
+        else:
+            detector = load_or_train(path)[0]
     return V4SAgent(planner, detector=detector, **kw)
 
 
