@@ -176,3 +176,21 @@ def test_oracle_detector_is_exact_on_the_live_frame_only() -> None:
         env.close()
     with pytest.raises(ValueError, match="V4SNav-v0"):
         OracleGoalDetector(learned, object())
+
+
+def test_agents_stop_on_the_shipped_goal_detector_and_the_evaluator_stays() -> None:
+    """With no detector named, the agents load the shipped goal detector (checksums verified); the
+    evaluator detector (the gates' scorer) is another folder and another network."""
+    from v4s_agent.evaluation import closed_loop
+    from v4s_agent.evaluation.evaluator_detector import (
+        DEFAULT_DETECTOR,
+        DEFAULT_GOAL_DETECTOR,
+        load_goal_detector,
+        load_or_train,
+    )
+
+    goal = load_goal_detector()
+    assert DEFAULT_GOAL_DETECTOR != DEFAULT_DETECTOR and (DEFAULT_GOAL_DETECTOR / "checksums.json").is_file()
+    assert goal.width == 24 and load_or_train(None)[0].width == 16
+    assert closed_loop._detector(None).width == 24
+    assert load_goal_detector(DEFAULT_DETECTOR).width == 16  # a named folder wins

@@ -68,6 +68,11 @@ def test_legacy_config_loads_and_warm_start_keeps_outputs(tmp_path) -> None:
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(warm(x), legacy(x))
+    wide = ed._warm_start(tmp_path, global_context=True, width=12)  # grown: the old weights in its corner
+    assert wide.width == 12 and wide.enc1[0].weight.shape[0] == 12
+    torch.testing.assert_close(wide.enc1[0].weight[:8].detach(), legacy.enc1[0].weight)
+    with pytest.raises(ValueError, match="narrower"):
+        ed._warm_start(tmp_path, global_context=True, width=4)
 
 
 def _fake_scene_videos(root, n_scenes: int = 2, n: int = 12) -> None:

@@ -31,7 +31,6 @@ if ENV_ID not in gymnasium.registry:
     )
 
 
-
 def _load_runtime(pipe_dir: Any, backend: str, device: str) -> Any:
     """The exported backends' loader, handed to the planner: the export floor sits above the agent's, so
     the agent never imports it; this package root, above every floor, wires the two together."""

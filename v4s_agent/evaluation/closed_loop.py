@@ -52,15 +52,15 @@ def _planner(spec: RowSpec) -> Any:
 
 
 def _detector(path: str | None, env: Any = None) -> Any:
-    """The learned detector at ``path`` (cached), or with ``path="oracle"`` the diagnostic
-    :class:`~.oracle_detector.OracleGoalDetector` on ``env`` over the shipped one."""
-    from .evaluator_detector import load_or_train
+    """The learned detector at ``path`` (cached; ``None``: the shipped goal detector), or with
+    ``path="oracle"`` the diagnostic :class:`~.oracle_detector.OracleGoalDetector` on ``env`` over it."""
+    from .evaluator_detector import load_goal_detector
     from .oracle_detector import ORACLE, OracleGoalDetector
 
     if path == ORACLE:
         return OracleGoalDetector(_detector(None), env)
     if path not in _DETECTORS:
-        _DETECTORS[path] = load_or_train(path)[0]
+        _DETECTORS[path] = load_goal_detector(path)
     return _DETECTORS[path]
 
 

@@ -26,6 +26,8 @@ THRESHOLD = 0.2  # a pixel is the category's when its probability exceeds this
 BOX_MODES = ("all", "largest")  # box of every pixel over the threshold, or of its largest 8-connected region
 SD_HIT = 0.2  # IF(SD < 0.2): the gates' "object centred" test
 DEFAULT_DETECTOR = Path(__file__).resolve().parents[1] / "checkpoints" / "evaluator_detector"
+# the agents' goal detector (same network, wider, trained on for the agent; the evaluator stays the scorer)
+DEFAULT_GOAL_DETECTOR = Path(__file__).resolve().parents[1] / "checkpoints" / "goal_detector"
 Box = tuple[float, float, float, float]
 CLI_MODULE = "v4s_agent.evaluation.evaluator_detector"  # trains one: ``python -m CLI_MODULE``
 

@@ -95,15 +95,25 @@ def train_detector(
     return det.eval()
 
 
-def _warm_start(init: str | Path, global_context: bool, bottleneck: int | None = None) -> EvaluatorDetector:
+def _warm_start(
+    init: str | Path, global_context: bool, bottleneck: int | None = None, width: int | None = None
+) -> EvaluatorDetector:
     """A saved detector to start training from, grown to the requested design: a new global-context
     branch starts with its output layer zeroed (so the start computes what the saved one does); a wider
-    bottleneck keeps the saved weights in the first channels of each grown tensor."""
+    bottleneck (or ``width``) keeps the saved weights in the first channels of each grown tensor."""
     old = EvaluatorDetector.from_pretrained(init)
     bottleneck = old.bottleneck if bottleneck is None else int(bottleneck)
-    if (old.global_context or not global_context) and bottleneck == old.bottleneck:
+    width = old.width if width is None else int(width)
+    if width < old.width:
+        raise ValueError(f"cannot warm-start a narrower detector (width {width}) from width {old.width}")
+    if (old.global_context or not global_context) and bottleneck == old.bottleneck and width == old.width:
         return old.train()
-    cfg = {**old.config, "global_context": global_context or old.global_context, "bottleneck": bottleneck}
+    cfg = {
+        **old.config,
+        "global_context": global_context or old.global_context,
+        "bottleneck": bottleneck,
+        "width": width,
+    }
     det = EvaluatorDetector(**cfg)
     new_state, old_state = det.state_dict(), old.state_dict()
     if set(old_state) - set(new_state):

@@ -132,8 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--agent-detector",
         default=None,
-        help="the closed-loop agents' goal detector folder (default: --detector); 'oracle': exact semantics "
-        "of the live frame (a diagnostic: what the learned detector costs)",
+        help="the closed-loop agents' goal detector folder (default: --detector if given, else the shipped "
+        "goal detector); 'oracle': exact semantics of the live frame (a diagnostic: what the detector costs)",
     )
     ap.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default="torch")
     ap.add_argument("--device", default=None)

@@ -48,6 +48,7 @@ from .detector_data import _id_to_class_of as _id_to_class_of  # re-exported (te
 from .detector_network import (
     BOX_MODES,
     DEFAULT_DETECTOR,
+    DEFAULT_GOAL_DETECTOR,
     MIN_FRACTION,
     SD_HIT,
     THRESHOLD,
@@ -68,6 +69,8 @@ from .detector_validation import (
 __all__ = [
     "BOX_MODES",
     "DEFAULT_DETECTOR",
+    "DEFAULT_GOAL_DETECTOR",
+    "load_goal_detector",
     "DETECTOR_SEED_OFFSET",
     "MIN_FRACTION",
     "SCENE_KINDS",
@@ -120,6 +123,19 @@ def load_or_train(
     return det, meta
 
 
+def load_goal_detector(path: str | Path | None = None) -> EvaluatorDetector:
+    """The detector an agent stops on: ``path``, else the shipped goal detector, else the evaluator's.
+
+    Why a second one: the evaluator detector must stay fixed (it scores every generated video and the
+    gates); the agent's only has to find goals in rendered views, and a wider network trained on does
+    that better (docs/RESULTS_CLOSED_LOOP.md)."""
+    if path is not None:
+        return load_or_train(path)[0]
+    if (DEFAULT_GOAL_DETECTOR / "model.safetensors").is_file():
+        return EvaluatorDetector.from_pretrained(DEFAULT_GOAL_DETECTOR)
+    return load_or_train(None)[0]
+
+
 def train_and_save(
     out_dir: str | Path,
     episodes: int = 60,
@@ -164,7 +180,7 @@ def train_and_save(
 
     cats = list(CATEGORIES)
     t_data = time.time() - t0
-    start = _warm_start(init, global_context, bottleneck) if init else None
+    start = _warm_start(init, global_context, bottleneck, width) if init else None
     if start is not None:
         start.input_size = int(input_size)  # fully convolutional: the weights run at any size
     det = train_detector(

@@ -395,8 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--detector",
         default=None,
-        help="goal detector folder for the verified stop (default: shipped); 'oracle': exact semantics of "
-        "the live frame (a diagnostic)",
+        help="goal detector folder for the stop (default: the shipped goal detector); 'oracle': exact "
+        "semantics of the live frame (a diagnostic)",
     )
     ap.add_argument(
         "--no-detector", action="store_true", help="no detector: stop on the plan's imagined goal box only"
@@ -444,14 +444,14 @@ def build_policy(args: argparse.Namespace, env: Any, planner: Any = None) -> Any
         kw["num_inference_steps"] = args.steps
     detector = None
     if args.task == "object" and not getattr(args, "no_detector", False):
-        from .evaluator_detector import load_or_train
+        from .evaluator_detector import load_goal_detector
         from .oracle_detector import ORACLE, OracleGoalDetector
 
         path = getattr(args, "detector", None)
         if path == ORACLE:
-            detector = OracleGoalDetector(load_or_train(None)[0], env)
+            detector = OracleGoalDetector(load_goal_detector(), env)
         else:
-            detector = load_or_train(path)[0]
+            detector = load_goal_detector(path)
     return V4SAgent(planner, detector=detector, **kw)
 
 
