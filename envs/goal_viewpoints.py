@@ -140,17 +140,21 @@ def line_of_sight(g: NavGrid, rr: np.ndarray, cc: np.ndarray, obj, n: int = 24) 
     return ~g.wall_mask[r, c].any(axis=1)
 
 
-def predicted_sd(cx, cz, obj, floor_y: float, pitch: float, h: int, w: int, yaw=None) -> np.ndarray:
-    """SD of the object's projected 3-D box seen from floor points (cx, cz); by default at the 15-deg heading
-    nearest to the object (the agent can only face multiples of 15 deg)."""
-    cx, cz = np.atleast_1d(np.asarray(cx, np.float64)), np.atleast_1d(np.asarray(cz, np.float64))
-    if yaw is None:
-        bearing = np.arctan2(-(obj.center[0] - cx), -(obj.center[2] - cz))
-        yaw = np.round(bearing / _TURN) * _TURN
-    yaw = np.broadcast_to(np.asarray(yaw, np.float64), cx.shape)
-    corners = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)], dtype=np.float64)
-    pts = obj.box_min + corners * (obj.box_max - obj.box_min)  # (8, 3)
-    rel = pts[None, :, :] - np.stack([cx, np.full_like(cx, floor_y + 1.5), cz], axis=1)[:, None, :]
+def points_sd(
+    points: np.ndarray,
+    cx: np.ndarray,
+    cz: np.ndarray,
+    cam_y: float,
+    yaw: np.ndarray,
+    pitch: float,
+    h: int,
+    w: int,
+    drop_behind: bool = False,
+) -> np.ndarray:
+    """SD of the box of ``points`` (N, 3) projected into the 90-degree camera at (``cx``, ``cam_y``,
+    ``cz``) with headings ``yaw`` and ``pitch``, one per camera. Points behind a camera are clamped to
+    5 cm depth, or with ``drop_behind`` left out (NaN when none is in front)."""
+    rel = points[None, :, :] - np.stack([cx, np.full_like(cx, cam_y), cz], axis=1)[:, None, :]
     cy, sy = np.cos(yaw)[:, None], np.sin(yaw)[:, None]
     # world -> yawed frame (inverse of rot_y), then -> pitched camera frame (inverse of rot_x)
     x1 = cy * rel[..., 0] - sy * rel[..., 2]
@@ -163,9 +167,27 @@ def predicted_sd(cx, cz, obj, floor_y: float, pitch: float, h: int, w: int, yaw=
     f = 0.5 * w
     u = np.clip(f * x1 / depth + 0.5 * w, 0, w)
     v = np.clip(-f * yc / depth + 0.5 * h, 0, h)
-    bx = 0.5 * (u.min(axis=1) + u.max(axis=1)) - 0.5 * w
-    by = 0.5 * (v.min(axis=1) + v.max(axis=1)) - 0.5 * h
+    if drop_behind:
+        front = -zc > 0.05
+        u, v = np.where(front, u, np.nan), np.where(front, v, np.nan)
+    with warnings.catch_warnings():  # a camera with no point in front: NaN, by design
+        warnings.simplefilter("ignore", RuntimeWarning)
+        bx = 0.5 * (np.nanmin(u, axis=1) + np.nanmax(u, axis=1)) - 0.5 * w
+        by = 0.5 * (np.nanmin(v, axis=1) + np.nanmax(v, axis=1)) - 0.5 * h
     return np.hypot(bx, by) / (0.5 * math.hypot(h, w))
+
+
+def predicted_sd(cx, cz, obj, floor_y: float, pitch: float, h: int, w: int, yaw=None) -> np.ndarray:
+    """SD of the object's projected 3-D box seen from floor points (cx, cz); by default at the 15-deg heading
+    nearest to the object (the agent can only face multiples of 15 deg)."""
+    cx, cz = np.atleast_1d(np.asarray(cx, np.float64)), np.atleast_1d(np.asarray(cz, np.float64))
+    if yaw is None:
+        bearing = np.arctan2(-(obj.center[0] - cx), -(obj.center[2] - cz))
+        yaw = np.round(bearing / _TURN) * _TURN
+    yaw = np.broadcast_to(np.asarray(yaw, np.float64), cx.shape)
+    corners = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)], dtype=np.float64)
+    pts = obj.box_min + corners * (obj.box_max - obj.box_min)  # (8, 3)
+    return points_sd(pts, cx, cz, floor_y + 1.5, yaw, pitch, h, w)
 
 
 def _start_cells(g: NavGrid, field: np.ndarray) -> np.ndarray:

@@ -192,16 +192,17 @@ def test_dwell_runs_and_the_stand_out_look_around() -> None:
 
 
 def test_standpoint_prediction_matches_the_render_and_backs_away_from_a_low_goal() -> None:
-    """``standpoints.predicted_sd`` of the goal's back-projected pixels, from the pose that saw them, is
-    the SD of the goal's box in the render; from just in front of the goal (low in the pitched view) the
-    standpoints lie farther away and the robot's cell is not one of them."""
+    """``points_sd`` (the standpoints' prediction) of the goal's back-projected pixels, from the pose that
+    saw them, is the SD of the goal's box in the render; from just in front of the goal (low in the
+    pitched view) the standpoints lie farther away and the robot's cell is not one of them."""
     from v4s_agent.envs import V4SNavEnv
     from v4s_agent.envs.geometry import yaw_of
     from v4s_agent.envs.goal_metrics import box_from_mask, sd_from_box
+    from v4s_agent.envs.goal_viewpoints import points_sd
 
     from v4s_agent.agent.goal_detection import backproject
     from v4s_agent.agent.occupancy_map import OccupancyMap
-    from v4s_agent.agent.standpoints import camera_pitch, facing_yaw, predicted_sd, standpoint_cells
+    from v4s_agent.agent.standpoints import camera_pitch, facing_yaw, standpoint_cells
 
     env = V4SNavEnv(task="object", resolution=(64, 64), obs_keys=("rgb", "depth", "semantic"))
     try:
@@ -217,7 +218,7 @@ def test_standpoint_prediction_matches_the_render_and_backs_away_from_a_low_goal
         pts = backproject(obs["depth"], T, mask)
         true_sd = sd_from_box(box_from_mask(mask), 64, 64)
         x, z, yaw = np.array([T[0, 3]]), np.array([T[2, 3]]), np.array([yaw_of(T)])
-        pred = predicted_sd(pts, x, z, T[1, 3], yaw, camera_pitch(T), 64, 64)
+        pred = points_sd(pts, x, z, T[1, 3], yaw, camera_pitch(T), 64, 64, drop_behind=True)
         assert abs(camera_pitch(T) - math.radians(-30)) < 1e-6
         assert abs(pred[0] - true_sd) < 0.05, (pred, true_sd)
     finally:
@@ -227,7 +228,8 @@ def test_standpoint_prediction_matches_the_render_and_backs_away_from_a_low_goal
     g = np.linspace(0.0, 1.0, 6)
     xs, ys, zs = np.meshgrid(-0.2 + 0.4 * g, 0.9 * g, -0.6 - 0.4 * g)
     obj = np.stack([xs.ravel(), ys.ravel(), zs.ravel()], axis=1)
-    here = predicted_sd(obj, np.zeros(1), np.zeros(1), 1.5, np.zeros(1), math.radians(-30), 64, 64)[0]
+    origin = np.zeros(1)
+    here = points_sd(obj, origin, origin, 1.5, origin, math.radians(-30), 64, 64, drop_behind=True)[0]
     assert here > 0.25
     grid = OccupancyMap(cell=0.1, size_m=8.0)
     grid.set_origin(T)
@@ -239,5 +241,5 @@ def test_standpoint_prediction_matches_the_render_and_backs_away_from_a_low_goal
     near = np.min(np.hypot(gx[:, None] - obj[None, :, 0], gz[:, None] - obj[None, :, 2]), axis=1)
     assert near.min() > 0.75 and near.max() <= 0.95  # farther back than now (0.6 m), within the stop reach
     yaw = facing_yaw(gx, gz, 0.0, -0.8, 0.0)
-    sd = predicted_sd(obj, gx, gz, 1.5, yaw, math.radians(-30), 64, 64)
+    sd = points_sd(obj, gx, gz, 1.5, yaw, math.radians(-30), 64, 64, drop_behind=True)
     assert sd.max() < here - 0.05, (sd.max(), here)

@@ -12,11 +12,11 @@ give a centred view within the stop distance; the robot drives to the nearest of
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 
 from ..envs.actions import TURN_ANGLE_DEG
+from ..envs.goal_viewpoints import points_sd
 from .occupancy_map import OccupancyMap
 
 _TURN = math.radians(TURN_ANGLE_DEG)
@@ -26,40 +26,6 @@ def camera_pitch(T_wc: np.ndarray) -> float:
     """Pitch (rad, negative looking down) of a camera-to-world pose (the camera looks along -z)."""
     fwd = -np.asarray(T_wc, np.float64)[:3, 2]
     return float(math.asin(max(-1.0, min(1.0, fwd[1]))))
-
-
-def predicted_sd(
-    points: np.ndarray,
-    xs: np.ndarray,
-    zs: np.ndarray,
-    cam_y: float,
-    yaw: np.ndarray,
-    pitch: float,
-    h: int,
-    w: int,
-    hfov_deg: float = 90.0,
-) -> np.ndarray:
-    """SD (box-centre offset over half the diagonal) of ``points`` (N, 3) seen from cameras at
-    (``xs``, ``cam_y``, ``zs``) with headings ``yaw`` and ``pitch`` (the env's camera; NaN when no point
-    is in front of the camera)."""
-    rel = points[None, :, :] - np.stack([xs, np.full_like(xs, cam_y), zs], axis=1)[:, None, :]
-    cy, sy = np.cos(yaw)[:, None], np.sin(yaw)[:, None]
-    x1 = cy * rel[..., 0] - sy * rel[..., 2]  # world -> yawed frame (inverse of a rotation about y)
-    z1 = sy * rel[..., 0] + cy * rel[..., 2]
-    y1 = rel[..., 1]
-    cp, sp = math.cos(pitch), math.sin(pitch)
-    yc = cp * y1 + sp * z1  # -> pitched camera frame
-    depth = -(-sp * y1 + cp * z1)
-    front = depth > 0.05
-    f = 0.5 * w / math.tan(math.radians(hfov_deg) / 2)
-    d = np.where(front, depth, 1.0)
-    u = np.where(front, np.clip(f * x1 / d + 0.5 * w, 0, w), np.nan)
-    v = np.where(front, np.clip(-f * yc / d + 0.5 * h, 0, h), np.nan)
-    with warnings.catch_warnings():  # a camera with no point in front: NaN, by design
-        warnings.simplefilter("ignore", RuntimeWarning)
-        bx = 0.5 * (np.nanmin(u, axis=1) + np.nanmax(u, axis=1)) - 0.5 * w
-        by = 0.5 * (np.nanmin(v, axis=1) + np.nanmax(v, axis=1)) - 0.5 * h
-    return np.hypot(bx, by) / (0.5 * math.hypot(h, w))
 
 
 def facing_yaw(xs: np.ndarray, zs: np.ndarray, gx: float, gz: float, yaw_now: float) -> np.ndarray:
@@ -110,7 +76,7 @@ def standpoint_cells(
     from ..envs.geometry import yaw_of
 
     yaw = facing_yaw(xs, zs, gx, gz, yaw_of(T_wc))
-    sd = predicted_sd(pts, xs, zs, float(T_wc[1, 3]), yaw, camera_pitch(T_wc), shape[0], shape[1])
+    sd = points_sd(pts, xs, zs, float(T_wc[1, 3]), yaw, camera_pitch(T_wc), *shape, drop_behind=True)
     if not np.isfinite(sd).any():
         return out
     good = np.isfinite(sd) & (sd <= min(max_sd, float(np.nanmin(sd)) + slack))
