@@ -161,6 +161,24 @@ def test_fitted_stop_needs_the_detectors_own_box_rule_to_agree() -> None:
     assert STOP in run(_BoxRuleDetector((10.0, 10.0, 22.0, 22.0)), fitted=True)  # centred: SD 0
 
 
+def test_reproduce_stop_is_an_option_and_the_verified_stop_never_takes_it() -> None:
+    """Standing where a context frame of the goal was taken, seeing that frame: the basic stop takes it
+    unless ``reproduce_stop=False``; the baseline's verified stop never does."""
+    from v4s_agent.agent.verified_search import VerifiedSearch
+
+    T = make_pose(0.0, 0.0, 0.0, pitch=math.radians(-30))
+    frame = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+
+    def reproduces(search: ObjectSearch) -> bool:
+        search._ctx_frames, search._rgb = frame[None], frame
+        return search._reproduces(0, T, (0.1, 0.0))
+
+    assert reproduces(ObjectSearch(_BlobDetector(), "chair"))
+    assert not reproduces(ObjectSearch(_BlobDetector(), "chair", reproduce_stop=False))
+    assert not reproduces(VerifiedSearch(_BlobDetector(), "chair"))
+    assert reproduces(VerifiedSearch(_BlobDetector(), "chair", reproduce_stop=True))
+
+
 def test_dwell_runs_and_the_stand_out_look_around() -> None:
     """A video that walks, looks around twice; the look-around whose frames show the goal is chosen."""
     poses = [make_pose(0.1 * i, 0.0, 0.0) for i in range(5)]  # walking

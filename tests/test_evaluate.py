@@ -191,6 +191,6 @@ def test_agents_stop_on_the_shipped_goal_detector_and_the_evaluator_stays() -> N
 
     goal = load_goal_detector()
     assert DEFAULT_GOAL_DETECTOR != DEFAULT_DETECTOR and (DEFAULT_GOAL_DETECTOR / "checksums.json").is_file()
-    assert goal.width == 24 and load_or_train(None)[0].width == 16
-    assert closed_loop._detector(None).width == 24
+    assert goal.width == 32 and load_or_train(None)[0].width == 16
+    assert closed_loop._detector(None).width == 32
     assert load_goal_detector(DEFAULT_DETECTOR).width == 16  # a named folder wins

@@ -265,6 +265,7 @@ class V4SAgent:
                     scan_turns=8,
                     fitted_stop=fitted,
                     standpoint=self.config.standpoint,
+                    reproduce_stop=self.config.reproduce_stop,
                 )
             if self.config.context_viewpoints and self.config.context_mode != "none":
                 self.search.use_context(ctx)

@@ -82,6 +82,8 @@ class V4SAgentConfig:
         standpoint: a goal within the stop distance but too low in the pitched view to stop at is viewed
             again from a cell where its seen points are predicted centred (:mod:`.standpoints`); ``False``:
             the older final approach (turn in front of it until the patience runs out).
+        reproduce_stop: the basic stop also accepts a reproduced context look-around view of the goal
+            (``ObjectSearch(reproduce_stop=)``, the verified stop never does).
         stop_views, stop_parallax_m: the verified stop's evidence: the goal at the same place in the last
             ``stop_views`` frames and seen from a standpoint at least ``stop_parallax_m`` away.
     """
@@ -115,6 +117,7 @@ class V4SAgentConfig:
     stop_views: int = 2
     stop_parallax_m: float = 0.5
     standpoint: bool = True
+    reproduce_stop: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

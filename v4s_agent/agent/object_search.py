@@ -44,6 +44,9 @@ class ObjectSearch:
             area and largest-region rule fitted against the exact semantics, ``config.json``) to put the
             goal's box within ``SUCCESS_SD`` of the centre. Why: the core region the map reads is often a
             part of the object, or two instances merged, centred while the object is not.
+        reproduce_stop: also stop where a context look-around's frame that stands out for the goal
+            (``context_views.best_dwell_view``) is reproduced (:meth:`_reproduces`), without the live
+            detector's box centred.
     """
 
     centre_tol = 0.09  # the final approach turns until the goal's box centre is this close (x frame width)
@@ -63,11 +66,12 @@ class ObjectSearch:
         threshold: float = 0.3,
         fitted_stop: bool = False,
         standpoint: bool = True,
+        reproduce_stop: bool = True,
     ) -> None:
         self.detector, self.category = detector, category
         self.stop_sd, self.stop_distance, self.min_votes = stop_sd, stop_distance, min_votes
         self.scan_turns, self.arrive_patience, self.threshold = scan_turns, arrive_patience, threshold
-        self.fitted_stop, self.standpoint = fitted_stop, standpoint
+        self.fitted_stop, self.standpoint, self.reproduce_stop = fitted_stop, standpoint, reproduce_stop
         self._stand: dict[str, Any] | None = None  # the standpoint being driven to (goal, cells, steps)
         self.map = OccupancyMap()
         self.votes = np.zeros((self.map.n, self.map.n), np.float32)  # goal sightings, cleared on rejection
@@ -356,7 +360,7 @@ class ObjectSearch:
         """Standing where a context frame that shows the goal centred was taken, facing the same way, with
         a view that matches it and the detector still seeing some of the goal: the goal view is reached
         (a detector too weak to verify the goal on its own, e.g. 1 % of the frame, can confirm a match)."""
-        if self._ctx_frames is None or self._rgb is None or self.category is None:
+        if not self.reproduce_stop or self._ctx_frames is None or self._rgb is None or self.category is None:
             return False
         if math.hypot(xz[0] - T[0, 3], xz[1] - T[2, 3]) > 0.3:
             return False

@@ -72,8 +72,8 @@ class VerifiedSearch(ObjectSearch):
         reproduce_stop: bool = False,
         **kwargs: Any,
     ) -> None:
-        super().__init__(*args, **kwargs)
-        self.grow, self.centre_tol, self.reproduce_stop = grow, centre_tol, reproduce_stop
+        super().__init__(*args, reproduce_stop=reproduce_stop, **kwargs)
+        self.grow, self.centre_tol = grow, centre_tol
         self.backoff_m = 0.85
         self.consistent_k, self.consistent_m, self.parallax_m = consistent_k, consistent_m, parallax_m
         self._track: deque = deque(maxlen=max(1, consistent_k))
@@ -110,9 +110,6 @@ class VerifiedSearch(ObjectSearch):
             and math.hypot(rx - T[0, 3], rz - T[2, 3]) >= self.parallax_m
             for rx, rz, gx, gz in self._seen
         )
-
-    def _reproduces(self, idx: int, T: np.ndarray, xz: tuple[float, float]) -> bool:
-        return self.reproduce_stop and super()._reproduces(idx, T, xz)
 
     def _goal_view(self, det: dict[str, Any]) -> tuple[tuple[float, float, float, float], float]:
         h, w = self._shape

@@ -379,7 +379,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--agent", choices=("v4s", "random", "expert"), default="v4s")
     ap.add_argument("--replan-every", type=int, default=None)
     ap.add_argument("--steps", type=int, default=None, help="diffusion sampler steps per plan")
-    ap.add_argument("--max-steps", type=int, default=150, help="episode step limit (default 150)")
+    ap.add_argument(
+        "--max-steps",
+        type=int,
+        default=500,
+        help="episode step limit (default 500: Habitat ObjectNav's budget, as in the closed-loop results)",
+    )
     ap.add_argument(
         "--resolution", type=int, default=None, help="env frame size (default 128; the planner resizes)"
     )
