@@ -179,6 +179,21 @@ def test_reproduce_stop_is_an_option_and_the_verified_stop_never_takes_it() -> N
     assert reproduces(VerifiedSearch(_BlobDetector(), "chair", reproduce_stop=True))
 
 
+def test_scan_first_looks_around_before_driving_to_a_context_viewpoint() -> None:
+    """``scan_first``: the start's look-around (free for SPL: turns add no path) also runs when the
+    context video gave a viewpoint; without it the robot leaves for the viewpoint at once."""
+    T = make_pose(0.0, 0.0, 0.0, pitch=math.radians(-30))
+    rgb = np.zeros((32, 32, 3), np.uint8)
+
+    def first_actions(scan_first: bool) -> list[int]:
+        search = ObjectSearch(None, None, scan_turns=6, scan_first=scan_first)
+        search.viewpoints = [(0.0, -2.0, 0.0, 1.0, 0)]  # 2 m straight ahead
+        return [search.act(rgb, _wall_depth(3.0), T) for _ in range(6)]
+
+    assert first_actions(True) == [TURN_LEFT] * 6
+    assert first_actions(False) != [TURN_LEFT] * 6
+
+
 def test_dwell_runs_and_the_stand_out_look_around() -> None:
     """A video that walks, looks around twice; the look-around whose frames show the goal is chosen."""
     poses = [make_pose(0.1 * i, 0.0, 0.0) for i in range(5)]  # walking

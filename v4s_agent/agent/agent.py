@@ -252,7 +252,8 @@ class V4SAgent:
                 self.search = VerifiedSearch(
                     self._search_detector,
                     cat,
-                    scan_turns=8,
+                    scan_turns=self.config.scan_turns,
+                    scan_first=self.config.scan_first,
                     consistent_k=self.config.stop_views,
                     parallax_m=self.config.stop_parallax_m,
                     standpoint=self.config.standpoint,
@@ -262,7 +263,8 @@ class V4SAgent:
                 self.search = ObjectSearch(
                     self._search_detector,
                     cat,
-                    scan_turns=8,
+                    scan_turns=self.config.scan_turns,
+                    scan_first=self.config.scan_first,
                     fitted_stop=fitted,
                     standpoint=self.config.standpoint,
                     reproduce_stop=self.config.reproduce_stop,

@@ -82,6 +82,8 @@ class V4SAgentConfig:
         standpoint: a goal within the stop distance but too low in the pitched view to stop at is viewed
             again from a cell where its seen points are predicted centred (:mod:`.standpoints`); ``False``:
             the older final approach (turn in front of it until the patience runs out).
+        scan_turns, scan_first: the map stack's look-around at the start (15-degree turns), and whether it
+            also runs when the context video gave goal viewpoints (``ObjectSearch(scan_first=)``).
         reproduce_stop: the basic stop also accepts a reproduced context look-around view of the goal
             (``ObjectSearch(reproduce_stop=)``, the verified stop never does).
         stop_views, stop_parallax_m: the verified stop's evidence: the goal at the same place in the last
@@ -118,6 +120,8 @@ class V4SAgentConfig:
     stop_parallax_m: float = 0.5
     standpoint: bool = True
     reproduce_stop: bool = True
+    scan_turns: int = 24
+    scan_first: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -138,6 +142,8 @@ class V4SAgentConfig:
                 "stop_views must be >= 1 and stop_parallax_m >= 0. "
                 f"Got {self.stop_views}, {self.stop_parallax_m}"
             )
+        if self.scan_turns < 0:
+            raise ValueError(f"scan_turns must be >= 0. Got {self.scan_turns}")
         if self.stop_rule not in STOP_RULES:
             raise ValueError(f"stop_rule must be one of {STOP_RULES}. Got {self.stop_rule!r}")
         if self.waypoint not in WAYPOINT_MODES:

@@ -44,6 +44,8 @@ class ObjectSearch:
             area and largest-region rule fitted against the exact semantics, ``config.json``) to put the
             goal's box within ``SUCCESS_SD`` of the centre. Why: the core region the map reads is often a
             part of the object, or two instances merged, centred while the object is not.
+        scan_first: look around (``scan_turns``) before driving to context viewpoints too: turns cost no
+            path length (SPL counts metres), and a goal in view from the start is then seen first.
         reproduce_stop: also stop where a context look-around's frame that stands out for the goal
             (``context_views.best_dwell_view``) is reproduced (:meth:`_reproduces`), without the live
             detector's box centred.
@@ -67,11 +69,13 @@ class ObjectSearch:
         fitted_stop: bool = False,
         standpoint: bool = True,
         reproduce_stop: bool = True,
+        scan_first: bool = True,
     ) -> None:
         self.detector, self.category = detector, category
         self.stop_sd, self.stop_distance, self.min_votes = stop_sd, stop_distance, min_votes
         self.scan_turns, self.arrive_patience, self.threshold = scan_turns, arrive_patience, threshold
         self.fitted_stop, self.standpoint, self.reproduce_stop = fitted_stop, standpoint, reproduce_stop
+        self.scan_first = scan_first
         self._stand: dict[str, Any] | None = None  # the standpoint being driven to (goal, cells, steps)
         self.map = OccupancyMap()
         self.votes = np.zeros((self.map.n, self.map.n), np.float32)  # goal sightings, cleared on rejection
@@ -201,7 +205,7 @@ class ObjectSearch:
         if self.candidate is not None:
             self.stats["mode"] = "approach"
             return self._approach(T)
-        if self.steps < self.scan_turns and not self.viewpoints:
+        if self.steps < self.scan_turns and (self.scan_first or not self.viewpoints):
             self.stats["mode"] = "scan"
             return TURN_LEFT
         if self.viewpoints:
