@@ -248,26 +248,27 @@ class V4SAgent:
 
             cats = list(getattr(self.detector, "categories", []))
             cat = category_from_instruction(self.instruction, cats) if cats else None
-            if self.config.stop_rule == "verified":
+            cfg = self.config
+            common = {
+                "scan_turns": cfg.scan_turns,
+                "scan_first": cfg.scan_first,
+                "standpoint": cfg.standpoint,
+            }
+            if cfg.stop_rule == "verified":
                 self.search = VerifiedSearch(
                     self._search_detector,
                     cat,
-                    scan_turns=self.config.scan_turns,
-                    scan_first=self.config.scan_first,
-                    consistent_k=self.config.stop_views,
-                    parallax_m=self.config.stop_parallax_m,
-                    standpoint=self.config.standpoint,
+                    consistent_k=cfg.stop_views,
+                    parallax_m=cfg.stop_parallax_m,
+                    **common,
                 )
             else:
-                fitted = self.config.stop_rule == "fitted"
                 self.search = ObjectSearch(
                     self._search_detector,
                     cat,
-                    scan_turns=self.config.scan_turns,
-                    scan_first=self.config.scan_first,
-                    fitted_stop=fitted,
-                    standpoint=self.config.standpoint,
-                    reproduce_stop=self.config.reproduce_stop,
+                    fitted_stop=cfg.stop_rule == "fitted",
+                    reproduce_stop=cfg.reproduce_stop,
+                    **common,
                 )
             if self.config.context_viewpoints and self.config.context_mode != "none":
                 self.search.use_context(ctx)
