@@ -257,3 +257,37 @@ def test_goal_max_sd_decides_which_frames_are_goal_views(data_dir: Path) -> None
     objs = [i for i, c in enumerate(nat) if c["kind"] == "obj"]
     assert objs and all(torch.equal(nat[i]["context"], strict[i]["context"]) for i in objs)  # no goal views
     assert any(not torch.equal(nat[i]["context"], loose[i]["context"]) for i in objs)
+
+
+@pytest.mark.parametrize(("choice", "width"), [(None, 32), ("evaluator", 16)])
+def test_gates_cli_finds_goal_views_with_the_agents_detector(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, choice: str | None, width: int
+) -> None:
+    """The views context is what the agent gives its plan, so its goal views come from the agent's goal
+    detector (width 32) unless asked otherwise; the evaluator detector (width 16) only scores."""
+    import v4s_agent.evaluation.gates as gates
+
+    class StopError(Exception):
+        pass
+
+    seen = {}
+
+    def clips(*args: object, detector: EvaluatorDetector, **kw: object) -> None:
+        seen["detector"] = detector
+        raise StopError
+
+    pipe = build_pipeline(get_model_config("tiny"), seed=0)
+    monkeypatch.setattr(gates, "gate_clips", clips)
+    monkeypatch.setattr(gates, "load_pipeline", lambda run, pipeline: (pipe, "tiny"))
+    argv = ["--pipeline", "unused", "--out", str(tmp_path), "--context", "views"]
+    with pytest.raises(StopError):
+        gates.main(argv + (["--goal-detector", choice] if choice else []))
+    assert seen["detector"].width == width
+    assert EvaluatorDetector.from_pretrained().width == 16  # the scorer stays the evaluator's
+
+
+def test_gates_cli_rejects_an_unknown_goal_detector(tmp_path: Path) -> None:
+    from v4s_agent.evaluation.gates import main
+
+    with pytest.raises(SystemExit):  # before any pipeline is loaded ("unused" is not one)
+        main(["--pipeline", "unused", "--out", str(tmp_path), "--goal-detector", str(tmp_path)])

@@ -81,11 +81,12 @@ def gate_clips(
     frames, the video frame whose view is closest to it from another pass of the video
     (``envs.scene_video.choose_view_context``), the rest natural: a given camera path matched against
     a separately recorded video; and object clips get up to ``GOAL_VIEWS`` views of their goal from
-    another pass, those where ``detector`` (the agent's, the evaluator detector) sees the goal category
-    centred, nearest the observation first (``envs.scene_video.choose_goal_context``): what an agent
-    that was told the category can give its plan (``goal_views``: how many at most, default the one
-    constant training and the agent use; ``goal_max_sd``: how centred the detector must see the goal,
-    the agent's default). Otherwise object clips keep the natural context."""
+    another pass, those where ``detector`` sees the goal category centred, nearest the observation first
+    (``envs.scene_video.choose_goal_context``): what an agent that was told the category can give its
+    plan (the CLI's ``detector`` is the agent's goal detector, as the agent finds its goal views, not the
+    evaluator detector that scores them; ``goal_views``: how many at most, default the one constant
+    training and the agent use; ``goal_max_sd``: how centred the detector must see the goal, the agent's
+    default). Otherwise object clips keep the natural context."""
     from v4s_agent.envs.scene_video import GOAL_VIEWS
 
     if context not in CONTEXTS:
@@ -423,6 +424,13 @@ def main(argv: list[str] | None = None) -> int:
         help="--context views: a goal view is a frame where the detector sees the goal at most this SD "
         "(default: agent.context_views.GOAL_MAX_SD, the agent's)",
     )
+    p.add_argument(
+        "--goal-detector",
+        default="agent",
+        help="--context views: the detector that finds the goal views: 'agent' (the agent's goal detector, "
+        "as the agent finds them at use time; default), 'evaluator' (the scorer's own, the choice before "
+        "the agent got its own detector) or a detector folder",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument(
         "--context",
@@ -441,21 +449,30 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--goal-max-sd must be in (0, 1]")
     if a.shift is not None and not a.shift > 0:
         p.error("--shift must be > 0")
+    named = a.goal_detector in ("agent", "evaluator")
+    if not named and not Path(a.goal_detector, "model.safetensors").is_file():
+        p.error(f"--goal-detector must be 'agent', 'evaluator' or a detector folder. Got {a.goal_detector!r}")
     torch.set_num_threads(a.threads)
-    from .evaluator_detector import EvaluatorDetector
+    from .evaluator_detector import EvaluatorDetector, load_goal_detector
 
     pipe, src_name = load_pipeline(a.run, a.pipeline)
     stochastic = None if a.sampler is None else a.sampler == "stochastic"
     sampling = set_sampler(pipe, stochastic, a.shift)
     sampling.update({k: v for k, v in (("steps", a.steps), ("guidance_scale", a.guidance)) if v is not None})
-    det = EvaluatorDetector.from_pretrained()
+    det = EvaluatorDetector.from_pretrained()  # scores every generated video
+    if a.goal_detector == "evaluator":
+        finder = det
+    elif a.goal_detector == "agent":
+        finder = load_goal_detector()
+    else:
+        finder = EvaluatorDetector.from_pretrained(a.goal_detector)
     from v4s_agent.agent.context_views import GOAL_MAX_SD
     from v4s_agent.envs.scene_video import GOAL_VIEWS
 
     n_goal = GOAL_VIEWS if a.goal_views is None else a.goal_views
     max_sd = GOAL_MAX_SD if a.goal_max_sd is None else a.goal_max_sd
     clips = gate_clips(a.data, pipe.v4s_config, a.pose_per_scene, a.max_scenes, context=a.context,
-                       detector=det, goal_views=n_goal, goal_max_sd=max_sd)  # fmt: skip
+                       detector=finder, goal_views=n_goal, goal_max_sd=max_sd)  # fmt: skip
     with torch.autocast("cpu", dtype=torch.bfloat16):  # as the model was trained (and generate() runs)
         gain = measure_context_gain(pipe, clips)
     res = measure_gates(pipe, clips, det, a.steps, a.guidance)
@@ -471,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     res["context"] = a.context
     res["sampling"] = sampling
     if a.context == "views":
-        res["goal_views"], res["goal_max_sd"] = n_goal, max_sd
+        res["goal_views"], res["goal_max_sd"], res["goal_detector"] = n_goal, max_sd, a.goal_detector
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     from v4s_agent.integrity import dumps_strict
