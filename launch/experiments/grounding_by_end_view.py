@@ -23,7 +23,6 @@ from v4s_agent.envs.scene_video import view_distance
 
 from v4s_agent.evaluation import gates
 from v4s_agent.evaluation.evaluator_detector import EvaluatorDetector, load_goal_detector
-from v4s_agent.evaluation.metrics import sd_from_box
 
 
 def main() -> int:
@@ -54,13 +53,8 @@ def main() -> int:
         near.append(bool(np.min(d) <= a.near))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         videos = gates.generate(pipe, obj, "ctx", None, None)
-    n_traj = pipe.v4s_config.num_trajectory_frames
-    sds, hits = [], []
-    for c, v in zip(obj, videos, strict=True):
-        ((box, _),) = scorer.detect(v[n_traj - 1], c["category"])
-        sd = sd_from_box(box, *v.shape[1:3]) if box is not None else 1.0
-        sds.append(sd)
-        hits.append(box is not None and sd < 0.2)
+    last = [v[pipe.v4s_config.num_trajectory_frames - 1] for v in videos]
+    sds, hits = gates.ground(scorer, last, [c["category"] for c in obj])
     res = {"clips": len(obj), "near": a.near}
     for name, sel in (("final_view_in_context", True), ("no_final_view", False), ("all", None)):
         idx = [i for i, x in enumerate(near) if sel is None or x == sel]

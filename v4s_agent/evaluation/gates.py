@@ -277,27 +277,34 @@ def _to_uint8(x: torch.Tensor) -> np.ndarray:
     return ((x.permute(1, 2, 3, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
 
 
+def ground(detector: Any, frames: list[np.ndarray], categories: list[str]) -> tuple[list[float], list[bool]]:
+    """G3's reading of last frames: each frame's SD of the detector's box of its category (not found: 1.0,
+    the worst, a miss rather than skipped) and whether it counts for IF (found with SD < 0.2)."""
+    from .metrics import sd_from_box
+
+    sds, hits = [], []
+    for f, cat in zip(frames, categories, strict=True):
+        ((box, _),) = detector.detect(f, cat)
+        sd = sd_from_box(box, *f.shape[:2]) if box is not None else 1.0
+        sds.append(sd)
+        hits.append(box is not None and sd < 0.2)
+    return sds, hits
+
+
 def measure_gates(pipe: Any, clips: list[dict[str, Any]], detector: Any, steps: int | None = None,
                   guidance: float | None = None, seed: int = 0) -> dict[str, Any]:  # fmt: skip
     """G2 and G3 (see the module docstring) for every condition, with 95 % intervals."""
-    from .metrics import psnr, sd_from_box
+    from .metrics import psnr
 
     cfg = pipe.v4s_config
     n_traj = cfg.num_trajectory_frames
     truth = [_to_uint8(c["target"]) for c in clips]
     pose = [i for i, c in enumerate(clips) if c["kind"] == "pose"]
     obj = [i for i, c in enumerate(clips) if c["kind"] == "obj"]
-    h, w = truth[0].shape[1:3]
 
     def grounding(frames: list[np.ndarray]) -> tuple[list[float], int, int]:
-        sds, hit, n = [], 0, 0
-        for i, f in zip(obj, frames, strict=True):
-            ((box, _),) = detector.detect(f, clips[i]["category"])
-            sd = sd_from_box(box, h, w) if box is not None else float("nan")
-            sds.append(sd if box is not None else 1.0)  # not found: the worst SD (a miss, not skipped)
-            hit += int(box is not None and sd < 0.2)
-            n += 1
-        return sds, hit, n
+        sds, hits = ground(detector, frames, [clips[i]["category"] for i in obj])
+        return sds, sum(hits), len(hits)
 
     res: dict[str, Any] = {"n_pose_clips": len(pose), "n_object_clips": len(obj)}
     sds, hit, n = grounding([truth[i][n_traj - 1] for i in obj])
@@ -462,10 +469,8 @@ def main(argv: list[str] | None = None) -> int:
     det = EvaluatorDetector.from_pretrained()  # scores every generated video
     if a.goal_detector == "evaluator":
         finder = det
-    elif a.goal_detector == "agent":
-        finder = load_goal_detector()
-    else:
-        finder = EvaluatorDetector.from_pretrained(a.goal_detector)
+    else:  # the shipped goal detector, or the folder given
+        finder = load_goal_detector(None if named else a.goal_detector)
     from v4s_agent.agent.context_views import GOAL_MAX_SD
     from v4s_agent.envs.scene_video import GOAL_VIEWS
 
