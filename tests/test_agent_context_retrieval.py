@@ -68,8 +68,8 @@ def test_agent_uses_retrieval_for_its_context() -> None:
 
 def test_agent_views_sampling_puts_the_goal_views_nearest_it_in_the_context() -> None:
     """``context_sampling="views"`` on the object task: the detector's goal viewpoints of the scene video
-    (here set by hand) go into the coverage choice, the one nearest the agent first; on the pose task the
-    context is the path's closest views."""
+    (here set by hand) go into the coverage choice, the soonest reached from the agent first; on the pose
+    task the context is the path's closest views."""
     from v4s_agent.agent.agent import V4SAgent
 
     class _Stub:

@@ -144,7 +144,8 @@ class _CentredEverywhere:
 
 def test_views_context_needs_the_detector_and_gives_object_clips_its_goal_views(data_dir: Path) -> None:
     """Object clips under ``context="views"`` get the frames where the detector sees their goal centred
-    (outside the margin), the nearest to the observation first; without a detector the call refuses."""
+    (outside the margin), the soonest reached from the observation first (ties: the nearest); without a
+    detector the call refuses."""
     m = get_model_config("tiny", context_pose=True)
     with pytest.raises(ValueError, match="detector"):
         gate_clips(data_dir, m, pose_per_scene=1, max_scenes=1, context="views")
@@ -160,11 +161,15 @@ def test_views_context_needs_the_detector_and_gives_object_clips_its_goal_views(
     assert np.array_equal(one, np.arange(70)) and np.array_equal(both[objs[0]["category"]], one)
     assert len(both["no-such-category"]) == 0
     n = len(z["video_frames"])
+    from v4s_agent.envs.scene_video import reach_steps
+
     for c in objs:
-        w, obs = c["window"], z["video_poses"][c["window"][0]][[0, 2], 3]
+        w, obs = c["window"], z["video_poses"][c["window"][0]]
         far = np.array([i for i in range(n) if i < w.min() - VIEW_MARGIN or i > w.max() + VIEW_MARGIN])
-        d = np.linalg.norm(z["video_poses"][far][:, [0, 2], 3] - obs, axis=1)
-        assert int(far[np.argmin(d)]) in c["context_index"].tolist()  # the nearest goal view
+        steps = reach_steps(obs, z["video_poses"][far])
+        soonest = far[steps == steps.min()]
+        d = np.linalg.norm(z["video_poses"][soonest][:, [0, 2], 3] - obs[[0, 2], 3], axis=1)
+        assert int(soonest[np.argmin(d)]) in c["context_index"].tolist()  # the soonest reached goal view
         assert not set(c["context_index"].tolist()) & set(range(int(w.min()), int(w.max()) + 1))
 
 
@@ -192,7 +197,8 @@ def test_views_context_matches_the_path_from_another_pass(data_dir: Path) -> Non
 
 def test_goal_views_caps_the_goal_views_an_object_clip_gets(data_dir: Path) -> None:
     """``goal_views=n``: the ``n`` goal views ``nearest_distinct_views`` picks are all in the context, and
-    a smaller cap leaves some of them out; zero is refused."""
+    a smaller cap leaves some of them out; ``goal_rank`` picks by its rule; zero or an unknown rule is
+    refused."""
     from v4s_agent.envs.scene_video import nearest_distinct_views
 
     m = get_model_config("tiny", context_pose=True, num_context_frames=6)
@@ -201,18 +207,22 @@ def test_goal_views_caps_the_goal_views_an_object_clip_gets(data_dir: Path) -> N
     kw = {"pose_per_scene": 1, "max_scenes": 1, "context": "views", "detector": det}
     with pytest.raises(ValueError, match="goal_views"):
         gate_clips(data_dir, m, goal_views=0, **kw)
+    with pytest.raises(ValueError, match="goal_rank"):
+        gate_clips(data_dir, m, goal_rank="nearest", **kw)
     n = 3
     many, one = gate_clips(data_dir, m, goal_views=n, **kw), gate_clips(data_dir, m, goal_views=1, **kw)
+    floor = gate_clips(data_dir, m, goal_views=1, goal_rank="floor", **kw)
     poses, left_out = z["video_poses"], 0
-    for a, b in zip(many, one, strict=True):
+    for a, b, f in zip(many, one, floor, strict=True):
         if a["kind"] != "obj":
             continue
         w = a["window"]
         idx = np.arange(len(poses))
         far = idx[(idx < w.min() - VIEW_MARGIN) | (idx > w.max() + VIEW_MARGIN)]
-        picked = nearest_distinct_views(poses, far, poses[w[0]][[0, 2], 3], n)
+        picked = nearest_distinct_views(poses, far, poses[w[0]], n)
         assert len(picked) == n and set(picked) <= set(a["context_index"].tolist())
         assert picked[0] in b["context_index"].tolist()  # the nearest view is kept under any cap
+        assert nearest_distinct_views(poses, far, poses[w[0]], 1, "floor")[0] in f["context_index"].tolist()
         left_out += int(not set(picked) <= set(b["context_index"].tolist()))
     assert left_out > 0
 

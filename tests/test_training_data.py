@@ -107,16 +107,17 @@ def test_view_context_replaces_only_pose_clips_context(data_dir: Path) -> None:
             assert d[cidx].min() == pytest.approx(d[far].min())
 
 
-def test_goal_context_holds_the_goal_views_nearest_the_observation(data_dir: Path) -> None:
+def test_goal_context_holds_the_goal_views_soonest_reached(data_dir: Path) -> None:
     """``choose_goal_context``: up to ``GOAL_VIEWS`` frames that show the goal centred, from outside the
-    margin, the nearest to the observation first; an object clip with ``goal_prob=1`` gets them; pose
-    clips and ``goal_prob=0`` keep the stream as it was."""
+    margin, the soonest reached from the observation first (floor distance with ``rank="floor"``); an
+    object clip with ``goal_prob=1`` gets them; pose clips and ``goal_prob=0`` keep the stream as it was."""
     from v4s_agent.envs.scene_video import (
         GOAL_VIEWS,
         VIEW_MARGIN,
         choose_goal_context,
         exact_goal_frames,
         nearest_distinct_views,
+        reach_steps,
     )
 
     z = load_shard(data_dir / shard_name(0))
@@ -125,15 +126,30 @@ def test_goal_context_holds_the_goal_views_nearest_the_observation(data_dir: Pat
     g = exact_goal_frames(z, cat)
     assert len(g) and int(z["visit_end"][ep]) in g.tolist()  # a visit ends with its goal centred
     w = clip_window(z, "obj", ep, 5, True, np.random.default_rng(0))
-    cidx, pos = choose_goal_context(z, w, 6, np.random.default_rng(1), g, cat)
-    assert np.array_equal(cidx, pos) and len(cidx) == 6 and not set(cidx.tolist()) & set(w.tolist())
     far = g[(g < w.min() - VIEW_MARGIN) | (g > w.max() + VIEW_MARGIN)]
-    obs = z["video_poses"][w[0]][[0, 2], 3]
-    dist = np.linalg.norm(z["video_poses"][far][:, [0, 2], 3] - obs, axis=1)
-    nearest = far[np.argmin(dist)]
-    assert int(nearest) in cidx.tolist()
-    picked = nearest_distinct_views(z["video_poses"], far, obs, min(GOAL_VIEWS, 5))
-    assert picked and set(picked) <= set(cidx.tolist())  # every picked goal view is in the context
+    obs = z["video_poses"][w[0]]
+    for rank, cost in (
+        ("reach", reach_steps(obs, z["video_poses"][far])),
+        ("floor", np.linalg.norm(z["video_poses"][far][:, [0, 2], 3] - obs[[0, 2], 3], axis=1)),
+    ):
+        cidx, pos = choose_goal_context(z, w, 6, np.random.default_rng(1), g, cat, rank=rank)
+        assert np.array_equal(cidx, pos) and len(cidx) == 6 and not set(cidx.tolist()) & set(w.tolist())
+        first = nearest_distinct_views(z["video_poses"], far, obs, 1, rank)[0]
+        assert cost[far.tolist().index(first)] == cost.min()
+        picked = nearest_distinct_views(z["video_poses"], far, obs, min(GOAL_VIEWS, 5), rank)
+        assert picked and set(picked) <= set(cidx.tolist())  # every picked goal view is in the context
+    with pytest.raises(ValueError, match="rank"):
+        nearest_distinct_views(z["video_poses"], far, obs, 1, "straight")
+    with pytest.raises(ValueError, match="pose"):
+        nearest_distinct_views(z["video_poses"], far, obs[[0, 2], 3], 1)
+    # one goal view, reach-ranked: the training sample's context holds the soonest reached
+    m1 = get_model_config("tiny", context_pose=True)
+    s1 = build_sample(z, "obj", ep, np.random.default_rng(5), m1, p_drop=0.0, end_window_prob=1.0,
+                      goal_prob=1.0, goal_views=1, goal_rank="reach")  # fmt: skip
+    w1 = clip_window(z, "obj", ep, m1.num_target_frames - m1.num_box_frames, True, np.random.default_rng(5))
+    far1 = g[(g < w1.min() - VIEW_MARGIN) | (g > w1.max() + VIEW_MARGIN)]
+    got = set(s1["context_positions"].numpy().astype(int).tolist()) & set(far1.tolist())
+    assert nearest_distinct_views(z["video_poses"], far1, z["video_poses"][w1[0]], 1)[0] in got
     # no goal view outside the margin: the natural context
     nat, _ = choose_context(z, w, 6, "sparse", np.random.default_rng(1), 0.0, cat)
     none, _ = choose_goal_context(z, w, 6, np.random.default_rng(1), np.zeros(0, np.int64), cat)
@@ -150,6 +166,23 @@ def test_goal_context_holds_the_goal_views_nearest_the_observation(data_dir: Pat
     c = build_sample(z, "pose", ep, np.random.default_rng(5), m, p_drop=0.0)
     d = build_sample(z, "pose", ep, np.random.default_rng(5), m, p_drop=0.0, goal_prob=1.0)
     assert torch.equal(c["context"], d["context"])  # pose clips: goal views do not apply
+
+
+def test_reach_steps_counts_turn_go_turn_actions() -> None:
+    """``reach_steps``: 1 m straight ahead is 4 forward steps; the same spot turned 90 deg is 6 turns;
+    1 m behind, facing the same way, is 12 turns + 4 steps + 12 turns."""
+    from v4s_agent.envs.scene_video import reach_steps
+
+    def pose(x: float, z: float, yaw_deg: float) -> np.ndarray:
+        t = np.radians(yaw_deg)  # looks along -z at yaw 0, turning left is +yaw
+        P = np.eye(4)
+        P[:3, :3] = [[np.cos(t), 0, np.sin(t)], [0, 1, 0], [-np.sin(t), 0, np.cos(t)]]
+        P[0, 3], P[2, 3] = x, z
+        return P
+
+    here = pose(0, 0, 0)
+    got = reach_steps(here, np.stack([pose(0, -1, 0), pose(0, 0, 90), pose(0, 1, 0), here]))
+    assert got.tolist() == [4, 6, 28, 0]
 
 
 def test_joint_cfg_dropout_drops_instruction_and_context_together(data_dir: Path) -> None:

@@ -65,6 +65,10 @@ class TrainConfig:
             views of its goal centred, from another pass of the video, nearest the observation first
             (``envs.scene_video.choose_goal_context``; at use time the detector finds them, and so in the
             gates' ``--context views``).
+        goal_context_views: at most this many goal views in such a context (``None``: ``GOAL_VIEWS``).
+        goal_context_rank: which goal views come first: ``"reach"`` (fewest turn-go-turn actions from the
+            observation) or ``"floor"`` (nearest on the floor, the rule up to the step-38,147 planner);
+            ``None``: ``envs.scene_video.GOAL_RANK``, the agent's.
         cpu_attention: attention kernel on CPUs: ``"math"`` (matmul + softmax: for our ~400-token
             sequences its bf16 backward is the faster one, ``benchmarks/bench_train.py``) or ``"auto"``
             (torch's own choice, the flash kernel); GPUs always use torch's choice.
@@ -116,6 +120,8 @@ class TrainConfig:
     near_context_frames: int = 1
     view_context_prob: float = 0.0
     goal_context_prob: float = 0.0
+    goal_context_views: int | None = None
+    goal_context_rank: str | None = None
     cpu_attention: str = "math"
     compile: bool = False
     init_from: str | None = None
@@ -150,6 +156,10 @@ class TrainConfig:
         for k in ("batch_size", "grad_accum_steps", "max_steps", "checkpoint_every", "keep_checkpoints"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k} must be >= 1. Got {getattr(self, k)}")
+        if self.goal_context_views is not None and self.goal_context_views < 1:
+            raise ValueError(f"goal_context_views must be >= 1. Got {self.goal_context_views}")
+        if self.goal_context_rank not in (None, "reach", "floor"):
+            raise ValueError(f"goal_context_rank must be 'reach' or 'floor'. Got {self.goal_context_rank!r}")
         if self.near_context_frames < 1:
             raise ValueError(f"near_context_frames must be >= 1. Got {self.near_context_frames}")
         if self.near_context_steps < 0:

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from v4s_agent.envs.scene_video import (
+    GOAL_RANK,
+    GOAL_VIEWS,
     choose_context,
     choose_view_context,
     clip_and_context,
@@ -122,6 +124,8 @@ def build_sample(
     near_frames: int = 1,
     view_prob: float = 0.0,
     goal_prob: float = 0.0,
+    goal_views: int | None = None,
+    goal_rank: str | None = None,
 ) -> dict[str, Any]:
     """One training sample (unbatched) cut from a shard's scene video.
 
@@ -130,7 +134,8 @@ def build_sample(
     The context is ``choose_context``'s: other frames of the same video at their source times; with
     probability ``view_prob`` a pose clip's is ``choose_view_context``'s instead (its path's views from
     another pass of the video, as a planner given a path retrieves them), with probability ``goal_prob``
-    an object clip's is ``choose_goal_context``'s (views of its goal, as an agent's detector finds them).
+    an object clip's is ``choose_goal_context``'s (at most ``goal_views`` views of its goal ranked by
+    ``goal_rank``, as an agent's detector finds them and the agent ranks them).
     """
     from v4s_agent.envs.geometry import encode_relative_poses
     from v4s_agent.envs.nav_env import POSE_INSTRUCTION
@@ -149,8 +154,10 @@ def build_sample(
     t_traj = T - nb
     video, poses = shard["video_frames"], shard["video_poses"]
     at_end = bool(rng.random() < end_window_prob)
+    goals = {"n_goal": GOAL_VIEWS if goal_views is None else goal_views, "goal_rank": goal_rank or GOAL_RANK}
     widx, cidx, cpos, cat = clip_and_context(
-        shard, kind, ep, t_traj, K, at_end, rng, context_mode, near_prob, near_frames, view_prob, goal_prob
+        shard, kind, ep, t_traj, K, at_end, rng, context_mode, near_prob, near_frames, view_prob, goal_prob,
+        **goals,
     )
     frames = video[widx]
     camera = np.zeros((T, 12), np.float32)
@@ -215,6 +222,7 @@ class V4SShardDataset(IterableDataset):
             video (``build_sample``'s ``view_prob``; the planner's context when it is given a path).
         goal_prob: probability that an object clip's context holds views of its goal from another pass
             (``build_sample``'s ``goal_prob``; the planner's context when a detector found the goal).
+        goal_views, goal_rank: how many goal views at most, and which first (``build_sample``'s).
         shard_cache: shards kept in memory per worker.
     """
 
@@ -236,6 +244,8 @@ class V4SShardDataset(IterableDataset):
         near_frames: int = 1,
         view_prob: float = 0.0,
         goal_prob: float = 0.0,
+        goal_views: int | None = None,
+        goal_rank: str | None = None,
     ) -> None:
         super().__init__()
         self.data_dir = Path(data_dir)
@@ -262,6 +272,7 @@ class V4SShardDataset(IterableDataset):
         self.near_frames = int(near_frames)
         self.view_prob = float(view_prob)
         self.goal_prob = float(goal_prob)
+        self.goal_views, self.goal_rank = goal_views, goal_rank
         self.shard_cache = max(1, int(shard_cache))
         for s in self.shards:
             if not (self.data_dir / s["file"]).is_file():
@@ -337,6 +348,8 @@ class V4SShardDataset(IterableDataset):
                 self.near_frames,
                 self.view_prob,
                 self.goal_prob,
+                self.goal_views,
+                self.goal_rank,
             )
 
 
@@ -366,6 +379,8 @@ def make_dataloader(
     near_frames: int = 1,
     view_prob: float = 0.0,
     goal_prob: float = 0.0,
+    goal_views: int | None = None,
+    goal_rank: str | None = None,
 ) -> DataLoader:
     """The training DataLoader of one rank (its own shards; resumes at ``start_batch``)."""
     ds = V4SShardDataset(
@@ -384,6 +399,8 @@ def make_dataloader(
         near_frames=near_frames,
         view_prob=view_prob,
         goal_prob=goal_prob,
+        goal_views=goal_views,
+        goal_rank=goal_rank,
     )
     kw: dict[str, Any] = {}
     if num_workers > 0:

@@ -334,6 +334,8 @@ def train(
         near_frames=cfg.near_context_frames,
         view_prob=cfg.view_context_prob,
         goal_prob=cfg.goal_context_prob,
+        goal_views=cfg.goal_context_views,
+        goal_rank=cfg.goal_context_rank,
     )
     data = iter(loader)
 

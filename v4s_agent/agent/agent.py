@@ -360,7 +360,7 @@ class V4SAgent:
         goal = [int(v[4]) for v in getattr(self.search, "viewpoints", None) or []]
         if not goal:
             return idx
-        here = np.asarray(self.pose)[[0, 2], 3]
+        here = np.asarray(self.pose)  # the soonest reached goal views first (envs.scene_video.GOAL_RANK)
         picked = nearest_distinct_views(poses, np.asarray(goal), here, min(GOAL_VIEWS, k - 1))
         keep = set(range(n - self.config.recent_context, n))  # the latest views stay
         slots = [j for j in range(k) if int(idx[j]) not in keep and int(idx[j]) not in picked]

@@ -35,7 +35,7 @@ class V4SAgentConfig:
             ``"views"`` (the context the planner was trained with for its use: on the pose task the
             path's closest views, ``envs.scene_video.closest_views``; on the object task the coverage
             choice with up to ``GOAL_VIEWS`` of the detector's goal views of the scene video in it, the
-            nearest to the agent first, ``choose_goal_context``'s rule).
+            soonest reached from the agent's pose first, ``choose_goal_context``'s rule).
         context_mode: ``"memory"`` (tour + seen frames) or ``"none"`` (no context: the planner is given
             pure-noise context, the "planner without context" baseline).
         recent_context: how many of the most recently seen frames are always in the context (the current

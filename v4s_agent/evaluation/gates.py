@@ -70,6 +70,7 @@ def gate_clips(
     detector: Any = None,
     goal_views: int | None = None,
     goal_max_sd: float | None = None,
+    goal_rank: str | None = None,
 ) -> list[dict[str, Any]]:
     """Every visit that ends centred (object clips) and ``pose_per_scene`` pose clips of each held-out
     scene, each with its context and what the metrics need.
@@ -86,14 +87,18 @@ def gate_clips(
     plan (the CLI's ``detector`` is the agent's goal detector, as the agent finds its goal views, not the
     evaluator detector that scores them; ``goal_views``: how many at most, default the one constant
     training and the agent use; ``goal_max_sd``: how centred the detector must see the goal, the agent's
-    default). Otherwise object clips keep the natural context."""
-    from v4s_agent.envs.scene_video import GOAL_VIEWS
+    default; ``goal_rank``: how the goal views are ranked, default the one constant training and the agent
+    use, ``envs.scene_video.GOAL_RANK``). Otherwise object clips keep the natural context."""
+    from v4s_agent.envs.scene_video import GOAL_RANK, GOAL_RANKS, GOAL_VIEWS
 
     if context not in CONTEXTS:
         raise ValueError(f"context must be one of {CONTEXTS}. Got {context!r}")
     n_goal = GOAL_VIEWS if goal_views is None else int(goal_views)
     if n_goal < 1:
         raise ValueError(f"goal_views must be >= 1. Got {goal_views}")
+    rank = GOAL_RANK if goal_rank is None else goal_rank
+    if rank not in GOAL_RANKS:
+        raise ValueError(f"goal_rank must be one of {GOAL_RANKS}. Got {goal_rank!r}")
     if context == "views" and detector is None:
         raise ValueError("context='views' needs the detector that finds the goal's views (detector=...)")
     data_dir = Path(data_dir)
@@ -117,7 +122,7 @@ def gate_clips(
         for j, (kind, ep) in enumerate(items):
             rng = np.random.default_rng([seed, si, j])
             frames = goal[_goal_name(shard, ep)] if goal and kind == "obj" else None
-            clips.append(cut_clip(shard, kind, ep, rng, mcfg, context, frames, n_goal) | {"scene": si})
+            clips.append(cut_clip(shard, kind, ep, rng, mcfg, context, frames, n_goal, rank) | {"scene": si})
     return clips
 
 
@@ -128,13 +133,13 @@ def _goal_name(shard: dict[str, np.ndarray], ep: int) -> str:
 
 def cut_clip(shard: dict[str, np.ndarray], kind: str, ep: int, rng: np.random.Generator, mcfg: Any,
              context: str = "natural", goal_frames: np.ndarray | None = None,
-             n_goal: int | None = None) -> dict:  # fmt: skip
+             n_goal: int | None = None, goal_rank: str | None = None) -> dict:  # fmt: skip
     """One held-out clip as training cuts it (``clip_and_context``: the clip ending the visit, natural
     context without near copies, or the path's views) in the pipeline's inputs, plus what the metrics
     need (kind, goal category, the env's exact SD)."""
     from v4s_agent.envs.geometry import encode_relative_poses
     from v4s_agent.envs.nav_env import POSE_INSTRUCTION
-    from v4s_agent.envs.scene_video import GOAL_VIEWS, clip_and_context
+    from v4s_agent.envs.scene_video import GOAL_RANK, GOAL_VIEWS, clip_and_context
     from v4s_agent.model.pipeline_inputs import to_video_tensor
 
     K, T, nb = mcfg.num_context_frames, mcfg.num_target_frames, mcfg.num_box_frames
@@ -142,7 +147,8 @@ def cut_clip(shard: dict[str, np.ndarray], kind: str, ep: int, rng: np.random.Ge
     views = 1.0 if context == "views" else 0.0  # as training cuts them: path views, goal views
     if views and kind == "obj" and goal_frames is None:  # never the exact boxes: the agent has no such thing
         raise ValueError("context='views' needs the detector's goal_frames for an object clip")
-    goals = {"goal_frames": goal_frames, "n_goal": GOAL_VIEWS if n_goal is None else n_goal}
+    goals = {"goal_frames": goal_frames, "n_goal": GOAL_VIEWS if n_goal is None else n_goal,
+             "goal_rank": GOAL_RANK if goal_rank is None else goal_rank}  # fmt: skip
     widx, cidx, cpos, cat = clip_and_context(
         shard, kind, ep, T - nb, K, True, rng, view_prob=views, goal_prob=views, **goals
     )
@@ -438,6 +444,13 @@ def main(argv: list[str] | None = None) -> int:
         "as the agent finds them at use time; default), 'evaluator' (the scorer's own, the choice before "
         "the agent got its own detector) or a detector folder",
     )
+    p.add_argument(
+        "--goal-rank",
+        choices=["reach", "floor"],
+        default=None,
+        help="--context views: which goal views come first: the fewest turn-go-turn actions from the "
+        "observation (reach) or the nearest on the floor (floor) (default: envs.scene_video.GOAL_RANK)",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument(
         "--context",
@@ -472,12 +485,13 @@ def main(argv: list[str] | None = None) -> int:
     else:  # the shipped goal detector, or the folder given
         finder = load_goal_detector(None if named else a.goal_detector)
     from v4s_agent.agent.context_views import GOAL_MAX_SD
-    from v4s_agent.envs.scene_video import GOAL_VIEWS
+    from v4s_agent.envs.scene_video import GOAL_RANK, GOAL_VIEWS
 
     n_goal = GOAL_VIEWS if a.goal_views is None else a.goal_views
+    rank = GOAL_RANK if a.goal_rank is None else a.goal_rank
     max_sd = GOAL_MAX_SD if a.goal_max_sd is None else a.goal_max_sd
     clips = gate_clips(a.data, pipe.v4s_config, a.pose_per_scene, a.max_scenes, context=a.context,
-                       detector=finder, goal_views=n_goal, goal_max_sd=max_sd)  # fmt: skip
+                       detector=finder, goal_views=n_goal, goal_max_sd=max_sd, goal_rank=rank)  # fmt: skip
     with torch.autocast("cpu", dtype=torch.bfloat16):  # as the model was trained (and generate() runs)
         gain = measure_context_gain(pipe, clips)
     res = measure_gates(pipe, clips, det, a.steps, a.guidance)
@@ -494,6 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     res["sampling"] = sampling
     if a.context == "views":
         res["goal_views"], res["goal_max_sd"], res["goal_detector"] = n_goal, max_sd, a.goal_detector
+        res["goal_rank"] = rank
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     from v4s_agent.integrity import dumps_strict
