@@ -62,7 +62,7 @@ class TrainConfig:
             another pass of the scene video (``envs.scene_video.choose_view_context``; the planner's
             context when a path is given, and the gates' ``--context views``) instead of the above.
         goal_context_prob: probability that an object clip's context holds up to ``GOAL_VIEWS`` (six)
-            views of its goal centred, from another pass of the video, nearest the observation first
+            views of its goal centred, from another pass of the video, ranked by ``goal_context_rank``
             (``envs.scene_video.choose_goal_context``; at use time the detector finds them, and so in the
             gates' ``--context views``).
         goal_context_views: at most this many goal views in such a context (``None``: ``GOAL_VIEWS``).
