@@ -158,8 +158,10 @@ class TrainConfig:
                 raise ValueError(f"{k} must be >= 1. Got {getattr(self, k)}")
         if self.goal_context_views is not None and self.goal_context_views < 1:
             raise ValueError(f"goal_context_views must be >= 1. Got {self.goal_context_views}")
-        if self.goal_context_rank not in (None, "reach", "floor"):
-            raise ValueError(f"goal_context_rank must be 'reach' or 'floor'. Got {self.goal_context_rank!r}")
+        from v4s_agent.envs.scene_video import GOAL_RANKS
+
+        if self.goal_context_rank is not None and self.goal_context_rank not in GOAL_RANKS:
+            raise ValueError(f"goal_context_rank must be one of {GOAL_RANKS}. Got {self.goal_context_rank!r}")
         if self.near_context_frames < 1:
             raise ValueError(f"near_context_frames must be >= 1. Got {self.near_context_frames}")
         if self.near_context_steps < 0:

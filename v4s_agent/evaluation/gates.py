@@ -82,7 +82,7 @@ def gate_clips(
     frames, the video frame whose view is closest to it from another pass of the video
     (``envs.scene_video.choose_view_context``), the rest natural: a given camera path matched against
     a separately recorded video; and object clips get up to ``GOAL_VIEWS`` views of their goal from
-    another pass, those where ``detector`` sees the goal category centred, nearest the observation first
+    another pass, those where ``detector`` sees the goal category centred, the first by ``goal_rank``
     (``envs.scene_video.choose_goal_context``): what an agent that was told the category can give its
     plan (the CLI's ``detector`` is the agent's goal detector, as the agent finds its goal views, not the
     evaluator detector that scores them; ``goal_views``: how many at most, default the one constant
@@ -406,6 +406,8 @@ def load_pipeline(run: str | None, pipeline: str | None) -> tuple[Any, str]:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: measure the gates of a run's newest checkpoint (or a pipeline) on held-out data."""
+    from v4s_agent.envs.scene_video import GOAL_RANKS
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", help="training run folder (its newest valid checkpoint's EMA weights)")
@@ -446,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--goal-rank",
-        choices=["reach", "floor"],
+        choices=list(GOAL_RANKS),
         default=None,
         help="--context views: which goal views come first: the fewest turn-go-turn actions from the "
         "observation (reach) or the nearest on the floor (floor) (default: envs.scene_video.GOAL_RANK)",
