@@ -60,6 +60,13 @@ def test_measure_gates_reports_every_condition(data_dir: Path) -> None:
         assert res[cond]["psnr_pose"]["n"] == 1 and np.isfinite(res[cond]["psnr_pose"]["mean"])
         assert res[cond]["if_sd_0.2"]["n"] == res["n_object_clips"] > 0
     assert res["rendered_expert"]["exact_semantics_if_sd_0.2"]["mean"] == 1.0
+    per = res["per_object_clip_sd"]  # each object clip's SD per condition, the means' own numbers
+    assert len(per["clip"]) == res["n_object_clips"] and len(set(per["clip"])) == len(per["clip"])
+    for cond in (*CONDITIONS, "rendered_expert"):
+        assert np.mean(per[cond]) == pytest.approx(res[cond]["sd"]["mean"])
+    for cond in CONDITIONS:  # found >= found centred; "not found" is the SD-1.0 miss
+        assert res[cond]["found"]["mean"] >= res[cond]["if_sd_0.2"]["mean"]
+        assert res[cond]["found"]["mean"] == pytest.approx(np.mean(np.array(per[cond]) < 1.0))
     v = gate_verdicts(res, {"x0_context_gain_frac_pose@1": 0.3})
     assert v["G1"] is True and v["G2"] is False  # an untrained model gains nothing from its context
 

@@ -17,7 +17,9 @@ same clips, noise and sampler for every condition:
   generated trajectory frame -> SD and IF(SD < 0.2); the rendered clip's last frame through the same
   detector is the ceiling (and its exact-semantics SD is reported beside it).
 
-95 % intervals: t-style mean +/- 1.96 s.e. for PSNR and SD, Wilson for rates.
+95 % intervals: t-style mean +/- 1.96 s.e. for PSNR and SD, Wilson for rates. ``gates.json`` also keeps
+each object clip's SD per condition (``per_object_clip_sd``, 1.0 where the goal is not found) and the rate
+at which the goal is found at all, so IF's misses split into "not found" and "found off centre".
 
     python -m v4s_agent.evaluation.gates --run runs/default --data data/val_scenes --out runs/default/gates
 
@@ -183,6 +185,7 @@ def cut_clip(shard: dict[str, np.ndarray], kind: str, ep: int, rng: np.random.Ge
     if kind == "obj":
         clip["category"] = str(shard["categories"][cat])
         clip["exact_sd"] = float(shard["visit_sd"][ep])
+        clip["visit"] = int(ep)
     return clip
 
 
@@ -314,6 +317,10 @@ def measure_gates(pipe: Any, clips: list[dict[str, Any]], detector: Any, steps: 
 
     res: dict[str, Any] = {"n_pose_clips": len(pose), "n_object_clips": len(obj)}
     sds, hit, n = grounding([truth[i][n_traj - 1] for i in obj])
+    # each object clip's last-frame SD per condition (1.0: goal not found), so misses can be split into
+    # "not found" and "off centre" and paired with the expert's clip
+    per_clip: dict[str, Any] = {"clip": [f"{clips[i].get('scene')}/{clips[i]['visit']}" for i in obj],
+                                "rendered_expert": sds}
     res["rendered_expert"] = {
         "sd": _mean_ci(sds),
         "if_sd_0.2": _rate_ci(hit, n),
@@ -329,10 +336,15 @@ def measure_gates(pipe: Any, clips: list[dict[str, Any]], detector: Any, steps: 
             "psnr_pose": _mean_ci(ps),
             "sd": _mean_ci(sds),
             "if_sd_0.2": _rate_ci(hit, n),
+            # found at all (a box centre lies inside the frame, SD < 1): IF's misses split into not found
+            # and found off centre
+            "found": _rate_ci(sum(v < 1.0 for v in sds), n),
             "seconds": round(time.time() - t0, 1),
         }
+        per_clip[cond] = sds
         if cond == "ctx":
             res["_videos_ctx"] = gen
+    res["per_object_clip_sd"] = per_clip
     return res
 
 
