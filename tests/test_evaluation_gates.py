@@ -15,6 +15,7 @@ from v4s_agent.training.generate_data import shard_name
 from v4s_agent.evaluation.evaluator_detector import EvaluatorDetector
 from v4s_agent.evaluation.gates import (
     CONDITIONS,
+    NOT_FOUND_SD,
     gate_clips,
     gate_verdicts,
     generate,
@@ -64,9 +65,9 @@ def test_measure_gates_reports_every_condition(data_dir: Path) -> None:
     assert len(per["clip"]) == res["n_object_clips"] and len(set(per["clip"])) == len(per["clip"])
     for cond in (*CONDITIONS, "rendered_expert"):
         assert np.mean(per[cond]) == pytest.approx(res[cond]["sd"]["mean"])
-    for cond in CONDITIONS:  # found >= found centred; "not found" is the SD-1.0 miss
+    for cond in CONDITIONS:  # found >= found centred; "not found" is the NOT_FOUND_SD miss
         assert res[cond]["found"]["mean"] >= res[cond]["if_sd_0.2"]["mean"]
-        assert res[cond]["found"]["mean"] == pytest.approx(np.mean(np.array(per[cond]) < 1.0))
+        assert res[cond]["found"]["mean"] == pytest.approx(np.mean(np.array(per[cond]) < NOT_FOUND_SD))
     v = gate_verdicts(res, {"x0_context_gain_frac_pose@1": 0.3})
     assert v["G1"] is True and v["G2"] is False  # an untrained model gains nothing from its context
 

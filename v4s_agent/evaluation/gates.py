@@ -40,6 +40,9 @@ import numpy as np
 import torch
 
 CONDITIONS = ("ctx", "noctx", "wrongctx")
+# the SD a last frame scores when the detector does not find its goal: the worst, so a miss counts rather
+# than being skipped (a found box has its centre inside the frame: SD < 1)
+NOT_FOUND_SD = 1.0
 
 
 def _mean_ci(x: list[float]) -> dict[str, float | None]:
@@ -287,14 +290,15 @@ def _to_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 def ground(detector: Any, frames: list[np.ndarray], categories: list[str]) -> tuple[list[float], list[bool]]:
-    """G3's reading of last frames: each frame's SD of the detector's box of its category (not found: 1.0,
-    the worst, a miss rather than skipped) and whether it counts for IF (found with SD < 0.2)."""
+    """G3's reading of last frames: each frame's SD of the detector's box of its category (not found:
+    ``NOT_FOUND_SD``, the worst, a miss rather than skipped) and whether it counts for IF (found with SD
+    < 0.2)."""
     from .metrics import sd_from_box
 
     sds, hits = [], []
     for f, cat in zip(frames, categories, strict=True):
         ((box, _),) = detector.detect(f, cat)
-        sd = sd_from_box(box, *f.shape[:2]) if box is not None else 1.0
+        sd = sd_from_box(box, *f.shape[:2]) if box is not None else NOT_FOUND_SD
         sds.append(sd)
         hits.append(box is not None and sd < 0.2)
     return sds, hits
@@ -317,10 +321,12 @@ def measure_gates(pipe: Any, clips: list[dict[str, Any]], detector: Any, steps: 
 
     res: dict[str, Any] = {"n_pose_clips": len(pose), "n_object_clips": len(obj)}
     sds, hit, n = grounding([truth[i][n_traj - 1] for i in obj])
-    # each object clip's last-frame SD per condition (1.0: goal not found), so misses can be split into
-    # "not found" and "off centre" and paired with the expert's clip
-    per_clip: dict[str, Any] = {"clip": [f"{clips[i].get('scene')}/{clips[i]['visit']}" for i in obj],
-                                "rendered_expert": sds}
+    # each object clip's last-frame SD per condition (NOT_FOUND_SD: goal not found), so misses split into
+    # "not found" and "off centre" and pair with the expert's clip
+    per_clip: dict[str, Any] = {
+        "clip": [f"{clips[i].get('scene')}/{clips[i]['visit']}" for i in obj],
+        "rendered_expert": sds,
+    }
     res["rendered_expert"] = {
         "sd": _mean_ci(sds),
         "if_sd_0.2": _rate_ci(hit, n),
@@ -336,9 +342,8 @@ def measure_gates(pipe: Any, clips: list[dict[str, Any]], detector: Any, steps: 
             "psnr_pose": _mean_ci(ps),
             "sd": _mean_ci(sds),
             "if_sd_0.2": _rate_ci(hit, n),
-            # found at all (a box centre lies inside the frame, SD < 1): IF's misses split into not found
-            # and found off centre
-            "found": _rate_ci(sum(v < 1.0 for v in sds), n),
+            # found at all: IF's misses split into not found and found off centre
+            "found": _rate_ci(sum(v < NOT_FOUND_SD for v in sds), n),
             "seconds": round(time.time() - t0, 1),
         }
         per_clip[cond] = sds
