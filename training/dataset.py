@@ -154,7 +154,8 @@ def build_sample(
     t_traj = T - nb
     video, poses = shard["video_frames"], shard["video_poses"]
     at_end = bool(rng.random() < end_window_prob)
-    goals = {"n_goal": GOAL_VIEWS if goal_views is None else goal_views, "goal_rank": goal_rank or GOAL_RANK}
+    goals = {"n_goal": GOAL_VIEWS if goal_views is None else goal_views,
+             "goal_rank": GOAL_RANK if goal_rank is None else goal_rank}
     widx, cidx, cpos, cat = clip_and_context(
         shard, kind, ep, t_traj, K, at_end, rng, context_mode, near_prob, near_frames, view_prob, goal_prob,
         **goals,
