@@ -122,3 +122,45 @@ def test_bad_batch_raises(pipe):
         flow_matching_loss(pipe, {**batch, "instruction": ["a"]})
     with pytest.raises(KeyError):
         flow_matching_loss(pipe, {"context": batch["context"]})
+
+
+def _output_grad(p: Video4SpatialPipeline, batch: dict) -> torch.Tensor:
+    """The loss gradient on the denoiser's output (all frames), one fixed draw of noise and sigma."""
+    captured = {}
+    orig = p.predict_velocity
+
+    def spy(latents, tt, pos, emb, cam=None, cam_mask=None):
+        out = orig(latents, tt, pos, emb, cam, cam_mask)
+        out.retain_grad()
+        captured["out"] = out
+        return out
+
+    p.predict_velocity = spy
+    try:
+        loss, _ = flow_matching_loss(p, batch, generator=torch.Generator().manual_seed(0))
+        loss.backward()
+    finally:
+        del p.predict_velocity
+    p.transformer.zero_grad()
+    return captured["out"].grad
+
+
+def test_end_frame_loss_weight_scales_the_last_trajectory_frame():
+    plain = Video4SpatialPipeline.from_config_name("tiny", seed=0)
+    cfg = plain.v4s_config
+    assert cfg.end_frame_loss_weight == 1.0
+    heavy = Video4SpatialPipeline.from_config_name("tiny", seed=0, end_frame_loss_weight=3.0)
+    assert heavy.v4s_config.end_frame_loss_weight == 3.0
+    batch = _batch()
+    g1, g3 = _output_grad(plain, batch), _output_grad(heavy, batch)
+    k, nb = cfg.num_context_frames, cfg.num_box_frames
+    n = cfg.num_target_frames - 1  # frames in the loss: the targets after the observation
+    last = k + cfg.num_target_frames - nb - 1  # the last trajectory frame in the denoiser's output
+    for f in range(k + 1, k + cfg.num_target_frames):
+        want = (3.0 if f == last else 1.0) * n / (n + 2.0)
+        a, b = g1[:, :, f], g3[:, :, f]
+        nz = a != 0
+        assert nz.any()
+        assert torch.allclose(b[nz] / a[nz], torch.full_like(a[nz], want), rtol=1e-3)
+    with pytest.raises(ValueError, match="end_frame_loss_weight"):
+        Video4SpatialPipeline.from_config_name("tiny", end_frame_loss_weight=0.0)

@@ -74,9 +74,16 @@ def test_kill_and_resume_equals_uninterrupted_run(data_dir: Path, tmp_path: Path
         assert torch.equal(p.detach().float(), ema[n])
 
 
-def test_checkpoint_from_another_config_is_refused(data_dir: Path, tmp_path: Path) -> None:
+def test_checkpoint_from_another_config_is_refused(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cfg = tiny(data_dir, max_steps=3)
     train(cfg, tmp_path / "run", stop_after=3, progress=False)
+    # a training-only setting (the loss weight of the last trajectory frame) may change on resume, said
+    heavier = cfg.replace(max_steps=4, model_overrides={**cfg.model_overrides, "end_frame_loss_weight": 4.0})
+    capsys.readouterr()
+    assert train(heavier, tmp_path / "run", resume=True, progress=False)["step"] == 4
+    assert "end_frame_loss_weight: 1.0 -> 4.0" in capsys.readouterr().err
     other = cfg.replace(model_overrides={"num_layers": 3})
     with pytest.raises(CheckpointError, match="num_layers"):
         train(other, tmp_path / "run", resume=True, progress=False)

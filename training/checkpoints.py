@@ -28,6 +28,7 @@ CKPT_DIR = "checkpoints"
 # may resume with new values (e.g. a training noise distribution chosen from its held-out probe)
 TRAINING_ONLY_FIELDS = frozenset(
     {"train_sigma_mean", "train_sigma_std", "train_sigma_shift", "train_sigma_high_frac", "cfg_dropout",
+     "end_frame_loss_weight",
      "guidance_scale",
      "num_inference_steps", "flow_shift", "stochastic_sampling", "name"}
 )  # fmt: skip

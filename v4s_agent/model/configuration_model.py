@@ -86,6 +86,9 @@ class ModelConfig:
         train_sigma_high_frac: fraction of training samples whose noise level is drawn uniformly from
             ``[0.8, 1]`` instead: the range where only the context can tell what to draw (the sampler
             starts at 1), which the logit-normal alone samples rarely.
+        end_frame_loss_weight: loss weight of the last trajectory frame (the one the agent drives towards and
+            the gates' IF reads) relative to the other target frames; 1 = the plain mean. The loss is
+            normalised by the weights' sum, so its scale does not change.
         target_position_gap: extra temporal RoPE distance between the last context frame and the
             observation (``"source"`` positions): the context is a separate block in time, not "the frames
             just before the observation".
@@ -132,6 +135,7 @@ class ModelConfig:
     train_sigma_std: float = 1.0
     train_sigma_shift: float | None = None
     train_sigma_high_frac: float = 0.0
+    end_frame_loss_weight: float = 1.0
     target_position_gap: float = 0.0
     rope_max_seq_len: int = 1024
     pretrained_path: str | None = None
@@ -179,6 +183,8 @@ class ModelConfig:
             raise ValueError(f"sigma_min must be in (0, 1). Got {self.sigma_min}")
         if not 0.0 <= self.train_sigma_high_frac <= 1.0:
             raise ValueError(f"train_sigma_high_frac must be in [0, 1]. Got {self.train_sigma_high_frac}")
+        if self.end_frame_loss_weight <= 0:
+            raise ValueError(f"end_frame_loss_weight must be > 0. Got {self.end_frame_loss_weight}")
         if self.target_position_gap < 0:
             raise ValueError(f"target_position_gap must be >= 0. Got {self.target_position_gap}")
         if self.train_sigma_std <= 0:
