@@ -67,13 +67,10 @@ def _batch(b: int = 4, seed: int = 0) -> dict:
     }
 
 
-def test_loss_only_on_target_tokens(pipe):
-    batch = _batch()
-    loss, logs = flow_matching_loss(pipe, batch, generator=torch.Generator().manual_seed(0))
-    assert loss.ndim == 0 and set(logs) >= {"loss", "loss_traj", "loss_box", "sigma", "drop_frac"}
-    # changing the context or the observation frame's *values* does not enter the loss as a target
+def _output_grad(p: Video4SpatialPipeline, batch: dict) -> torch.Tensor:
+    """The loss gradient on the denoiser's output (all frames), one fixed draw of noise and sigma."""
     captured = {}
-    orig = pipe.predict_velocity
+    orig = p.predict_velocity
 
     def spy(latents, tt, pos, emb, cam=None, cam_mask=None):
         out = orig(latents, tt, pos, emb, cam, cam_mask)
@@ -81,16 +78,24 @@ def test_loss_only_on_target_tokens(pipe):
         captured["out"] = out
         return out
 
-    pipe.predict_velocity = spy
+    p.predict_velocity = spy
     try:
-        loss, _ = flow_matching_loss(pipe, batch, generator=torch.Generator().manual_seed(0))
+        loss, _ = flow_matching_loss(p, batch, generator=torch.Generator().manual_seed(0))
         loss.backward()
     finally:
-        del pipe.predict_velocity
-    grad = captured["out"].grad
+        del p.predict_velocity
+    p.transformer.zero_grad()
+    return captured["out"].grad
+
+
+def test_loss_only_on_target_tokens(pipe):
+    batch = _batch()
+    loss, logs = flow_matching_loss(pipe, batch, generator=torch.Generator().manual_seed(0))
+    assert loss.ndim == 0 and set(logs) >= {"loss", "loss_traj", "loss_box", "sigma", "drop_frac"}
+    # changing the context or the observation frame's *values* does not enter the loss as a target
+    grad = _output_grad(pipe, batch)
     assert torch.all(grad[:, :, :3] == 0)  # context (2) + observation (1) frames: no loss
     assert torch.all(grad[:, :, 3:].abs().sum(dim=(1, 3, 4)) > 0)
-    pipe.transformer.zero_grad()
 
 
 def test_a_few_steps_lower_the_loss(pipe):
@@ -122,27 +127,6 @@ def test_bad_batch_raises(pipe):
         flow_matching_loss(pipe, {**batch, "instruction": ["a"]})
     with pytest.raises(KeyError):
         flow_matching_loss(pipe, {"context": batch["context"]})
-
-
-def _output_grad(p: Video4SpatialPipeline, batch: dict) -> torch.Tensor:
-    """The loss gradient on the denoiser's output (all frames), one fixed draw of noise and sigma."""
-    captured = {}
-    orig = p.predict_velocity
-
-    def spy(latents, tt, pos, emb, cam=None, cam_mask=None):
-        out = orig(latents, tt, pos, emb, cam, cam_mask)
-        out.retain_grad()
-        captured["out"] = out
-        return out
-
-    p.predict_velocity = spy
-    try:
-        loss, _ = flow_matching_loss(p, batch, generator=torch.Generator().manual_seed(0))
-        loss.backward()
-    finally:
-        del p.predict_velocity
-    p.transformer.zero_grad()
-    return captured["out"].grad
 
 
 def test_end_frame_loss_weight_scales_the_last_trajectory_frame():
