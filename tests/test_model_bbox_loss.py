@@ -133,15 +133,16 @@ def test_end_frame_loss_weight_scales_the_last_trajectory_frame():
     plain = Video4SpatialPipeline.from_config_name("tiny", seed=0)
     cfg = plain.v4s_config
     assert cfg.end_frame_loss_weight == 1.0
-    heavy = Video4SpatialPipeline.from_config_name("tiny", seed=0, end_frame_loss_weight=3.0)
-    assert heavy.v4s_config.end_frame_loss_weight == 3.0
+    w = 3.0
+    heavy = Video4SpatialPipeline.from_config_name("tiny", seed=0, end_frame_loss_weight=w)
+    assert heavy.v4s_config.end_frame_loss_weight == w
     batch = _batch()
     g1, g3 = _output_grad(plain, batch), _output_grad(heavy, batch)
     k, nb = cfg.num_context_frames, cfg.num_box_frames
     n = cfg.num_target_frames - 1  # frames in the loss: the targets after the observation
     last = k + cfg.num_target_frames - nb - 1  # the last trajectory frame in the denoiser's output
     for f in range(k + 1, k + cfg.num_target_frames):
-        want = (3.0 if f == last else 1.0) * n / (n + 2.0)
+        want = (w if f == last else 1.0) * n / (n - 1 + w)  # the loss is normalised by the weights' sum
         a, b = g1[:, :, f], g3[:, :, f]
         nz = a != 0
         assert nz.any()

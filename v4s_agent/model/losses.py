@@ -164,13 +164,14 @@ def flow_matching_loss(
         v_target = (noisy - x0) / s.clamp_min(cfg.sigma_min)
     err = (pred[:, :, k + 1 :].float() - v_target[:, :, 1:].float()) ** 2  # (B, C, T'-1, h, w)
     nb = -(-cfg.num_box_frames // cfg.temporal_factor) if cfg.num_box_frames else 0
+    frame_err = err.mean(dim=(0, 1, 3, 4))  # (T'-1,): the loss per target frame
     if cfg.end_frame_loss_weight == 1.0:
         loss = err.mean()
     else:  # the last trajectory frame (the one the agent drives to) weighs more; same overall scale
         w = torch.ones(err.shape[2], device=err.device)
         w[err.shape[2] - nb - 1] = cfg.end_frame_loss_weight
-        loss = (err.mean(dim=(0, 1, 3, 4)) * w).sum() / w.sum()
-    per_frame = err.mean(dim=(0, 1, 3, 4)).detach()
+        loss = (frame_err * w).sum() / w.sum()
+    per_frame = frame_err.detach()
     logs = {
         "loss": float(loss.detach()),
         "loss_traj": float(per_frame[: per_frame.numel() - nb].mean()) if per_frame.numel() > nb else 0.0,
