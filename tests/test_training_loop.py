@@ -74,7 +74,7 @@ def test_kill_and_resume_equals_uninterrupted_run(data_dir: Path, tmp_path: Path
         assert torch.equal(p.detach().float(), ema[n])
 
 
-def test_checkpoint_from_another_config_is_refused(
+def test_resume_takes_a_new_training_field_and_refuses_another_config(
     data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     cfg = tiny(data_dir, max_steps=3)
