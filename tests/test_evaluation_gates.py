@@ -256,7 +256,7 @@ def test_set_sampler_switches_the_step_rule_and_shift(data_dir: Path) -> None:
 
 
 class _SlightlyOffCentre(_CentredEverywhere):
-    """Every category seen in every frame at SD ~0.22: a goal view under the agent's 0.25, not under 0.2."""
+    """Every category seen in every frame at SD ~0.22: a goal view under 0.25, not under the agent's 0.2."""
 
     def probs(self, frames: np.ndarray) -> np.ndarray:
         p = np.zeros((len(frames), len(self.categories) + 1, 16, 16), np.float32)
