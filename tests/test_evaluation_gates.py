@@ -272,8 +272,10 @@ def test_goal_max_sd_decides_which_frames_are_goal_views(data_dir: Path) -> None
     nat = gate_clips(data_dir, m, **kw)
     loose = gate_clips(data_dir, m, context="views", detector=det, goal_max_sd=0.25, **kw)
     strict = gate_clips(data_dir, m, context="views", detector=det, goal_max_sd=0.2, **kw)
+    default = gate_clips(data_dir, m, context="views", detector=det, **kw)  # the agent's bar, as IF scores
     objs = [i for i, c in enumerate(nat) if c["kind"] == "obj"]
     assert objs and all(torch.equal(nat[i]["context"], strict[i]["context"]) for i in objs)  # no goal views
+    assert all(torch.equal(default[i]["context"], strict[i]["context"]) for i in objs)
     assert any(not torch.equal(nat[i]["context"], loose[i]["context"]) for i in objs)
 
 
